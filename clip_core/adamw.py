@@ -1,0 +1,99 @@
+"""Clipped AdamW: torch's AdamW update fed with the clipped gradient."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.optim.adamw import adamw as adamw_update
+
+from clip_core._validation import check_interval, check_nonnegative, check_positive
+from clip_core.base import ClippedOptimizer
+from clip_core.clipping import ClipResult
+
+
+class ClippedAdamW(ClippedOptimizer):
+    r"""AdamW (decoupled weight decay, as ``torch.optim.AdamW``) on the clipped gradient.
+
+    .. math::
+        \hat g_t &= \alpha_t \odot g_t \quad(\text{clipping rule})\\
+        p_t &\leftarrow p_{t-1}(1 - \gamma\lambda_{wd})\\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\hat g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2)\hat g_t^2\\
+        p_t &\leftarrow p_t - \gamma\,\frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon}
+
+    ``clipping_type="none"`` equals ``torch.optim.AdamW(fused=True)`` step for step. A skipped
+    step (non-finite gradient) leaves ``t``, ``m``, ``v`` and the parameters untouched.
+    See :class:`~clip_core.base.ClippedOptimizer` for the clipping arguments.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        **clipping: Any,
+    ) -> None:
+        check_nonnegative("lr", lr)
+        if not isinstance(betas, tuple | list) or len(betas) != 2:
+            raise ValueError(f"Invalid betas: {betas!r}; expected a pair (beta1, beta2)")
+        check_interval("betas[0]", betas[0], 0.0, 1.0, low_open=False, high_open=True)
+        check_interval("betas[1]", betas[1], 0.0, 1.0, low_open=False, high_open=True)
+        check_positive("eps", eps)
+        check_nonnegative("weight_decay", weight_decay)
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": bool(amsgrad),
+        }
+        super().__init__(params, defaults, **clipping)
+
+    def _param_state(self, p: torch.Tensor, amsgrad: bool) -> dict[str, torch.Tensor]:
+        state = self.state[p]
+        if not state:
+            # fused kernels keep the step count on the parameter's device
+            step_device = p.device if self.fused else torch.device("cpu")
+            state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if amsgrad:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    def _update(self, groups: list[Any], result: ClipResult) -> None:
+        fused = self.fused
+        grad_scale = None
+        if fused and result.scale is not None:
+            grad_scale = result.scale.reciprocal()  # the fused kernel divides by grad_scale
+        for group, params, grads in groups:
+            if not params:
+                continue
+            amsgrad = group["amsgrad"]
+            states = [self._param_state(p, amsgrad) for p in params]
+            if not fused and not self._unfused_prepare(grads, result):
+                continue
+            beta1, beta2 = group["betas"]
+            adamw_update(
+                params,
+                grads,
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+                [s["step"] for s in states],
+                foreach=None if fused else True,
+                fused=fused,
+                grad_scale=grad_scale,
+                found_inf=result.found_inf if fused else None,
+                amsgrad=amsgrad,
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=False,
+            )

@@ -1,0 +1,310 @@
+r"""Clipping rules as a product of three small parts, and the stateful :class:`Clipper`.
+
+A rule replaces the stochastic gradient ``g`` by ``α ⊙ g`` before the step rule sees it. It is
+built from
+
+* a **threshold** source: a fixed level ``λ`` (:class:`FixedThreshold`) or the ``p``-quantile of
+  the history of the statistic, current step included (:class:`PercentileThreshold`);
+* a **decision**: never clip (:class:`Never`), always clip above the threshold (:class:`Always`),
+  or clip above the threshold with probability ``β^((λ/s)^k)`` (:class:`Stochastic`, ``k=1``
+  linear, ``k=2`` quadratic), where ``s`` is the statistic;
+* a **granularity**: the statistic ``s`` is the global norm ``‖g‖`` over every parameter
+  (``"global"``), the norm ``‖g_i‖`` of each parameter tensor (``"tensor"``) or each
+  coordinate's magnitude ``|g_j|`` (``"coordinate"``).
+
+When the decision says clip, ``α = λ/s`` for that unit, else ``α = 1``; a zero statistic never
+clips, so a zero gradient gives ``α = 1`` and never NaN. The nine names in
+:data:`CLIPPING_TYPES` are presets of this product (:func:`preset`); any other combination, such
+as per-tensor ``auto``, is ``ClipRule(PercentileThreshold(p), Always(), "tensor")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import torch
+
+from clip_core._validation import check_choice, check_interval, check_nonnegative
+from clip_core.history import SortedHistory
+
+Granularity = Literal["global", "tensor", "coordinate"]
+GRANULARITIES: tuple[str, ...] = ("global", "tensor", "coordinate")
+
+CLIPPING_TYPES: tuple[str, ...] = (
+    "none",
+    "norm",
+    "layer_wise",
+    "coord_wise",
+    "auto",
+    "linear_stoch_norm",
+    "quadratic_stoch_norm",
+    "linear_stoch_auto",
+    "quadratic_stoch_auto",
+)
+
+
+# -- the three parts ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FixedThreshold:
+    """``λ`` = ``level`` (``clipping_level``)."""
+
+    level: float
+
+    def __post_init__(self) -> None:
+        check_nonnegative("clipping_level", self.level)
+
+
+@dataclass(frozen=True)
+class PercentileThreshold:
+    """``λ_t = numpy.quantile(h_t, p)`` of the statistic's history ``h_t`` (current step included).
+
+    ``window=None`` keeps the whole history (exact, ``O(t)`` memory); ``window=W`` the last ``W``.
+    """
+
+    p: float
+    window: int | None = None
+
+    def __post_init__(self) -> None:
+        check_interval("p_autoclip", self.p, 0.0, 1.0, low_open=True, high_open=False)
+        if self.window is not None and (not isinstance(self.window, int) or self.window < 1):
+            raise ValueError(
+                f"Invalid auto_window: {self.window!r}; expected None or an integer >= 1"
+            )
+
+
+@dataclass(frozen=True)
+class Never:
+    """``α = 1``: no clipping (the ``none`` preset)."""
+
+
+@dataclass(frozen=True)
+class Always:
+    """Clip every unit whose statistic exceeds the threshold."""
+
+
+@dataclass(frozen=True)
+class Stochastic:
+    """Clip a unit above the threshold with probability ``β^((λ/s)^power)``."""
+
+    beta: float
+    power: int  # 1: linear, 2: quadratic
+
+    def __post_init__(self) -> None:
+        check_interval("beta", self.beta, 0.0, 1.0, low_open=True, high_open=True)
+        if self.power not in (1, 2):
+            raise ValueError(f"Invalid power: {self.power!r}; expected 1 (linear) or 2 (quadratic)")
+
+
+Threshold = FixedThreshold | PercentileThreshold
+Decision = Never | Always | Stochastic
+
+
+@dataclass(frozen=True)
+class ClipRule:
+    """One clipping rule: where the threshold comes from, how to decide, and at what granularity."""
+
+    threshold: Threshold
+    decision: Decision
+    granularity: Granularity = "global"
+
+    def __post_init__(self) -> None:
+        check_choice("granularity", self.granularity, GRANULARITIES)
+        if self.granularity == "coordinate" and isinstance(self.threshold, PercentileThreshold):
+            raise ValueError(
+                "Invalid combination: a percentile (auto) threshold needs a history per unit, "
+                "which is not kept per coordinate; use granularity 'global' or 'tensor'"
+            )
+
+
+def preset(
+    clipping_type: str,
+    clipping_level: float = 1.0,
+    beta: float = 0.85,
+    p_autoclip: float = 0.75,
+    auto_window: int | None = None,
+) -> ClipRule:
+    """The :class:`ClipRule` behind one of the names in :data:`CLIPPING_TYPES`."""
+    check_choice("clipping_type", clipping_type, CLIPPING_TYPES)
+    check_nonnegative("clipping_level", clipping_level)
+    check_interval("beta", beta, 0.0, 1.0, low_open=True, high_open=True)
+    check_interval("p_autoclip", p_autoclip, 0.0, 1.0, low_open=True, high_open=False)
+    fixed = FixedThreshold(float(clipping_level))
+    auto = PercentileThreshold(float(p_autoclip), auto_window)
+    table: dict[str, ClipRule] = {
+        "none": ClipRule(fixed, Never()),
+        "norm": ClipRule(fixed, Always()),
+        "layer_wise": ClipRule(fixed, Always(), "tensor"),
+        "coord_wise": ClipRule(fixed, Always(), "coordinate"),
+        "auto": ClipRule(auto, Always()),
+        "linear_stoch_norm": ClipRule(fixed, Stochastic(beta, 1)),
+        "quadratic_stoch_norm": ClipRule(fixed, Stochastic(beta, 2)),
+        "linear_stoch_auto": ClipRule(auto, Stochastic(beta, 1)),
+        "quadratic_stoch_auto": ClipRule(auto, Stochastic(beta, 2)),
+    }
+    return table[clipping_type]
+
+
+# -- the stateful clipper ---------------------------------------------------------------------
+class ClipStats(NamedTuple):
+    """Telemetry of one step, as device tensors (reading them synchronises; the step does not).
+
+    * ``grad_norm``: global norm ``‖g‖`` before clipping (0-d).
+    * ``threshold``: the threshold used (0-d; per tensor ``[n]`` for a per-tensor percentile).
+    * ``clip_fraction``: share of the gradient norm removed, ``1 − ‖α⊙g‖/‖g‖`` (0 if ``g = 0``).
+    * ``skipped``: 1.0 when the step was skipped for a non-finite gradient, else 0.0.
+    """
+
+    grad_norm: torch.Tensor
+    threshold: torch.Tensor
+    clip_fraction: torch.Tensor
+    skipped: torch.Tensor
+
+
+class ClipResult(NamedTuple):
+    """What the step rule needs: a global factor to fuse into its update, and the skip flag."""
+
+    scale: torch.Tensor | None  # 0-d α for global rules; None if grads were clipped in place
+    found_inf: torch.Tensor  # 0-d float, 1.0 when the gradient holds a NaN or an infinity
+    stats: ClipStats
+
+
+class Clipper:
+    """Applies a :class:`ClipRule` to gradient lists; owns the random generator and the history.
+
+    ``clip`` never synchronises with the host: decisions are sampled on the device, non-finite
+    gradients are flagged in ``found_inf`` for the step rule to skip, and the history ignores them.
+    Global rules return the factor ``α`` instead of touching the gradients, so a fused update can
+    apply it in the same pass; per-tensor and per-coordinate rules clip the gradients in place
+    (as ``clip_grad_norm_`` / ``clip_grad_value_`` do).
+    """
+
+    def __init__(self, rule: ClipRule, *, seed: int, device: torch.device) -> None:
+        self.rule = rule
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(self.seed)
+        self.history: SortedHistory | None = None
+        self._level: torch.Tensor | None = None  # λ on the device, made once
+
+    # -- measuring ---------------------------------------------------------------------------
+    def measure(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-tensor norms ``[n]`` and the global norm (0-d), in float32, from one read pass."""
+        norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+        norms = torch.stack([n.to(self.device, non_blocking=True) for n in norms])
+        return norms, torch.linalg.vector_norm(norms)
+
+    # -- thresholds and decisions ------------------------------------------------------------
+    def _threshold(
+        self, stat: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor | None
+    ) -> torch.Tensor:
+        source = self.rule.threshold
+        if isinstance(source, PercentileThreshold):
+            if self.history is None:
+                self.history = SortedHistory(stat.numel(), source.window)
+            elif self.history.num_units != stat.numel():
+                raise ValueError(
+                    "per-tensor auto clipping needs the same parameters to have gradients at "
+                    f"every step (history has {self.history.num_units}, this step {stat.numel()})"
+                )
+            self.history.push(stat.reshape(-1), valid)
+            level = self.history.quantile(source.p)
+            return level.reshape(stat.shape) if stat.dim() == 0 else level
+        if self._level is None:
+            self._level = torch.tensor(source.level, dtype=torch.float32, device=self.device)
+        return self._level if scale is None else self._level * scale
+
+    def _clip_mask(self, stat: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        decision = self.rule.decision
+        if isinstance(decision, Never):
+            return torch.zeros_like(stat, dtype=torch.bool)
+        exceeds = stat > threshold
+        if isinstance(decision, Always):
+            return exceeds
+        u = torch.rand(stat.shape, generator=self.generator, device=stat.device, dtype=stat.dtype)
+        ratio = threshold / stat  # < 1 wherever it matters (stat > threshold)
+        probability = torch.pow(decision.beta, ratio**decision.power)
+        return exceeds & (u < probability)
+
+    # -- the public entry --------------------------------------------------------------------
+    def clip(
+        self,
+        grads: list[torch.Tensor],
+        norms: torch.Tensor,
+        total_norm: torch.Tensor,
+        threshold_scale: torch.Tensor | None = None,
+    ) -> ClipResult:
+        """Clip ``grads`` (whose norms come from :meth:`measure`).
+
+        ``threshold_scale`` multiplies a fixed level (SSTM clips at ``λ/α_{k+1}``); percentile
+        thresholds are already in gradient units and are not scaled.
+        """
+        valid = torch.isfinite(total_norm)
+        found_inf = (~valid).float()
+        granularity = self.rule.granularity
+        if granularity == "global":
+            threshold = self._threshold(total_norm, valid, threshold_scale)
+            mask = self._clip_mask(total_norm, threshold)
+            alpha = torch.where(mask, threshold / total_norm, 1.0)
+            scale = None if isinstance(self.rule.decision, Never) else alpha
+            fraction = 1.0 - alpha
+        elif granularity == "tensor":
+            threshold = self._threshold(norms, valid, threshold_scale)
+            mask = self._clip_mask(norms, threshold)
+            alpha = torch.where(mask, threshold / norms, 1.0)
+            torch._foreach_mul_(grads, [a.to(g.device) for a, g in zip(alpha.unbind(0), grads)])
+            kept = torch.linalg.vector_norm(alpha * norms)
+            fraction = torch.where(total_norm > 0, 1.0 - kept / total_norm, 0.0)
+            scale = None
+        else:
+            threshold = self._threshold(total_norm, valid, threshold_scale)
+            self._clip_coordinates(grads, threshold, threshold_scale is None)
+            kept = torch.linalg.vector_norm(self.measure(grads)[0])
+            fraction = torch.where(total_norm > 0, 1.0 - kept / total_norm, 0.0)
+            scale = None
+        fraction = torch.where(valid, fraction, 0.0)
+        stats = ClipStats(total_norm, threshold, fraction, found_inf)
+        return ClipResult(scale, found_inf, stats)
+
+    def _clip_coordinates(
+        self, grads: list[torch.Tensor], threshold: torch.Tensor, fixed: bool
+    ) -> None:
+        decision = self.rule.decision
+        if isinstance(decision, Never):
+            return
+        if isinstance(decision, Always):
+            if fixed:  # host scalar λ: clamp(g, -λ, λ) == g·min(1, λ/|g|), one pass per tensor
+                level = self.rule.threshold.level  # type: ignore[union-attr]
+                for g in grads:
+                    g.clamp_(-level, level)
+            else:
+                for g in grads:
+                    t = threshold.to(g.device)
+                    g.clamp_(-t, t)
+            return
+        for g in grads:
+            t = threshold.to(g.device, g.dtype)
+            magnitude = g.abs()
+            mask = self._clip_mask(magnitude, t)
+            g.copy_(torch.where(mask, torch.sign(g) * t, g))
+
+    # -- persistence -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "generator": self.generator.get_state(),
+            "history": None if self.history is None else self.history.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed = int(state["seed"])
+        self.generator.set_state(state["generator"].cpu())
+        saved = state["history"]
+        if saved is None:
+            self.history = None
+            return
+        if not isinstance(self.rule.threshold, PercentileThreshold):
+            raise ValueError("state_dict holds an auto-clipping history, but this rule keeps none")
+        self.history = SortedHistory(saved["num_units"], self.rule.threshold.window)
+        self.history.load_state_dict(saved, self.device)
