@@ -1,0 +1,453 @@
+"""Tail-index estimators and summary statistics for stochastic-gradient noise.
+
+These tools answer one question for the benchmark write-up: *is the gradient noise
+heavy-tailed?*  They run on samples collected outside the optimizer step (gradient
+norms over many steps, or a gradient-noise vector ``g_minibatch - g_full``), so every
+function first copies its input to a float64 NumPy array on the host.
+
+Estimators
+----------
+* :func:`hill_estimator` -- Hill (1975) estimator of the tail index α of ``|X|``
+  from the k largest order statistics.  Semi-parametric: it only assumes
+  ``P(|X| > x) ~ L(x) x^(-α)``, so it works for norms and for any heavy tail.
+* :func:`alpha_stable_index` -- the α-stable index estimator of Mohammadi,
+  Mohammadpour & Ogata (2015) as used by Şimşekli, Sagun & Gürbüzbalaban (2019).
+  It assumes the (centred) noise is symmetric α-stable, so it always returns a value
+  in (0, 2]; α = 2 is the Gaussian case.
+
+Input policy (shared by every function)
+---------------------------------------
+Inputs may be NumPy arrays, torch tensors (any device/dtype; detached and copied) or
+sequences.  NaN and ±inf entries are *dropped* (an overflowed gradient norm carries no
+usable magnitude, and one NaN would otherwise poison every statistic); estimators that
+take logarithms additionally drop exact zeros, since ``log 0 = -inf`` and exact zeros
+in gradient noise come from dead/frozen parameters, not from the continuous noise
+law.  :func:`tail_summary` reports how many values were dropped.
+
+References
+----------
+* B. M. Hill, "A simple general approach to inference about the tail of a
+  distribution", Annals of Statistics 3(5):1163-1174, 1975.
+* M. Mohammadi, A. Mohammadpour, H. Ogata, "On estimating the tail index and the
+  spectral measure of multivariate α-stable distributions", Metrika 78(5):549-561, 2015.
+* U. Şimşekli, L. Sagun, M. Gürbüzbalaban, "A tail-index analysis of stochastic
+  gradient noise in deep neural networks", ICML 2019 (PMLR 97:5827-5837).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "GaussianFit",
+    "TailSummary",
+    "alpha_stable_index",
+    "default_hill_k",
+    "empirical_ccdf",
+    "gaussian_fit",
+    "hill_curve",
+    "hill_estimator",
+    "tail_summary",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _to_numpy(samples: Any, name: str) -> np.ndarray:
+    """Copy ``samples`` (ndarray, tensor or sequence) to a float64 host array."""
+    if isinstance(samples, torch.Tensor):
+        if samples.is_complex():
+            raise ValueError(f"{name}: complex input is not supported")
+        # Going through float64 on the host handles bf16/fp16 and CUDA tensors alike.
+        return samples.detach().to(device="cpu", dtype=torch.float64).numpy()
+    arr = np.asarray(samples)
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name}: complex input is not supported")
+    try:
+        return arr.astype(np.float64, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected numeric samples, got dtype {arr.dtype}") from exc
+
+
+def _as_1d(samples: Any, name: str) -> np.ndarray:
+    """Convert and require a 1-D sample (ambiguity about axes is an error, not a guess)."""
+    x = _to_numpy(samples, name)
+    if x.ndim != 1:
+        raise ValueError(
+            f"{name}: expected a 1-D array of samples, got shape {tuple(x.shape)}; "
+            "flatten it (x.ravel()) to pool all entries, or reduce to one norm per sample"
+        )
+    if x.size == 0:
+        raise ValueError(f"{name}: got an empty sample")
+    return x
+
+
+def _positive_magnitudes(samples: Any, name: str) -> tuple[np.ndarray, int]:
+    """Return ``|x|`` restricted to finite, nonzero entries, plus the number dropped."""
+    x = _as_1d(samples, name)
+    mag = np.abs(x)
+    keep = np.isfinite(mag) & (mag > 0)
+    kept = mag[keep]
+    if kept.size < 2:
+        raise ValueError(
+            f"{name}: need at least 2 finite nonzero values, got {kept.size} "
+            f"(of {x.size}; zeros and NaN/inf are dropped)"
+        )
+    return kept, int(x.size - kept.size)
+
+
+def _check_int(value: Any, name: str) -> int:
+    # bool is an int subclass; k=True is almost certainly a bug.
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------------------- Hill
+
+
+def default_hill_k(n: int) -> int:
+    """Default number of order statistics for the Hill estimator: ``k = ceil(sqrt(n))``.
+
+    ``sqrt(n)`` is the usual compromise: k → ∞ and k/n → 0 as n grows (needed for
+    consistency), and for tails that are only asymptotically Pareto (Student-t,
+    α-stable) the top √n values sit far enough in the tail to keep the bias small.
+    Clamped to the valid range [1, n-1].
+    """
+    if n < 2:
+        raise ValueError(f"the Hill estimator needs n >= 2 samples, got n={n}")
+    return min(max(1, math.ceil(math.sqrt(n))), n - 1)
+
+
+def hill_estimator(samples: Any, k: int | None = None) -> float:
+    """Hill estimator of the tail index α of ``|samples|``.
+
+    With ``X_(1) >= X_(2) >= ... >= X_(n)`` the order statistics of the usable
+    magnitudes,
+
+        α̂ = 1 / ( (1/k) Σ_{i=1..k} [log X_(i) − log X_(k+1)] ),
+
+    i.e. the reciprocal of the mean log-excess of the k largest values over the
+    (k+1)-th largest, which is the maximum-likelihood estimator of α for a Pareto
+    tail above the threshold ``X_(k+1)``.  Smaller α means a heavier tail
+    (moments of order >= α are infinite); a Gaussian gives a large α̂ that keeps
+    growing with n.
+
+    Args:
+        samples: 1-D array/tensor.  Absolute values are used, so signed noise
+            coordinates and norms both work.  NaN/±inf and exact zeros are dropped
+            (see module docstring); ``n`` below counts the remaining values.
+        k: number of upper order statistics, an integer in ``[1, n-1]``.
+            Default :func:`default_hill_k` (``ceil(sqrt(n))``).
+
+    Returns:
+        α̂ as a float; ``inf`` if the top ``k+1`` values are all equal (no tail).
+
+    Raises:
+        ValueError: non-1-D or empty input, fewer than 2 usable values, or ``k``
+            outside ``[1, n-1]``.
+    """
+    mag, dropped = _positive_magnitudes(samples, "hill_estimator")
+    n = mag.size
+    if k is None:
+        k = default_hill_k(n)
+    k = _check_int(k, "k")
+    if not 1 <= k <= n - 1:
+        extra = f" after dropping {dropped} zero/non-finite values" if dropped else ""
+        raise ValueError(f"k={k} is out of range: need 1 <= k <= n-1 = {n - 1} (n={n}{extra})")
+    # Partial sort: position n-k-1 holds X_(k+1); everything after it is the top k.
+    part = np.partition(mag, n - k - 1)
+    threshold = part[n - k - 1]
+    mean_log_excess = float(np.mean(np.log(part[n - k :] / threshold)))
+    return math.inf if mean_log_excess == 0.0 else 1.0 / mean_log_excess
+
+
+def hill_curve(samples: Any, ks: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Hill estimates for many k at once (for a "Hill plot" of α̂ against k).
+
+    A flat region of the curve is the usual visual justification for a choice of k.
+    Uses one full sort and a cumulative sum, so it costs O(n log n) regardless of how
+    many k are requested.  Same input policy as :func:`hill_estimator`.
+
+    Args:
+        samples: 1-D array/tensor.
+        ks: integers in ``[1, n-1]``; default: ~100 log-spaced values over that range.
+
+    Returns:
+        ``(ks, alphas)`` as int64 / float64 arrays.
+    """
+    mag, _ = _positive_magnitudes(samples, "hill_curve")
+    n = mag.size
+    if ks is None:
+        ks = np.unique(np.geomspace(1, n - 1, num=min(100, n - 1)).astype(np.int64))
+    ks = np.atleast_1d(np.asarray(ks))
+    if ks.ndim != 1 or not np.issubdtype(ks.dtype, np.integer):
+        raise ValueError(f"ks must be a 1-D sequence of integers, got {ks!r}")
+    bad = ks[(ks < 1) | (ks > n - 1)]
+    if bad.size:
+        raise ValueError(f"ks contains {bad.tolist()[:5]}: need 1 <= k <= n-1 = {n - 1} (n={n})")
+    logs = np.sort(np.log(mag))[::-1]  # log X_(1) >= log X_(2) >= ...
+    csum = np.cumsum(logs)
+    mean_log_excess = csum[ks - 1] / ks - logs[ks]
+    with np.errstate(divide="ignore"):
+        alphas = np.where(mean_log_excess > 0, 1.0 / mean_log_excess, np.inf)
+    return ks.astype(np.int64), alphas
+
+
+# ------------------------------------------------------------------------ α-stable
+
+
+def alpha_stable_index(
+    noise: Any,
+    k1: int | None = None,
+    *,
+    mode: Literal["coordinates", "vectors"] = "coordinates",
+    center: bool = False,
+    clip: bool = True,
+) -> float:
+    """Tail index α of symmetric α-stable noise (Mohammadi et al. 2015; Şimşekli et al. 2019).
+
+    For i.i.d. strictly α-stable ``X_1..X_K`` the block sums of ``K1`` consecutive
+    samples satisfy ``Y =_d K1^(1/α) X``, so ``E log|Y| − E log|X| = (1/α) log K1``.
+    With ``K = K1·K2`` and ``Y_i = Σ_{j=1..K1} X_{j+(i−1)K1}`` the estimator is
+
+        1/α̂ = (1 / log K1) · ( (1/K2) Σ_{i=1..K2} log|Y_i| − (1/K) Σ_{i=1..K} log|X_i| ).
+
+    What is computed for each input shape:
+
+    * 1-D ``(K,)``: the K entries are the scalar samples ``X_i``.
+    * 2-D ``(K, d)``, ``mode="coordinates"`` (default, what Şimşekli et al. do): the
+      ``K·d`` entries are flattened row-major and treated as i.i.d. scalar SαS
+      samples, so each block sums ``K1`` consecutive coordinates.  Pass the noise of a
+      single step as 1-D ``(d,)`` for exactly the paper's per-iteration estimate.
+    * 2-D ``(K, d)``, ``mode="vectors"``: the rows are K i.i.d. α-stable *vectors*;
+      ``Y_i`` sums ``K1`` rows and ``|·|`` is the Euclidean norm (the multivariate
+      form of the same estimator).  Note this is *not* the scalar estimator applied to
+      the norms: norms are positive, so sums of norms do not scale like ``K1^(1/α)``.
+
+    Differences from the authors' reference code, both deliberate: ``K1`` defaults to
+    ``floor(sqrt(K))`` and the trailing ``K − K1·K2 < K1`` samples are dropped
+    (rather than searching for an exact divisor, which yields ``K1 = 1`` -- a division
+    by ``log 1 = 0`` -- when K is prime); and exact zeros are dropped instead of adding
+    machine epsilon inside the log, because dead parameters with identically-zero
+    noise would otherwise contribute ``log(2.2e-16) ≈ −36`` and wreck the estimate.
+
+    The estimator assumes **centred** noise (e.g. minibatch gradient minus full-batch
+    gradient).  A nonzero location makes block sums drift like ``K1·μ`` and pulls α̂
+    towards 1.  ``center=True`` subtracts the sample mean over the K samples (per
+    column for 2-D input) before anything else; for α ≤ 1 the mean does not exist, so
+    prefer centring at the source.
+
+    Args:
+        noise: 1-D ``(K,)`` or 2-D ``(K, d)`` array/tensor of noise samples.
+            Non-finite entries (``"coordinates"``) or rows containing them
+            (``"vectors"``) are dropped, then exact zeros / zero-norm rows.
+        k1: block size ``K1``, an integer in ``[2, K // 2]`` (so ``K2 >= 2``) where
+            K counts the usable samples.  Default ``floor(sqrt(K))``.
+        mode: ``"coordinates"`` or ``"vectors"``; ignored for 1-D input.
+        center: subtract the mean over samples first.
+        clip: SαS laws only exist for α ∈ (0, 2], so by default the estimate is
+            clipped into that range: ``1/α̂ <= 1/2`` (including sampling noise that
+            makes it ``<= 0`` for Gaussian data) returns exactly 2.0.  With
+            ``clip=False`` the unclipped reciprocal of the ``1/α̂`` estimate is
+            returned (may exceed 2, be negative, or be ``inf``) -- useful to judge
+            how far from Gaussian the data are.
+
+    Returns:
+        α̂ as a float (in (0, 2] when ``clip=True``).
+
+    Raises:
+        ValueError: input that is not 1-D/2-D or is empty, an unknown ``mode``,
+            fewer than 4 usable samples, ``k1`` out of range, or a block sum that is
+            exactly zero (only possible for discrete-valued data).
+    """
+    x = _to_numpy(noise, "alpha_stable_index")
+    if x.ndim not in (1, 2) or x.size == 0:
+        raise ValueError(
+            f"alpha_stable_index: expected a non-empty 1-D (K,) or 2-D (K, d) array, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if mode not in ("coordinates", "vectors"):
+        raise ValueError(f"mode must be 'coordinates' or 'vectors', got {mode!r}")
+    if x.ndim == 1 or mode == "coordinates":
+        finite = np.isfinite(x)
+        if center:
+            # Mean over samples of the finite entries only (per column for 2-D).
+            count = finite.sum(axis=0)
+            total = np.where(finite, x, 0.0).sum(axis=0)
+            x = x - np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        flat = x[finite]  # boolean indexing flattens row-major
+        samples = flat[flat != 0].reshape(-1, 1)
+    else:
+        rows = x[np.isfinite(x).all(axis=1)]
+        if center and rows.shape[0] > 0:
+            rows = rows - rows.mean(axis=0)
+        samples = rows[np.linalg.norm(rows, axis=1) > 0]
+
+    n = samples.shape[0]
+    if n < 4:
+        raise ValueError(
+            f"alpha_stable_index: need at least 4 usable samples (K1 >= 2 and K2 >= 2), "
+            f"got {n} after dropping zeros and NaN/inf"
+        )
+    if k1 is None:
+        k1 = math.isqrt(n)
+    k1 = _check_int(k1, "k1")
+    if not 2 <= k1 <= n // 2:
+        raise ValueError(f"k1={k1} is out of range: need 2 <= k1 <= K//2 = {n // 2} (K={n})")
+    k2 = n // k1
+    used = samples[: k1 * k2]
+    block_sums = used.reshape(k2, k1, -1).sum(axis=1)
+    y_norms = np.linalg.norm(block_sums, axis=1)
+    if not np.all(y_norms > 0):
+        # Only happens for discrete data (e.g. ±1 noise), where the SαS model is moot.
+        raise ValueError(
+            f"alpha_stable_index: {np.count_nonzero(y_norms == 0)} of {k2} block sums are "
+            "exactly zero (discrete-valued data?); log|Y_i| is undefined"
+        )
+    log_y = np.log(y_norms)
+    log_x = np.log(np.linalg.norm(used, axis=1))
+    inv_alpha = (log_y.mean() - log_x.mean()) / math.log(k1)
+    if clip:
+        return 2.0 if inv_alpha <= 0.5 else float(1.0 / inv_alpha)
+    return math.inf if inv_alpha == 0 else float(1.0 / inv_alpha)
+
+
+# ----------------------------------------------------------------- summary & plotting
+
+
+@dataclass(frozen=True)
+class TailSummary:
+    """Row of tail statistics for one sample; see :func:`tail_summary` for definitions."""
+
+    n: int
+    n_dropped: int
+    mean: float
+    std: float
+    median: float
+    p99_over_median: float
+    excess_kurtosis: float
+    hill_alpha: float
+    hill_k: int
+    stable_alpha: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tail_summary(samples: Any, *, noise: bool | None = None) -> TailSummary:
+    """Summary statistics that indicate whether a sample is heavy-tailed.
+
+    Fields (``x`` = the finite values, NaN/±inf dropped and counted in ``n_dropped``):
+
+    * ``n``, ``mean``, ``std`` (population, ddof=0), ``median`` of ``x``.
+    * ``p99_over_median``: ``percentile(|x|, 99) / median(|x|)`` (NumPy's default
+      linear interpolation).  Magnitudes, so it means the same for norms and signed
+      noise: ≈3.8 for |N(0,1)|, ≈7.6 for |Student-t(3)|, far larger for heavier
+      tails.  NaN if ``median(|x|) == 0``.
+    * ``excess_kurtosis``: Fisher's ``m4 / m2² − 3`` with biased central moments,
+      identical to ``scipy.stats.kurtosis`` defaults; 0 for a Gaussian, large or
+      unstable for heavy tails.  NaN if the variance is 0.
+    * ``hill_alpha`` / ``hill_k``: :func:`hill_estimator` on ``|x|`` with the default k.
+    * ``stable_alpha``: :func:`alpha_stable_index` with ``center=True`` when the
+      sample is signed noise, else ``None`` (the SαS model is meaningless for
+      positive quantities such as norms).
+
+    Args:
+        samples: 1-D array/tensor (norms or noise coordinates).
+        noise: whether the sample is signed noise.  Default: inferred as "contains a
+            negative value".
+
+    Raises:
+        ValueError: non-1-D or empty input, or fewer than 2 finite nonzero values.
+    """
+    x_all = _as_1d(samples, "tail_summary")
+    x = x_all[np.isfinite(x_all)]
+    n_dropped = int(x_all.size - x.size)
+    if np.count_nonzero(x) < 2:
+        raise ValueError(
+            f"tail_summary: need at least 2 finite nonzero values, got "
+            f"{np.count_nonzero(x)} (of {x_all.size})"
+        )
+    if noise is None:
+        noise = bool((x < 0).any())
+
+    mean = float(x.mean())
+    centred = x - mean
+    m2 = float(np.mean(centred**2))
+    m4 = float(np.mean(centred**4))
+    kurt = m4 / m2**2 - 3.0 if m2 > 0 else math.nan
+    mag = np.abs(x)
+    med_mag = float(np.median(mag))
+    ratio = float(np.percentile(mag, 99)) / med_mag if med_mag > 0 else math.nan
+
+    nonzero = mag[mag > 0]
+    hill_k = default_hill_k(nonzero.size)
+    stable = None
+    if noise and x.size >= 4:
+        try:
+            stable = alpha_stable_index(x, center=True)
+        except ValueError:  # e.g. fewer than 4 nonzero values after centring
+            stable = None
+    return TailSummary(
+        n=int(x.size),
+        n_dropped=n_dropped,
+        mean=mean,
+        std=math.sqrt(m2),
+        median=float(np.median(x)),
+        p99_over_median=ratio,
+        excess_kurtosis=kurt,
+        hill_alpha=hill_estimator(nonzero, hill_k),
+        hill_k=hill_k,
+        stable_alpha=stable,
+    )
+
+
+class GaussianFit(NamedTuple):
+    """Maximum-likelihood normal fit (``std`` uses ddof=0, like ``scipy.stats.norm.fit``)."""
+
+    mean: float
+    std: float
+
+    def pdf(self, x: Any) -> np.ndarray:
+        """Density of the fitted normal at ``x`` (for overlaying on a histogram)."""
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+        return np.exp(-0.5 * z * z) / (self.std * math.sqrt(2.0 * math.pi))
+
+
+def gaussian_fit(samples: Any) -> GaussianFit:
+    """Fit ``N(mean, std²)`` by maximum likelihood to the finite values of a 1-D sample.
+
+    Plotting a histogram against this fit is the quickest visual check for heavy tails.
+
+    Raises:
+        ValueError: non-1-D or empty input, fewer than 2 finite values, or zero spread.
+    """
+    x = _as_1d(samples, "gaussian_fit")
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        raise ValueError(f"gaussian_fit: need at least 2 finite values, got {x.size}")
+    std = float(x.std())
+    if std == 0.0:
+        raise ValueError("gaussian_fit: all finite values are equal (zero variance)")
+    return GaussianFit(float(x.mean()), std)
+
+
+def empirical_ccdf(samples: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Empirical survival function of ``|samples|`` for log-log tail plots.
+
+    Returns ``(x, p)`` with ``x`` the finite nonzero magnitudes in ascending order and
+    ``p[i] = (n − i) / n = P̂(|X| >= x[i])``, so ``p`` runs from 1 down to ``1/n`` and
+    ``p > 0`` everywhere (safe for a log axis).  A power-law tail with index α shows up
+    as a straight line of slope ``−α``.
+    """
+    mag, _ = _positive_magnitudes(samples, "empirical_ccdf")
+    xs = np.sort(mag)
+    n = xs.size
+    return xs, (n - np.arange(n)) / n

@@ -1,0 +1,382 @@
+"""Tests for clip_core.heavy_tail.
+
+scipy is used only here, as an independent reference (levy_stable samples,
+kurtosis, gamma/KS checks).  Every stochastic test uses a fixed seed and a sample
+large enough that the tolerance is several standard errors wide, and the
+"wrong variant" tests show the same tolerance rejects plausible implementation bugs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from clip_core.heavy_tail import (
+    GaussianFit,
+    TailSummary,
+    alpha_stable_index,
+    default_hill_k,
+    empirical_ccdf,
+    gaussian_fit,
+    hill_curve,
+    hill_estimator,
+    tail_summary,
+)
+
+N_HILL = 1_000_000  # default k = 1000 -> Hill std ~ α/sqrt(1000) ≈ 3% of α
+N_STABLE = 200_000  # default K1 = K2 = 447 -> std of α̂ ≈ 0.02-0.03
+HILL_RTOL = 0.10
+STABLE_ATOL = 0.10
+
+
+def pareto(alpha: float, n: int, seed: int, scale: float = 1.0) -> np.ndarray:
+    """Classical Pareto(α, x_m=scale) by inversion: P(X > x) = (x / scale)^-α."""
+    u = np.random.default_rng(seed).random(n)
+    return scale * (1.0 - u) ** (-1.0 / alpha)
+
+
+def sas(alpha: float, n: int, seed: int) -> np.ndarray:
+    """Symmetric α-stable samples from scipy (independent of the code under test)."""
+    return stats.levy_stable.rvs(alpha, 0.0, size=n, random_state=seed)
+
+
+@pytest.fixture(scope="module")
+def student3() -> np.ndarray:
+    return np.random.default_rng(11).standard_t(3, N_HILL)
+
+
+@pytest.fixture(scope="module")
+def stable_samples() -> dict[float, np.ndarray]:
+    return {a: sas(a, N_STABLE, seed=100 + i) for i, a in enumerate((1.2, 1.5, 1.8))}
+
+
+# ------------------------------------------------------------------ wrong variants
+# Plausible bugs, implemented independently, used to show the tolerances have teeth.
+
+
+def _top(x: np.ndarray, k: int) -> np.ndarray:
+    return np.sort(np.abs(x))[::-1][: k + 1]  # X_(1) >= ... >= X_(k+1)
+
+
+def hill_no_threshold(x, k):  # forgot "− log X_(k+1)"
+    return 1.0 / np.mean(np.log(_top(x, k)[:k]))
+
+
+def hill_smallest(x, k):  # sorted ascending: uses the k smallest values
+    s = np.sort(np.abs(x))[: k + 1]
+    return 1.0 / np.mean(np.log(s[1:] / s[0]))
+
+
+def hill_log10(x, k):  # wrong logarithm base
+    t = _top(x, k)
+    return 1.0 / np.mean(np.log10(t[:k] / t[k]))
+
+
+def hill_reciprocal(x, k):  # returns the extreme-value index ξ = 1/α instead of α
+    t = _top(x, k)
+    return np.mean(np.log(t[:k] / t[k]))
+
+
+def hill_threshold_kth(x, k):  # off by one: threshold X_(k) instead of X_(k+1)
+    t = _top(x, k)
+    return 1.0 / np.mean(np.log(t[:k] / t[k - 1]))
+
+
+def _blocks(x: np.ndarray, k1: int) -> tuple[np.ndarray, int]:
+    k2 = x.size // k1
+    return x[: k1 * k2].reshape(k2, k1), k2
+
+
+def stable_log_k(x, k1):  # divides by log K instead of log K1
+    b, _ = _blocks(x, k1)
+    return 1.0 / ((np.log(np.abs(b.sum(1))).mean() - np.log(np.abs(b)).mean()) / math.log(b.size))
+
+
+def stable_abs_sum(x, k1):  # sums |X| inside the blocks instead of X
+    b, _ = _blocks(x, k1)
+    return 1.0 / ((np.log(np.abs(b).sum(1)).mean() - np.log(np.abs(b)).mean()) / math.log(k1))
+
+
+def stable_block_mean(x, k1):  # averages the blocks instead of summing them
+    b, _ = _blocks(x, k1)
+    return 1.0 / ((np.log(np.abs(b.mean(1))).mean() - np.log(np.abs(b)).mean()) / math.log(k1))
+
+
+def stable_log_k2(x, k1):  # divides by log K2 instead of log K1
+    b, k2 = _blocks(x, k1)
+    return 1.0 / ((np.log(np.abs(b.sum(1))).mean() - np.log(np.abs(b)).mean()) / math.log(k2))
+
+
+# ------------------------------------------------------------------------------ Hill
+
+
+@pytest.mark.parametrize("alpha", [1.5, 3.0])
+def test_hill_recovers_pareto_index(alpha):
+    x = pareto(alpha, N_HILL, seed=int(alpha * 10), scale=2.0)
+    assert hill_estimator(x) == pytest.approx(alpha, rel=HILL_RTOL)
+    # For an exact Pareto law any k is unbiased, so a large k allows a 2% tolerance.
+    assert hill_estimator(x, k=N_HILL // 10) == pytest.approx(alpha, rel=0.02)
+
+
+def test_hill_student_t_and_gaussian(student3):
+    a_t = hill_estimator(student3)
+    assert a_t == pytest.approx(3.0, rel=HILL_RTOL)
+    a_gauss = hill_estimator(np.random.default_rng(12).standard_normal(N_HILL))
+    # Light tail: Hill keeps growing with n (≈13 here); far above the t(3) value.
+    assert a_gauss > 2.5 * a_t
+
+
+@pytest.mark.parametrize("wrong", [hill_no_threshold, hill_smallest, hill_log10, hill_reciprocal])
+def test_hill_tolerance_rejects_wrong_variants(wrong, student3):
+    k = default_hill_k(N_HILL)
+    cases = [(pareto(1.5, N_HILL, seed=15), 1.5), (student3, 3.0)]
+    for x, alpha in cases:
+        assert hill_estimator(x, k) == pytest.approx(alpha, rel=HILL_RTOL)
+        assert wrong(x, k) != pytest.approx(alpha, rel=HILL_RTOL), wrong.__name__
+
+
+def test_hill_exact_distribution_catches_off_by_one():
+    """Rényi: for Pareto data k·α/α̂ = Σ log(X_(i)/X_(k+1)) · α ~ Gamma(k, 1) exactly.
+
+    The off-by-one threshold X_(k) changes α̂ by only O(1/k), invisible at k=1000,
+    so it is pinned down by this distributional test at small k instead.
+    """
+    alpha, k, reps = 2.0, 5, 3000
+    rng = np.random.default_rng(21)
+    data = (1.0 - rng.random((reps, 60))) ** (-1.0 / alpha)
+    good = np.array([k * alpha / hill_estimator(row, k) for row in data])
+    bad = np.array([k * alpha / hill_threshold_kth(row, k) for row in data])
+    # Mean of Gamma(k,1) is k with std sqrt(k/reps) ≈ 0.04 here; the bug gives k-1.
+    assert good.mean() == pytest.approx(k, abs=0.15)
+    assert bad.mean() != pytest.approx(k, abs=0.15)
+    assert stats.kstest(good, stats.gamma(k).cdf).pvalue > 0.01
+    assert stats.kstest(bad, stats.gamma(k).cdf).pvalue < 1e-6
+
+
+def test_hill_small_exact_value():
+    # top-3 of |x| = 8, 4, 2; k=2 -> mean(log 8/2, log 4/2) = 1.5 log 2.
+    x = np.array([1.0, -2.0, 4.0, 8.0, 0.5])
+    assert hill_estimator(x, k=2) == pytest.approx(1.0 / (1.5 * math.log(2.0)))
+
+
+def test_hill_drops_zeros_and_nonfinite():
+    x = pareto(2.0, 10_000, seed=3)
+    dirty = np.concatenate([x, [0.0, 0.0, np.nan, np.inf, -np.inf]])
+    assert hill_estimator(dirty, k=100) == hill_estimator(x, k=100)
+    # n counts only usable values: k = n-1 is fine, n is not.
+    assert math.isfinite(hill_estimator(dirty, k=x.size - 1))
+    with pytest.raises(ValueError, match=r"k=10000 .*n-1 = 9999 .*dropping 5"):
+        hill_estimator(dirty, k=x.size)
+
+
+def test_hill_ties_give_inf():
+    assert hill_estimator(np.ones(10), k=3) == math.inf
+
+
+def test_hill_accepts_torch_any_dtype():
+    x = pareto(2.5, 5000, seed=4)
+    ref = hill_estimator(x, k=70)
+    assert hill_estimator(torch.from_numpy(x), k=70) == pytest.approx(ref, rel=1e-12)
+    t32 = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+    assert hill_estimator(t32, k=70) == pytest.approx(ref, rel=1e-5)
+    assert hill_estimator(t32.to(torch.bfloat16), k=70) == pytest.approx(ref, rel=0.05)
+
+
+def test_default_hill_k():
+    assert default_hill_k(2) == 1
+    assert default_hill_k(100) == 10
+    assert default_hill_k(101) == 11
+    assert default_hill_k(N_HILL) == 1000
+
+
+def test_hill_curve_matches_pointwise():
+    x = np.random.default_rng(5).standard_t(2, 20_000)
+    ks, alphas = hill_curve(x, [1, 10, 141, 5000, 19_999])
+    for k, a in zip(ks, alphas):
+        assert a == pytest.approx(hill_estimator(x, int(k)), rel=1e-10)
+    ks, alphas = hill_curve(x)
+    assert ks[0] == 1 and ks[-1] == x.size - 1 and np.all(np.diff(ks) > 0)
+    assert alphas.shape == ks.shape
+    with pytest.raises(ValueError, match="ks contains"):
+        hill_curve(x, [0, 5])
+
+
+@pytest.mark.parametrize(
+    ("bad", "kwargs", "match"),
+    [
+        ([], {}, "empty"),
+        (np.zeros(100), {}, "at least 2 finite nonzero"),
+        ([np.nan, np.inf, 1.0], {}, "at least 2 finite nonzero"),
+        (np.ones((10, 3)), {}, r"1-D .*shape \(10, 3\)"),
+        (3.0, {}, r"1-D .*shape \(\)"),
+        (np.arange(1.0, 11.0), {"k": 0}, r"k=0 is out of range: need 1 <= k <= n-1 = 9"),
+        (np.arange(1.0, 11.0), {"k": 10}, r"k=10 is out of range"),
+        (np.arange(1.0, 11.0), {"k": 2.5}, "k must be an integer"),
+        (np.arange(1.0, 11.0), {"k": True}, "k must be an integer"),
+        (np.array([1 + 1j, 2.0]), {}, "complex"),
+        (["a", "b"], {}, "numeric"),
+    ],
+)
+def test_hill_bad_input(bad, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        hill_estimator(bad, **kwargs)
+
+
+# --------------------------------------------------------------------------- α-stable
+
+
+@pytest.mark.parametrize("alpha", [1.2, 1.5, 1.8])
+def test_alpha_stable_recovers_index(alpha, stable_samples):
+    x = stable_samples[alpha]
+    assert alpha_stable_index(x) == pytest.approx(alpha, abs=STABLE_ATOL)
+    assert alpha_stable_index(x, k1=20) == pytest.approx(alpha, abs=STABLE_ATOL)
+
+
+def test_alpha_stable_gaussian_is_two():
+    g = np.random.default_rng(7).standard_normal(N_STABLE)
+    raw = alpha_stable_index(g, clip=False)
+    assert raw == pytest.approx(2.0, abs=STABLE_ATOL)
+    assert alpha_stable_index(g) == min(raw, 2.0)
+
+
+@pytest.mark.parametrize("wrong", [stable_log_k, stable_abs_sum, stable_block_mean, stable_log_k2])
+def test_alpha_stable_tolerance_rejects_wrong_variants(wrong, stable_samples):
+    # K1 != K2 so that swapping them is visible (the default K1 = K2 = 447 would hide it).
+    k1 = 20
+    for alpha in (1.2, 1.5, 1.8):
+        x = stable_samples[alpha]
+        assert alpha_stable_index(x, k1) == pytest.approx(alpha, abs=STABLE_ATOL)
+        assert wrong(x, k1) != pytest.approx(alpha, abs=STABLE_ATOL), wrong.__name__
+
+
+def test_alpha_stable_needs_centring(stable_samples):
+    shifted = stable_samples[1.5] + 3.0
+    assert alpha_stable_index(shifted) != pytest.approx(1.5, abs=STABLE_ATOL)
+    assert alpha_stable_index(shifted, center=True) == pytest.approx(1.5, abs=STABLE_ATOL)
+
+
+def test_alpha_stable_matrix_modes(stable_samples):
+    x = stable_samples[1.5]
+    mat = x.reshape(-1, 8)  # 25_000 samples of an 8-dim noise vector
+    # Coordinates mode flattens row-major, i.e. is identical to the 1-D call.
+    assert alpha_stable_index(mat) == alpha_stable_index(x)
+    # Vectors with i.i.d. SαS coordinates are α-stable vectors: the norm form works too.
+    assert alpha_stable_index(mat, mode="vectors") == pytest.approx(1.5, abs=STABLE_ATOL)
+    # Per-column location shifts are removed by center=True in both modes.
+    shifted = mat + np.linspace(-5.0, 5.0, 8)
+    for mode in ("coordinates", "vectors"):
+        est = alpha_stable_index(shifted, mode=mode, center=True)
+        assert est == pytest.approx(1.5, abs=STABLE_ATOL), mode
+
+
+def test_alpha_stable_zero_coordinates_and_torch(stable_samples):
+    x = stable_samples[1.8]
+    ref = alpha_stable_index(x)
+    # Dead parameters (exactly-zero noise) and NaN/inf entries are dropped.
+    dirty = np.concatenate([x, np.zeros(50_000), [np.nan, np.inf]])
+    assert alpha_stable_index(dirty) == pytest.approx(ref, abs=1e-12)
+    assert alpha_stable_index(torch.from_numpy(x)) == pytest.approx(ref, abs=1e-12)
+
+
+def test_alpha_stable_clip_range():
+    # Uniform noise is lighter than Gaussian: raw α̂ ≈ 2.4 at K1=10, clipped to exactly 2.
+    u = np.random.default_rng(8).uniform(-1.0, 1.0, size=50_000)
+    assert alpha_stable_index(u, k1=10, clip=False) > 2.15
+    assert alpha_stable_index(u, k1=10) == 2.0
+    # Tiny exact example: K1=2, blocks (1,1),(3,-1) -> 1/α̂ = (log 2 + log 2 - log 3/4)/log 2.
+    x = np.array([1.0, 1.0, 3.0, -1.0])
+    inv = (0.5 * (math.log(2) + math.log(2)) - 0.25 * math.log(3)) / math.log(2)
+    assert alpha_stable_index(x, k1=2, clip=False) == pytest.approx(1.0 / inv)
+
+
+@pytest.mark.parametrize(
+    ("bad", "kwargs", "match"),
+    [
+        ([], {}, "non-empty"),
+        (np.zeros((3, 2, 2)), {}, r"shape \(3, 2, 2\)"),
+        (5.0, {}, r"shape \(\)"),
+        (np.zeros(1000), {}, "at least 4 usable"),
+        (np.zeros((100, 3)), {"mode": "vectors"}, "at least 4 usable"),
+        (np.arange(1.0, 101.0), {"k1": 1}, r"k1=1 is out of range: need 2 <= k1 <= K//2 = 50"),
+        (np.arange(1.0, 101.0), {"k1": 51}, "k1=51 is out of range"),
+        (np.arange(1.0, 101.0), {"mode": "norms"}, "mode must be"),
+        (np.tile([1.0, -1.0], 50), {"k1": 2}, "50 of 50 block sums are exactly zero"),
+    ],
+)
+def test_alpha_stable_bad_input(bad, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        alpha_stable_index(bad, **kwargs)
+
+
+# ------------------------------------------------------------------- summary, helpers
+
+
+def test_tail_summary_matches_references(student3):
+    s = tail_summary(student3[:100_000])
+    x = student3[:100_000]
+    assert isinstance(s, TailSummary)
+    assert s.n == x.size and s.n_dropped == 0
+    assert s.mean == pytest.approx(np.mean(x), rel=1e-12)
+    assert s.std == pytest.approx(np.std(x), rel=1e-12)
+    assert s.median == pytest.approx(np.median(x), rel=1e-12)
+    assert s.excess_kurtosis == pytest.approx(stats.kurtosis(x), rel=1e-9)
+    mag = np.abs(x)
+    assert s.p99_over_median == pytest.approx(np.percentile(mag, 99) / np.median(mag), rel=1e-12)
+    assert s.hill_k == default_hill_k(x.size)
+    assert s.hill_alpha == hill_estimator(x)
+    assert s.stable_alpha is not None and 1.0 < s.stable_alpha < 2.0  # inferred as noise
+    assert set(s.as_dict()) >= {"n", "excess_kurtosis", "hill_alpha", "stable_alpha"}
+
+
+def test_tail_summary_norms_and_dirty_input():
+    rng = np.random.default_rng(9)
+    norms = np.linalg.norm(rng.standard_normal((20_000, 10)), axis=1)
+    s = tail_summary(np.concatenate([norms, [np.nan, np.inf]]))
+    assert s.n == norms.size and s.n_dropped == 2
+    assert s.stable_alpha is None  # positive data: SαS model not applicable
+    assert s.excess_kurtosis == pytest.approx(stats.kurtosis(norms), rel=1e-9)
+    assert s.p99_over_median == pytest.approx(
+        np.percentile(norms, 99) / np.median(norms), rel=1e-12
+    )
+    assert tail_summary(norms, noise=True).stable_alpha is not None
+    gauss = tail_summary(rng.standard_normal(50_000))
+    assert abs(gauss.excess_kurtosis) < 0.1 and gauss.stable_alpha == pytest.approx(2.0, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [([], "empty"), (np.zeros(50), "nonzero"), (np.ones((4, 4)), "1-D"), ([np.nan] * 3, "nonzero")],
+)
+def test_tail_summary_bad_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        tail_summary(bad)
+
+
+def test_gaussian_fit_matches_scipy():
+    x = np.random.default_rng(10).normal(1.5, 0.3, size=10_000)
+    fit = gaussian_fit(torch.from_numpy(x))
+    loc, scale = stats.norm.fit(x)
+    assert isinstance(fit, GaussianFit)
+    assert fit.mean == pytest.approx(loc, rel=1e-12) and fit.std == pytest.approx(scale, rel=1e-12)
+    grid = np.linspace(0.0, 3.0, 7)
+    np.testing.assert_allclose(fit.pdf(grid), stats.norm(loc, scale).pdf(grid), rtol=1e-12)
+    with pytest.raises(ValueError, match="zero variance"):
+        gaussian_fit(np.ones(5))
+    with pytest.raises(ValueError, match="at least 2 finite"):
+        gaussian_fit([1.0, np.nan])
+
+
+def test_empirical_ccdf():
+    x = np.array([3.0, -1.0, 0.0, 2.0, np.nan])
+    xs, p = empirical_ccdf(x)
+    np.testing.assert_array_equal(xs, [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(p, [1.0, 2 / 3, 1 / 3])
+    # Pareto tail: log-log slope of the CCDF ≈ -α.
+    xs, p = empirical_ccdf(pareto(2.0, 200_000, seed=6))
+    tail = slice(100_000, 199_000)
+    slope = np.polyfit(np.log(xs[tail]), np.log(p[tail]), 1)[0]
+    assert slope == pytest.approx(-2.0, rel=0.05)
