@@ -1,0 +1,145 @@
+"""The local record every run writes (the contract that plots and checks read).
+
+``<run_dir>/config.yaml``     the resolved config
+``<run_dir>/metrics.jsonl``   one JSON object per logged step and per evaluation
+``<run_dir>/grad_norms.npy``  the global gradient norm of every step
+``<run_dir>/grad_norm_hist.jsonl``  a histogram of the norms per epoch
+``<run_dir>/summary.json``    final/best metrics, provenance, status (running/completed/failed/preempted)
+
+Every file except the append-only ``metrics.jsonl`` is written to a temporary file and renamed,
+so a crash never leaves a half-written ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STATUSES = ("running", "completed", "failed", "preempted")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        break  # a torn last line from a killed run
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+class RunRecord:
+    """Writes one run's files. Only rank 0 holds a real record; others get ``enabled=False``."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.dir = Path(run_dir)
+        self.enabled = enabled
+        if enabled:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.dir / "summary.json"
+
+    def write_config(self, yaml_text: str) -> None:
+        if self.enabled:
+            atomic_write_bytes(self.dir / "config.yaml", yaml_text.encode())
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """On resume: drop rows logged after the checkpoint, so the record continues seamlessly."""
+        if not self.enabled or not self.metrics_path.exists():
+            return
+        kept = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= after_step]
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    def log(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self._metrics is None:
+            self._metrics = open(self.metrics_path, "a")  # noqa: SIM115 - kept open for the run
+        self._metrics.write(json.dumps(_jsonable(row)) + "\n")
+        self._metrics.flush()
+
+    def log_histogram(self, epoch: int, step: int, norms: np.ndarray, bins: int = 50) -> None:
+        if not self.enabled or norms.size == 0:
+            return
+        finite = norms[np.isfinite(norms) & (norms > 0)]
+        if finite.size == 0:
+            return
+        edges = np.geomspace(finite.min(), finite.max() * (1 + 1e-9), bins + 1)
+        counts, _ = np.histogram(finite, bins=edges)
+        row = {"epoch": epoch, "step": step, "edges": edges.tolist(), "counts": counts.tolist()}
+        with open(self.dir / "grad_norm_hist.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def save_grad_norms(self, norms: list[float]) -> None:
+        if self.enabled:
+            import io
+
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(norms, dtype=np.float32))
+            atomic_write_bytes(self.dir / "grad_norms.npy", buffer.getvalue())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        if self.enabled:
+            assert summary.get("status") in STATUSES, summary.get("status")
+            atomic_write_json(self.summary_path, summary)
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None

@@ -1,0 +1,395 @@
+"""The training loop: steps, telemetry, evaluation, checkpoints, and the run's record.
+
+The hot path makes one host synchronisation per ``trainer.log_every`` steps: losses, metrics and
+clipping telemetry stay on the device until a logging window is flushed.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from clip_core import ClippedOptimizer
+from suite.checkpoint import (
+    PreemptionGuard,
+    checkpoint_path,
+    load_checkpoint,
+    random_states,
+    restore_random_states,
+    save_checkpoint,
+)
+from suite.distributed import DistContext, resolve_device
+from suite.loggers import WandbLogger
+from suite.optim import build_optimizer, build_scheduler, describe_optimizer, is_baseline
+from suite.records import RunRecord, read_json
+from tasks.base import Task, TaskInfo
+
+
+class Preempted(Exception):
+    """Raised after a checkpoint was saved because the job received a preemption signal."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_trainer_config(cfg: DictConfig) -> None:
+    """Reject bad trainer values with one message naming the value and what is accepted."""
+    t = cfg.trainer
+    for key in ("max_steps", "eval_every", "log_every"):
+        value = t.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"Invalid trainer.{key}: {value!r}; expected an integer >= 1")
+    every = t.get("checkpoint_every")
+    if not isinstance(every, int) or every < 0:
+        raise ValueError(f"Invalid trainer.checkpoint_every: {every!r}; expected an integer >= 0 (0: off)")
+    if every and every % t.log_every:
+        raise ValueError(
+            f"Invalid trainer.checkpoint_every: {every}; it must be a multiple of "
+            f"trainer.log_every ({t.log_every}) so that a resumed run logs the same windows"
+        )
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"Invalid seed: {seed!r}; expected an integer >= 0")
+
+
+def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed (the budget may grow; the science may not)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    return {
+        "task": c.get("task"),
+        "optimizer": c.get("optimizer"),
+        "step_rule": None if c.get("optimizer", {}).get("baseline") else c.get("step_rule"),
+        "scheduler": c.get("scheduler"),
+        "seed": c.get("seed"),
+    }
+
+
+class Trainer:
+    """One run of one task with one optimizer. Construct, then :meth:`run`."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, ctx: DistContext, choices: dict[str, str]):
+        self.cfg = cfg
+        self.ctx = ctx
+        self.choices = choices
+        self.record = RunRecord(run_dir, enabled=ctx.is_main)
+        self.summary: dict[str, Any] = {
+            "status": "running",
+            "task": choices.get("task"),
+            "optimizer": cfg.optimizer.get("name"),
+            "seed": cfg.get("seed"),
+            "started_at": datetime.now(timezone.utc).isoformat(),
+            "world_size": ctx.world_size,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "resumed_from": [],
+        }
+        self.wandb: WandbLogger | None = None
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.cfg
+        check_trainer_config(cfg)
+        self.summary["step_rule"] = None if is_baseline(cfg) else cfg.step_rule.get("name")
+        self.summary["optimizer_description"] = describe_optimizer(cfg)
+        threads = cfg.trainer.get("num_threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+        if cfg.trainer.get("deterministic"):
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.device = resolve_device(cfg.trainer.device, self.ctx)
+        seed_everything(cfg.seed)
+        self.task: Task = instantiate(cfg.task, _convert_="all")
+        self.info: TaskInfo = self.task.setup(self.device, cfg.seed)
+        model = self.task.model
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.task.model = DistributedDataParallel(model, device_ids=ids)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(cfg, self.params, seed=cfg.seed)
+        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.summary.update(
+            data_source=self.info.data_source,
+            model_source=self.info.model_source,
+            embedded_data=self.info.embedded,
+            task_extra=self.info.extra,
+            num_train=self.info.num_train,
+            num_val=self.info.num_val,
+            num_parameters=sum(p.numel() for p in self.params),
+            device=str(self.device),
+            device_name=torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else platform.processor() or platform.machine(),
+            torch_threads=torch.get_num_threads(),
+            primary_metric=self.task.primary_metric,
+        )
+        self.record.write_config(OmegaConf.to_yaml(cfg, resolve=True))
+
+    def _announce(self, start_step: int) -> None:
+        if not self.ctx.is_main:
+            return
+        kind = "EMBEDDED PROXY data" if self.info.embedded else "real data"
+        print(
+            f"[torch-clip] task={self.choices.get('task')} ({kind})\n"
+            f"  data:      {self.info.data_source}\n"
+            f"  model:     {self.info.model_source} ({self.summary['num_parameters']:,} parameters)\n"
+            f"  optimizer: {self.summary['optimizer_description']}\n"
+            f"  budget:    {self.cfg.trainer.max_steps} steps from step {start_step}, device {self.device}"
+            f", {self.ctx.world_size} process(es)\n"
+            f"  record:    {self.record.dir}",
+            flush=True,
+        )
+
+    # -- state ----------------------------------------------------------------------------------
+    def _state(self, step: int) -> dict[str, Any]:
+        return {
+            "fingerprint": _fingerprint(self.cfg),
+            "step": step,
+            "model": self.task.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "random": random_states(),
+            "grad_norms": list(self.grad_norms),
+            "epoch_norm_start": self.epoch_norm_start,
+            "best": self.best,
+            "last_eval": self.last_eval,
+            "wall_seconds": self.wall_before + (time.time() - self.t0),
+        }
+
+    def _save(self, step: int) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(checkpoint_path(self.record.dir), self._state(step))
+
+    def _try_resume(self) -> int:
+        path = checkpoint_path(self.record.dir)
+        if not self.cfg.trainer.get("resume", True) or not path.exists():
+            return 0
+        payload = load_checkpoint(path, _fingerprint(self.cfg))
+        self.task.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scheduler is not None and payload["scheduler"] is not None:
+            self.scheduler.load_state_dict(payload["scheduler"])
+        restore_random_states(payload["random"])
+        self.grad_norms = list(payload["grad_norms"])
+        self.epoch_norm_start = payload["epoch_norm_start"]
+        self.best = payload["best"]
+        self.last_eval = payload["last_eval"]
+        self.wall_before = payload["wall_seconds"]
+        step = int(payload["step"])
+        self.record.truncate_metrics(step)
+        self.summary["resumed_from"].append({"checkpoint": str(path), "step": step})
+        if self.ctx.is_main:
+            print(f"[torch-clip] resuming from {path} at step {step}", flush=True)
+        return step
+
+    # -- telemetry ------------------------------------------------------------------------------
+    def _telemetry(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(grad norm, threshold, clipped fraction) of the step just taken, as device tensors."""
+        stats = getattr(self.optimizer, "last_clip_stats", None)
+        if stats is not None:
+            return stats.grad_norm, stats.threshold.float().mean(), stats.clip_fraction
+        nan = torch.full((), float("nan"), device=self.device)
+        return self._baseline_norm, nan, torch.zeros((), device=self.device)
+
+    def _flush(self, window: list[dict[str, torch.Tensor]], step: int, epoch: int) -> dict[str, Any]:
+        keys = list(window[0])
+        values = torch.stack([torch.stack([w[k].float() for k in keys]) for w in window]).cpu()
+        self.grad_norms.extend(values[:, keys.index("grad_norm")].tolist())
+        means = dict(zip(keys, values.nanmean(dim=0).tolist()))
+        row = {
+            "step": step,
+            "epoch": epoch,
+            "split": "train",
+            "train_loss": means.pop("loss"),
+            **{f"train_{k[7:]}": v for k, v in means.items() if k.startswith("metric_")},
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norm": means["grad_norm"],
+            "clip_threshold": means["threshold"],
+            "clip_fraction": means["clip_fraction"],
+            "wall_time": self.wall_before + time.time() - self.t0,
+        }
+        if isinstance(self.optimizer, ClippedOptimizer):
+            row["skipped_steps"] = int(self.optimizer.skipped_steps)
+        return row
+
+    def _epoch_histogram(self, epoch: int, step: int) -> None:
+        norms = np.asarray(self.grad_norms[self.epoch_norm_start :], dtype=np.float64)
+        self.record.log_histogram(epoch, step, norms)
+        if self.wandb is not None:
+            self.wandb.log_histogram(norms, step)
+        self.epoch_norm_start = len(self.grad_norms)
+
+    def _evaluate(self, step: int, epoch: int) -> dict[str, Any]:
+        metrics = self.task.evaluate()
+        row = {"step": step, "epoch": epoch, "split": "val", **{f"val_{k}": v for k, v in metrics.items()}}
+        row["wall_time"] = self.wall_before + time.time() - self.t0
+        primary = metrics.get(self.task.primary_metric)
+        if primary is not None and (self.best is None or primary > self.best["value"]):
+            self.best = {"metric": self.task.primary_metric, "value": primary, "step": step}
+        self.last_eval = row
+        return row
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.record.log(row)
+        if self.wandb is not None:
+            self.wandb.log(row, row["step"])
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        try:
+            self._setup()
+            self.grad_norms: list[float] = []
+            self.epoch_norm_start = 0
+            self.best: dict[str, Any] | None = None
+            self.last_eval: dict[str, Any] | None = None
+            self.wall_before = 0.0
+            self.t0 = time.time()
+            start = self._try_resume()
+            self.t0 = time.time()
+            if self.ctx.is_main and self.cfg.logger.get("wandb"):
+                self.wandb = WandbLogger(
+                    self.cfg.logger.wandb,
+                    self.record.dir,
+                    name=f"{self.summary['task']}/{self.record.dir.parent.name}/seed{self.cfg.seed}",
+                    config=OmegaConf.to_container(self.cfg, resolve=True),
+                )
+            self._announce(start)
+            with PreemptionGuard() as guard:
+                final_step = self._loop(start, guard)
+            self.summary["status"] = "completed"
+            self.summary["steps"] = final_step
+        except Preempted:
+            self.summary["status"] = "preempted"
+            raise
+        except BaseException as exc:
+            self.summary["status"] = "failed"
+            self.summary["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._finish()
+        return self.summary
+
+    def _loop(self, start: int, guard: PreemptionGuard) -> int:
+        cfg, t = self.cfg, self.cfg.trainer
+        model = self.task.model
+        steps_per_epoch = self.task.steps_per_epoch(self.ctx.world_size)
+        step = start
+        window: list[dict[str, torch.Tensor]] = []
+        postfix: dict[str, str] = {}
+        bar = tqdm(
+            total=t.max_steps,
+            initial=start,
+            desc=f"{self.choices.get('task')}/{cfg.optimizer.name}",
+            disable=not (self.ctx.is_main and t.get("progress", True)),
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        model.train()
+        while step < t.max_steps:
+            epoch, offset = divmod(step, steps_per_epoch)
+            batches = self.task.train_batches(
+                epoch, offset, seed=cfg.seed, rank=self.ctx.rank, world_size=self.ctx.world_size
+            )
+            for batch in batches:
+                loss, metrics = self.task.loss(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if not isinstance(self.optimizer, ClippedOptimizer):
+                    grads = [p.grad for p in self.params if p.grad is not None]
+                    self._baseline_norm = torch.nn.utils.get_total_norm(grads)
+                self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                grad_norm, threshold, fraction = self._telemetry()
+                window.append(
+                    {
+                        "loss": loss.detach(),
+                        **{f"metric_{k}": v.detach() for k, v in metrics.items()},
+                        "grad_norm": grad_norm,
+                        "threshold": threshold,
+                        "clip_fraction": fraction,
+                    }
+                )
+                step += 1
+                bar.update(1)
+                end_of_epoch = step % steps_per_epoch == 0
+                if step % t.log_every == 0 or step == t.max_steps or end_of_epoch:
+                    row = self._flush(window, step, epoch)
+                    window = []
+                    self._log(row)
+                    postfix["loss"] = f"{row['train_loss']:.4f}"
+                    bar.set_postfix(postfix, refresh=False)
+                if end_of_epoch:
+                    self._epoch_histogram(epoch, step)
+                if step % t.eval_every == 0 or step == t.max_steps:
+                    row = self._evaluate(step, epoch)
+                    self._log(row)
+                    primary = row.get(f"val_{self.task.primary_metric}")
+                    if primary is not None:
+                        postfix[f"val_{self.task.primary_metric}"] = f"{primary:.4f}"
+                        bar.set_postfix(postfix, refresh=False)
+                if t.checkpoint_every and (step % t.checkpoint_every == 0 or step == t.max_steps):
+                    self._save(step)  # the final one lets a longer budget continue this run
+                if guard.received is not None:
+                    if window:  # keep the partial window's values in the record before stopping
+                        self._log(self._flush(window, step, epoch))
+                        window = []
+                    self._save(step)
+                    bar.close()
+                    self.summary.update(status="preempted", steps=step, signal=guard.received)
+                    self._finish()
+                    guard.forward()  # requeue (submitit) or re-raise the signal
+                    raise Preempted(f"preempted by signal {guard.received} at step {step}")
+                if step >= t.max_steps:
+                    break
+        bar.close()
+        if self.epoch_norm_start < len(self.grad_norms):
+            self._epoch_histogram(step // steps_per_epoch, step)
+        return step
+
+    def _finish(self) -> None:
+        if getattr(self, "_finished", False):
+            return
+        self._finished = True
+        wall = getattr(self, "wall_before", 0.0) + (time.time() - getattr(self, "t0", time.time()))
+        self.summary["finished_at"] = datetime.now(timezone.utc).isoformat()
+        self.summary["wall_seconds"] = wall
+        self.summary["best"] = getattr(self, "best", None)
+        last = getattr(self, "last_eval", None)
+        self.summary["final"] = None if last is None else {k: v for k, v in last.items() if k.startswith("val_")}
+        norms = getattr(self, "grad_norms", [])
+        self.summary["final_train_loss"] = self._last_train_loss()
+        if isinstance(getattr(self, "optimizer", None), ClippedOptimizer):
+            self.summary["skipped_steps"] = int(self.optimizer.skipped_steps)
+        self.record.save_grad_norms(norms)
+        self.record.write_summary(self.summary)
+        self.record.close()
+        if self.wandb is not None:
+            self.wandb.finish(0 if self.summary["status"] == "completed" else 1)
+
+    def _last_train_loss(self) -> float | None:
+        from suite.records import read_jsonl
+
+        rows = [r for r in read_jsonl(self.record.metrics_path) if r.get("split") == "train"]
+        return rows[-1]["train_loss"] if rows else None
+
+
+def completed_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run in ``run_dir``, if any (so sweeps can skip finished work)."""
+    summary = read_json(Path(run_dir) / "summary.json")
+    return summary if summary and summary.get("status") == "completed" else None

@@ -1,0 +1,114 @@
+"""Train one task with one optimizer (or sweep many with ``-m``), composed by Hydra from ``conf/``.
+
+    python train.py                                            # default: a ~2 minute CPU run
+    python train.py task=cola optimizer=quadratic_stoch_auto   # one method on one task
+    python train.py -m task=cola optimizer=norm,auto seed=0,1,2
+    python train.py -m hydra/launcher=submitit_slurm ...       # the same sweep on SLURM
+
+Each run writes ``results/<experiment>/<task>/<optimizer>/seed<N>/`` (see ``suite/records.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from suite.checkpoint import CheckpointError
+from suite.distributed import init_distributed, shutdown_distributed
+from suite.trainer import Preempted, Trainer, completed_summary
+
+# Errors that mean "the user asked for something invalid": one clear line, no stack trace.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError)
+
+
+def run_label(label: Any, optimizer: str, step_rule: str, baseline: Any, overrides: str) -> str:
+    """Directory name of a method: its label, or optimizer[-step rule][,swept=values]."""
+    if label not in (None, "", "None"):
+        return str(label)
+    name = str(optimizer)
+    if baseline in (None, "", "None", False, "False") and step_rule != "sgd":
+        name += f"-{step_rule}"
+    return f"{name},{overrides}" if overrides else name
+
+
+OmegaConf.register_new_resolver("run_label", run_label, replace=True)
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The user-facing cause of ``exc`` (Hydra wraps constructor errors), if it is one."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, USER_ERRORS):
+            return seen
+        if not isinstance(seen, InstantiationException):
+            return None
+        seen = seen.__cause__
+    return None
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    best = summary.get("best") or {}
+    final = summary.get("final") or {}
+    lines = [
+        f"{'run':<18}{summary.get('task')}/{summary.get('optimizer')} seed {summary.get('seed')}",
+        f"{'status':<18}{summary.get('status')} after {summary.get('steps')} steps "
+        f"in {summary.get('wall_seconds', 0):.1f} s",
+        f"{'final train loss':<18}{summary.get('final_train_loss')}",
+    ]
+    lines += [f"{k:<18}{v:.4f}" for k, v in final.items() if isinstance(v, float)]
+    if best:
+        lines.append(f"{'best ' + best['metric']:<18}{best['value']:.4f} at step {best['step']}")
+    lines.append(f"{'data':<18}{summary.get('data_source')}")
+    print("\n".join(["-" * 60, *lines, "-" * 60]), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> Any:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    choices = dict(hydra_cfg.runtime.choices)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    device_type = "cuda" if cfg.trainer.device != "cpu" else "cpu"
+    ctx = init_distributed(device_type if device_type == "cpu" or _cuda() else "cpu")
+    try:
+        done = completed_summary(run_dir)
+        if done and cfg.trainer.get("resume", True) and done.get("steps", 0) >= cfg.trainer.max_steps:
+            print(f"[torch-clip] {run_dir} already completed ({done['steps']} steps); skipping")
+            return done.get("best")
+        summary = Trainer(cfg, run_dir, ctx, choices).run()
+        if ctx.is_main:
+            print_summary(summary)
+        return (summary.get("best") or {}).get("value")
+    except Preempted as exc:
+        print(f"[torch-clip] {exc}; checkpoint saved in {run_dir}", file=sys.stderr)
+        sys.exit(124)
+    except Exception as exc:
+        cause = _user_error(exc)
+        if cause is not None:
+            print(f"torch-clip: error: {cause}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+            print(f"torch-clip: run failed; see {run_dir / 'summary.json'}", file=sys.stderr)
+        if multirun:
+            return None  # the sweep goes on; the failure is in this run's summary.json
+        sys.exit(2 if cause is not None else 1)
+    finally:
+        shutdown_distributed(ctx)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    main()
