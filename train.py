@@ -80,7 +80,11 @@ def main(cfg: DictConfig) -> Any:
     ctx = init_distributed(device_type if device_type == "cpu" or _cuda() else "cpu")
     try:
         done = completed_summary(run_dir)
-        if done and cfg.trainer.get("resume", True) and done.get("steps", 0) >= cfg.trainer.max_steps:
+        if (
+            done
+            and cfg.trainer.get("resume", True)
+            and done.get("steps", 0) >= cfg.trainer.max_steps
+        ):
             print(f"[torch-clip] {run_dir} already completed ({done['steps']} steps); skipping")
             return done.get("best")
         summary = Trainer(cfg, run_dir, ctx, choices).run()

@@ -7,6 +7,7 @@ current logging window, and the torch/numpy/python random states.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -70,7 +71,9 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     saved = payload.get("fingerprint", {})
     different = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
     if different:
-        details = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in different.items())
+        details = "; ".join(
+            f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in different.items()
+        )
         raise CheckpointError(
             f"checkpoint {path} belongs to a different configuration ({details}). "
             "Use another results directory, delete the checkpoint, or pass trainer.resume=false."
@@ -93,10 +96,9 @@ class PreemptionGuard:
 
     def __enter__(self) -> PreemptionGuard:
         for sig in self.SIGNALS:
-            try:
+            # outside the main thread (some launchers) signals cannot be caught: periodic saves only
+            with contextlib.suppress(ValueError):
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. some launchers): periodic saves only
-                pass
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:

@@ -44,7 +44,10 @@ class WandbLogger:
                 settings=wandb.Settings(init_timeout=float(cfg.get("init_timeout", 60))),
             )
         except Exception as exc:  # no network, bad key, wandb service failure: keep training
-            warnings.warn(f"wandb disabled ({type(exc).__name__}: {exc}); the local record continues")
+            warnings.warn(
+                f"wandb disabled ({type(exc).__name__}: {exc}); the local record continues",
+                stacklevel=2,
+            )
             self.run = None
 
     def log(self, row: dict[str, Any], step: int) -> None:
@@ -53,7 +56,9 @@ class WandbLogger:
         try:
             self.run.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=step)
         except Exception as exc:
-            warnings.warn(f"wandb logging failed ({exc}); disabling wandb for this run")
+            warnings.warn(
+                f"wandb logging failed ({exc}); disabling wandb for this run", stacklevel=2
+            )
             self.run = None
 
     def log_histogram(self, norms: np.ndarray, step: int) -> None:
@@ -62,7 +67,9 @@ class WandbLogger:
         try:
             self.run.log({"grad_norm_hist": self._wandb.Histogram(norms)}, step=step)
         except Exception as exc:
-            warnings.warn(f"wandb histogram failed ({exc}); disabling wandb for this run")
+            warnings.warn(
+                f"wandb histogram failed ({exc}); disabling wandb for this run", stacklevel=2
+            )
             self.run = None
 
     def finish(self, exit_code: int = 0) -> None:
@@ -70,5 +77,5 @@ class WandbLogger:
             try:
                 self.run.finish(exit_code=exit_code)
             except Exception as exc:
-                warnings.warn(f"wandb finish failed ({exc})")
+                warnings.warn(f"wandb finish failed ({exc})", stacklevel=2)
             self.run = None

@@ -51,7 +51,11 @@ def _format(values: dict[str, Any]) -> str:
         if key == "type":
             parts.append(str(value))
             continue
-        parts.append(f"{short.get(key, key)}={value:g}" if isinstance(value, float) else f"{short.get(key, key)}={value}")
+        parts.append(
+            f"{short.get(key, key)}={value:g}"
+            if isinstance(value, float)
+            else f"{short.get(key, key)}={value}"
+        )
     return ", ".join(parts)
 
 
@@ -60,7 +64,9 @@ def build_optimizer(cfg: DictConfig, params: Any, seed: int) -> torch.optim.Opti
     opt = cfg.optimizer
     if is_baseline(cfg):
         return instantiate(opt.baseline, params=params, _convert_="all")
-    clipping = {k: v for k, v in OmegaConf.to_container(opt, resolve=True).items() if k not in _META_KEYS}
+    clipping = {
+        k: v for k, v in OmegaConf.to_container(opt, resolve=True).items() if k not in _META_KEYS
+    }
     rule = OmegaConf.to_container(cfg.step_rule, resolve=True)
     for key in _META_KEYS:
         rule.pop(key, None)

@@ -55,7 +55,9 @@ def check_trainer_config(cfg: DictConfig) -> None:
             raise ValueError(f"Invalid trainer.{key}: {value!r}; expected an integer >= 1")
     every = t.get("checkpoint_every")
     if not isinstance(every, int) or every < 0:
-        raise ValueError(f"Invalid trainer.checkpoint_every: {every!r}; expected an integer >= 0 (0: off)")
+        raise ValueError(
+            f"Invalid trainer.checkpoint_every: {every!r}; expected an integer >= 0 (0: off)"
+        )
     if every and every % t.log_every:
         raise ValueError(
             f"Invalid trainer.checkpoint_every: {every}; it must be a multiple of "
@@ -206,7 +208,9 @@ class Trainer:
         nan = torch.full((), float("nan"), device=self.device)
         return self._baseline_norm, nan, torch.zeros((), device=self.device)
 
-    def _flush(self, window: list[dict[str, torch.Tensor]], step: int, epoch: int) -> dict[str, Any]:
+    def _flush(
+        self, window: list[dict[str, torch.Tensor]], step: int, epoch: int
+    ) -> dict[str, Any]:
         keys = list(window[0])
         values = torch.stack([torch.stack([w[k].float() for k in keys]) for w in window]).cpu()
         self.grad_norms.extend(values[:, keys.index("grad_norm")].tolist())
@@ -236,7 +240,12 @@ class Trainer:
 
     def _evaluate(self, step: int, epoch: int) -> dict[str, Any]:
         metrics = self.task.evaluate()
-        row = {"step": step, "epoch": epoch, "split": "val", **{f"val_{k}": v for k, v in metrics.items()}}
+        row = {
+            "step": step,
+            "epoch": epoch,
+            "split": "val",
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
         row["wall_time"] = self.wall_before + time.time() - self.t0
         primary = metrics.get(self.task.primary_metric)
         if primary is not None and (self.best is None or primary > self.best["value"]):
@@ -371,7 +380,9 @@ class Trainer:
         self.summary["wall_seconds"] = wall
         self.summary["best"] = getattr(self, "best", None)
         last = getattr(self, "last_eval", None)
-        self.summary["final"] = None if last is None else {k: v for k, v in last.items() if k.startswith("val_")}
+        self.summary["final"] = (
+            None if last is None else {k: v for k, v in last.items() if k.startswith("val_")}
+        )
         norms = getattr(self, "grad_norms", [])
         self.summary["final_train_loss"] = self._last_train_loss()
         if isinstance(getattr(self, "optimizer", None), ClippedOptimizer):

@@ -31,15 +31,23 @@ class ToyRegressionTask(Task):
         noise_df: float = 1.5,
         noise_scale: float = 0.5,
         batch_size: int = 32,
+        fail_at_step: int | None = None,
     ) -> None:
-        for key, value in (("num_train", num_train), ("num_val", num_val), ("dim", dim),
-                           ("hidden", hidden), ("batch_size", batch_size)):
+        for key, value in (
+            ("num_train", num_train),
+            ("num_val", num_val),
+            ("dim", dim),
+            ("hidden", hidden),
+            ("batch_size", batch_size),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid task.{key}: {value!r}; expected an integer >= 1")
         if not noise_df > 0:
             raise ValueError(f"Invalid task.noise_df: {noise_df!r}; expected a value > 0")
         self.num_train, self.num_val, self.dim, self.hidden = num_train, num_val, dim, hidden
         self.noise_df, self.noise_scale, self.batch_size = noise_df, noise_scale, batch_size
+        self.fail_at_step = fail_at_step  # raise mid-run: exercises failure handling in sweeps
+        self._calls = 0
 
     def setup(self, device: torch.device, seed: int) -> TaskInfo:
         self.device = device
@@ -49,7 +57,10 @@ class ToyRegressionTask(Task):
         clean = torch.tanh(x @ teacher * 2) + 0.5 * (x[:, 0] * x[:, 1])
         noise = torch.distributions.StudentT(self.noise_df).sample((self.num_train,))
         n = self.num_train
-        self.x_train, self.y_train = x[:n].to(device), (clean[:n] + self.noise_scale * noise).to(device)
+        self.x_train, self.y_train = (
+            x[:n].to(device),
+            (clean[:n] + self.noise_scale * noise).to(device),
+        )
         self.x_val, self.y_val = x[n:].to(device), clean[n:].to(device)
         torch.manual_seed(seed)
         self.model = nn.Sequential(
@@ -70,14 +81,22 @@ class ToyRegressionTask(Task):
         self, epoch: int, start: int = 0, *, seed: int = 0, rank: int = 0, world_size: int = 1
     ) -> Iterator[Any]:
         for idx in batch_indices(
-            self.num_train, self.batch_size, seed=seed, epoch=epoch, start=start,
-            rank=rank, world_size=world_size,
+            self.num_train,
+            self.batch_size,
+            seed=seed,
+            epoch=epoch,
+            start=start,
+            rank=rank,
+            world_size=world_size,
         ):
             idx = idx.to(self.device)
             yield self.x_train[idx], self.y_train[idx]
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, y = batch
+        self._calls += 1
+        if self.fail_at_step is not None and self._calls > self.fail_at_step:
+            raise RuntimeError(f"toy task: deliberate failure at step {self._calls} (fail_at_step)")
         pred = self.model(x).squeeze(-1)
         return nn.functional.mse_loss(pred, y), {}
 

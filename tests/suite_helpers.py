@@ -1,0 +1,68 @@
+"""Running ``train.py`` as a user would, in a subprocess, for the suite's end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return env
+
+
+def train_command(results: Path, *overrides: str) -> list[str]:
+    flags = [o for o in overrides if o.startswith("-")]  # argparse wants -m before the overrides
+    overrides = tuple(o for o in overrides if not o.startswith("-"))
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *flags,
+        f"results_root={results}",
+        "trainer.progress=false",
+        "trainer.num_threads=1",
+        *overrides,
+    ]
+
+
+def run_train(results: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        train_command(results, *overrides),
+        cwd=ROOT,
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def summaries(results: Path) -> dict[str, dict]:
+    """Run directory (relative to ``results``) -> its summary.json."""
+    return {
+        str(p.parent.relative_to(results)): json.loads(p.read_text())
+        for p in sorted(results.rglob("summary.json"))
+    }
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("wall_time", None)
+    return rows
+
+
+def final_params(run_dir: Path) -> dict[str, np.ndarray]:
+    payload = torch.load(
+        run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False
+    )
+    return {k: v.numpy() for k, v in payload["model"].items()}
