@@ -74,6 +74,7 @@ class ClippedOptimizer(Optimizer):
             raise ValueError(f"Invalid rule: {rule!r}; expected a clip_core.ClipRule")
         super().__init__(params, defaults)
         all_params = [p for g in self.param_groups for p in g["params"]]
+        _refuse_sharded(all_params)
         if fused and not fused_supported(all_params):
             raise ValueError(
                 "fused=True needs floating-point dense parameters on one of "
@@ -143,6 +144,24 @@ class ClippedOptimizer(Optimizer):
     ) -> None:
         raise NotImplementedError
 
+    def _fused_grad_scale(
+        self,
+        groups: list[tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor]]],
+        result: ClipResult,
+    ) -> torch.Tensor | None:
+        """The ``grad_scale`` for torch's fused kernels (they divide the gradient by it): ``1/α``.
+
+        The kernels accept only a float32 ``grad_scale``. When the norms are float64 (some
+        gradient is float64), ``α`` is instead applied to the gradients in place, so float64
+        parameters keep float64 precision in the clipping factor (one extra pass, no sync).
+        """
+        if result.scale is None:
+            return None
+        if result.scale.dtype == torch.float32:
+            return result.scale.reciprocal()
+        torch._foreach_mul_([g for _, _, gs in groups for g in gs], result.scale)
+        return None
+
     def _unfused_prepare(self, grads: list[torch.Tensor], result: ClipResult) -> bool:
         """For the unfused fallback: apply the global factor in place; return False to skip."""
         if bool(result.found_inf):  # the one host read of the fallback path
@@ -194,3 +213,17 @@ class ClippedOptimizer(Optimizer):
         history = self.clipper.history
         return None if history is None or history.sorted is None else history.values().squeeze(0)
 
+
+
+def _refuse_sharded(params: list[torch.Tensor]) -> None:
+    """FSDP2/DTensor shards hold a slice of each tensor: a local norm is not the model's norm."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed support
+        return
+    if any(isinstance(p, DTensor) for p in params):
+        raise ValueError(
+            "clip_core optimizers do not support DTensor (FSDP2-sharded) parameters: the global "
+            "gradient norm would be that of the local shard, not of the whole model. Use "
+            "DistributedDataParallel, or FSDP with full (unsharded) gradients."
+        )

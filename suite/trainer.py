@@ -116,7 +116,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.task: Task = instantiate(cfg.task, _convert_="all")
         self.info: TaskInfo = self.task.setup(self.device, cfg.seed)
-        model = self.task.model
+        model = self.module = self.task.model  # checkpoints hold the unwrapped module
         if self.ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -162,11 +162,13 @@ class Trainer:
         return {
             "fingerprint": _fingerprint(self.cfg),
             "step": step,
-            "model": self.task.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "random": random_states(),
             "grad_norms": list(self.grad_norms),
+            # the unflushed part of the logging window, so a resumed run logs the same rows
+            "window": [{k: float(v) for k, v in w.items()} for w in self.window],
             "epoch_norm_start": self.epoch_norm_start,
             "best": self.best,
             "last_eval": self.last_eval,
@@ -182,12 +184,16 @@ class Trainer:
         if not self.cfg.trainer.get("resume", True) or not path.exists():
             return 0
         payload = load_checkpoint(path, _fingerprint(self.cfg))
-        self.task.model.load_state_dict(payload["model"])
+        self.module.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scheduler is not None and payload["scheduler"] is not None:
             self.scheduler.load_state_dict(payload["scheduler"])
         restore_random_states(payload["random"])
         self.grad_norms = list(payload["grad_norms"])
+        self.window = [
+            {k: torch.tensor(v, device=self.device) for k, v in w.items()}
+            for w in payload["window"]
+        ]
         self.epoch_norm_start = payload["epoch_norm_start"]
         self.best = payload["best"]
         self.last_eval = payload["last_eval"]
@@ -263,6 +269,7 @@ class Trainer:
         try:
             self._setup()
             self.grad_norms: list[float] = []
+            self.window: list[dict[str, torch.Tensor]] = []
             self.epoch_norm_start = 0
             self.best: dict[str, Any] | None = None
             self.last_eval: dict[str, Any] | None = None
@@ -298,7 +305,7 @@ class Trainer:
         model = self.task.model
         steps_per_epoch = self.task.steps_per_epoch(self.ctx.world_size)
         step = start
-        window: list[dict[str, torch.Tensor]] = []
+        window = self.window
         postfix: dict[str, str] = {}
         bar = tqdm(
             total=t.max_steps,
@@ -339,7 +346,7 @@ class Trainer:
                 end_of_epoch = step % steps_per_epoch == 0
                 if step % t.log_every == 0 or step == t.max_steps or end_of_epoch:
                     row = self._flush(window, step, epoch)
-                    window = []
+                    window.clear()
                     self._log(row)
                     postfix["loss"] = f"{row['train_loss']:.4f}"
                     bar.set_postfix(postfix, refresh=False)
@@ -355,9 +362,6 @@ class Trainer:
                 if t.checkpoint_every and (step % t.checkpoint_every == 0 or step == t.max_steps):
                     self._save(step)  # the final one lets a longer budget continue this run
                 if guard.received is not None:
-                    if window:  # keep the partial window's values in the record before stopping
-                        self._log(self._flush(window, step, epoch))
-                        window = []
                     self._save(step)
                     bar.close()
                     self.summary.update(status="preempted", steps=step, signal=guard.received)

@@ -7,6 +7,8 @@ setting clipping is built for. Validation targets are noise-free; the metric is 
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,6 +50,9 @@ class ToyRegressionTask(Task):
         self.noise_df, self.noise_scale, self.batch_size = noise_df, noise_scale, batch_size
         self.fail_at_step = fail_at_step  # raise mid-run: exercises failure handling in sweeps
         self._calls = 0
+        # Seconds of sleep per step, from the environment so that it changes neither the run's
+        # directory nor its checkpoint fingerprint: lets tests interrupt a run mid-way.
+        self.step_delay = float(os.environ.get("TORCH_CLIP_TOY_STEP_DELAY", "0"))
 
     def setup(self, device: torch.device, seed: int) -> TaskInfo:
         self.device = device
@@ -97,6 +102,8 @@ class ToyRegressionTask(Task):
         self._calls += 1
         if self.fail_at_step is not None and self._calls > self.fail_at_step:
             raise RuntimeError(f"toy task: deliberate failure at step {self._calls} (fail_at_step)")
+        if self.step_delay:
+            time.sleep(self.step_delay)
         pred = self.model(x).squeeze(-1)
         return nn.functional.mse_loss(pred, y), {}
 

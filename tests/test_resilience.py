@@ -1,0 +1,180 @@
+"""Kill-and-resume equivalence, preemption signals, bad checkpoints and data-parallel equivalence."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from tests.suite_helpers import (
+    ROOT,
+    final_params,
+    metric_rows,
+    run_train,
+    train_command,
+    train_env,
+)
+
+pytestmark = pytest.mark.slow
+
+RUN = ("task=toy", "trainer.max_steps=120", "trainer.checkpoint_every=10", "trainer.eval_every=30")
+
+
+def _run_dir(results, optimizer):
+    return results / "default" / "toy" / optimizer / "seed0"
+
+
+def _wait_for_step(run_dir, step, proc, timeout=120.0):
+    """Block until the run has logged ``step`` (or died)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.stderr.read()[-2000:]}")
+        path = run_dir / "metrics.jsonl"
+        if path.exists() and any(
+            json.loads(line).get("step", 0) >= step
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+def _assert_same_run(a, b):
+    assert metric_rows(a) == metric_rows(b)
+    np.testing.assert_array_equal(np.load(a / "grad_norms.npy"), np.load(b / "grad_norms.npy"))
+    pa, pb = final_params(a), final_params(b)
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        np.testing.assert_array_equal(pa[key], pb[key], err_msg=key)
+
+
+def _start(results, *overrides):
+    env = {**train_env(), "TORCH_CLIP_TOY_STEP_DELAY": "0.02"}
+    return subprocess.Popen(
+        train_command(results, *overrides),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["quadratic_stoch_auto", "auto"])
+def test_sigkill_at_an_arbitrary_step_then_resume_is_bit_identical(tmp_path, optimizer):
+    straight = tmp_path / "straight"
+    assert run_train(straight, *RUN, f"optimizer={optimizer}").returncode == 0
+
+    killed = tmp_path / "killed"
+    run_dir = _run_dir(killed, optimizer)
+    proc = _start(killed, *RUN, f"optimizer={optimizer}")
+    _wait_for_step(run_dir, 47, proc)  # past the checkpoint at 40, before the one at 50
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (
+        json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+        if (run_dir / "summary.json").exists()
+        else True
+    )
+
+    resumed = run_train(killed, *RUN, f"optimizer={optimizer}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout and "last.pt at step" in resumed.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert [r["step"] for r in summary["resumed_from"]] in ([40], [50])
+    _assert_same_run(_run_dir(straight, optimizer), run_dir)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_identically(tmp_path):
+    straight = tmp_path / "straight"
+    assert run_train(straight, *RUN, "optimizer=linear_stoch_norm").returncode == 0
+    stopped = tmp_path / "stopped"
+    run_dir = _run_dir(stopped, "linear_stoch_norm")
+    proc = _start(stopped, *RUN, "optimizer=linear_stoch_norm")
+    _wait_for_step(run_dir, 33, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "preempted" and 33 <= summary["steps"] < 120
+    resumed = run_train(stopped, *RUN, "optimizer=linear_stoch_norm")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {summary['steps']}" in resumed.stdout
+    _assert_same_run(_run_dir(straight, "linear_stoch_norm"), run_dir)
+
+
+def test_corrupt_checkpoint_is_a_clear_error_not_a_fresh_start(tmp_path):
+    run_dir = _run_dir(tmp_path, "norm")
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    proc = run_train(tmp_path, *RUN, "optimizer=norm")
+    assert proc.returncode == 2
+    assert f"checkpoint {run_dir / 'checkpoints' / 'last.pt'} is corrupt" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+
+
+def test_checkpoint_of_another_configuration_is_refused(tmp_path):
+    first = run_train(tmp_path, *RUN, "optimizer=norm", "label=same", "trainer.max_steps=10")
+    assert first.returncode == 0
+    other = run_train(tmp_path, *RUN, "optimizer=auto", "label=same", "trainer.max_steps=20")
+    assert other.returncode == 2
+    assert "belongs to a different configuration" in other.stderr and "last.pt" in other.stderr
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "knob"),
+    [
+        ("norm", "optimizer.clipping_level=0.5"),
+        ("auto", "optimizer.p_autoclip=0.5"),
+        ("quadratic_stoch_norm", "optimizer.clipping_level=0.5"),
+    ],
+)
+def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, optimizer, knob):
+    args = (
+        "task=toy",
+        f"optimizer={optimizer}",
+        knob,
+        "label=run",
+        "trainer.max_steps=30",
+        "trainer.checkpoint_every=30",
+        "trainer.eval_every=30",
+        "trainer.device=cpu",
+    )
+    single = run_train(tmp_path / "single", *args)
+    assert single.returncode == 0, single.stderr[-2000:]
+    command = train_command(tmp_path / "ddp", *args)
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command[1:2] = [
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        command[1],
+    ]
+    ddp = subprocess.run(
+        command, cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=300
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a, b = _run_dir(tmp_path / "single", "run"), _run_dir(tmp_path / "ddp", "run")
+    summary = json.loads((b / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed"
+    # same clipping inputs on every step (all-reduced gradient == global-batch gradient)...
+    np.testing.assert_allclose(
+        np.load(a / "grad_norms.npy"), np.load(b / "grad_norms.npy"), rtol=1e-5
+    )
+    # ...and the same parameters at the end
+    pa, pb = final_params(a), final_params(b)
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        np.testing.assert_allclose(pa[key], pb[key], rtol=1e-5, atol=1e-6, err_msg=key)
