@@ -20,13 +20,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from suite.checkpoint import CheckpointError
 from suite.distributed import init_distributed, shutdown_distributed
 from suite.trainer import Preempted, Trainer, completed_summary
 
 # Errors that mean "the user asked for something invalid": one clear line, no stack trace.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    CheckpointError,
+    MissingMandatoryValue,
+)
 
 
 def run_label(label: Any, optimizer: str, step_rule: str, baseline: Any, overrides: str) -> str:
