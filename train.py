@@ -31,6 +31,7 @@ USER_ERRORS = (
     ValueError,
     FileNotFoundError,
     NotADirectoryError,
+    ImportError,  # e.g. a sampler backend that is not installed
     CheckpointError,
     MissingMandatoryValue,
 )

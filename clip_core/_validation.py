@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 
@@ -12,33 +11,36 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> None:
         raise ValueError(f"Invalid {name}: {value!r}; expected one of {', '.join(choices)}")
 
 
-def _require_number(name: str, value: object) -> float:
+def _require_number(name: str, value: object, expected: str) -> float:
+    """``value`` as a float; a non-number gets the same message as an out-of-range value."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"Invalid {name}: {value!r}; expected a real number")
-    if math.isnan(value):
-        raise ValueError(f"Invalid {name}: {value!r}; expected a real number, not NaN")
+        raise ValueError(f"Invalid {name}: {value!r}; expected {expected}")
     return float(value)
 
 
+# The comparisons below are written so that NaN fails them (every comparison with NaN is False).
 def check_nonnegative(name: str, value: object) -> None:
-    if _require_number(name, value) < 0:
-        raise ValueError(f"Invalid {name}: {value!r}; expected a value >= 0")
+    expected = "a value >= 0"
+    if not _require_number(name, value, expected) >= 0:
+        raise ValueError(f"Invalid {name}: {value!r}; expected {expected}")
 
 
 def check_positive(name: str, value: object) -> None:
-    if not _require_number(name, value) > 0:
-        raise ValueError(f"Invalid {name}: {value!r}; expected a value > 0")
+    expected = "a value > 0"
+    if not _require_number(name, value, expected) > 0:
+        raise ValueError(f"Invalid {name}: {value!r}; expected {expected}")
 
 
 def check_interval(
     name: str, value: object, low: float, high: float, *, low_open: bool, high_open: bool
 ) -> None:
-    v = _require_number(name, value)
+    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    expected = f"a value in {interval}"
+    v = _require_number(name, value, expected)
     above = v > low if low_open else v >= low
     below = v < high if high_open else v <= high
     if not (above and below):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"Invalid {name}: {value!r}; expected a value in {interval}")
+        raise ValueError(f"Invalid {name}: {value!r}; expected {expected}")
 
 
 def check_optional_int(name: str, value: object, minimum: int) -> None:

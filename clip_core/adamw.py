@@ -65,11 +65,21 @@ class ClippedAdamW(ClippedOptimizer):
                 state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        # torch's load_state_dict moves ``step`` to the parameter's device only for groups marked
+        # ``fused``/``capturable``, which these groups are not; the fused kernels need it there
+        # (e.g. a checkpoint loaded with map_location="cpu" into a CUDA model).
+        if not self.fused:
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                param_state = self.state.get(p)
+                if param_state and "step" in param_state:
+                    param_state["step"] = param_state["step"].to(device=p.device, dtype=torch.float32)
+
     def _update(self, groups: list[Any], result: ClipResult) -> None:
         fused = self.fused
-        grad_scale = None
-        if fused and result.scale is not None:
-            grad_scale = result.scale.reciprocal()  # the fused kernel divides by grad_scale
+        grad_scale = self._fused_grad_scale(groups, result) if fused else None
         for group, params, grads in groups:
             if not params:
                 continue

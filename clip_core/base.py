@@ -14,7 +14,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
 from clip_core._validation import check_choice, check_optional_int
-from clip_core.clipping import ClipResult, ClipRule, Clipper, ClipStats, preset
+from clip_core.clipping import Clipper, ClipResult, ClipRule, ClipStats, preset
 
 NONFINITE_POLICIES = ("skip", "raise")
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

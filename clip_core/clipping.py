@@ -190,8 +190,13 @@ class Clipper:
 
     # -- measuring ---------------------------------------------------------------------------
     def measure(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-tensor norms ``[n]`` and the global norm (0-d), in float32, from one read pass."""
-        norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+        """Per-tensor norms ``[n]`` and the global norm (0-d), from one read pass.
+
+        Computed in float32 (half-precision gradients are upcast), or in float64 when any
+        gradient is float64 (``_foreach_norm`` refuses to narrow float64 to float32).
+        """
+        dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        norms = torch._foreach_norm(grads, 2, dtype=dtype)
         norms = torch.stack([n.to(self.device, non_blocking=True) for n in norms])
         return norms, torch.linalg.vector_norm(norms)
 
@@ -211,9 +216,11 @@ class Clipper:
             self.history.push(stat.reshape(-1), valid)
             level = self.history.quantile(source.p)
             return level.reshape(stat.shape) if stat.dim() == 0 else level
-        if self._level is None:
-            self._level = torch.tensor(source.level, dtype=torch.float32, device=self.device)
-        return self._level if scale is None else self._level * scale
+        if self._level is None or self._level.dtype != stat.dtype:
+            # in the statistic's dtype, so float64 gradients see λ itself, not float32(λ); filled
+            # on the device (torch.tensor(..., device=cuda) would copy from the host and sync)
+            self._level = torch.full((), source.level, dtype=stat.dtype, device=self.device)
+        return self._level if scale is None else self._level * scale.to(stat.dtype)
 
     def _clip_mask(self, stat: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
         decision = self.rule.decision

@@ -7,7 +7,9 @@ copy, so a step costs ``O(T)`` elementwise device work (a few passes over ``4·T
 and never synchronises. With ``window=W`` only the last ``W`` values count (the oldest value is
 removed the same way), bounding memory and per-step cost by ``W``.
 
-Memory: two float32 arrays (sorted and chronological) of capacity ``>= T`` (or ``W``) per unit.
+Memory: two arrays (sorted and chronological) of capacity ``>= T`` (or ``W``) per unit, in the
+dtype of the first values pushed (float32, or float64 for the norms of float64 gradients, so
+that ``p = 1`` gives exactly the current norm and never clips it); half precision is upcast.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ class SortedHistory:
         self.pushes = 0  # host-side count of push calls; bounds ``count`` without reading it
 
     # -- storage ---------------------------------------------------------------------------
-    def _allocate(self, device: torch.device, capacity: int) -> None:
+    def _allocate(self, device: torch.device, capacity: int, dtype: torch.dtype) -> None:
         shape = (self.num_units, capacity)
-        self.sorted = torch.full(shape, float("inf"), device=device)
-        self.raw = torch.zeros(shape, device=device)
+        self.sorted = torch.full(shape, float("inf"), device=device, dtype=dtype)
+        self.raw = torch.zeros(shape, device=device, dtype=dtype)
         self.count = torch.zeros((), dtype=torch.int64, device=device)
 
     def _grow(self) -> None:
@@ -55,13 +57,15 @@ class SortedHistory:
     # -- update ----------------------------------------------------------------------------
     def push(self, values: torch.Tensor, valid: torch.Tensor) -> None:
         """Add one value per unit (``values`` of shape ``[U]``) when ``valid`` is true."""
-        values = values.reshape(self.num_units, 1).float()
+        values = values.reshape(self.num_units, 1)
         if self.sorted is None:
             cap = self.window if self.window is not None else _INITIAL_CAPACITY
-            self._allocate(values.device, cap)
+            dtype = torch.float64 if values.dtype == torch.float64 else torch.float32
+            self._allocate(values.device, cap, dtype)
         elif self.window is None and self.pushes >= self.capacity:
             self._grow()  # count <= pushes < capacity keeps a free +inf slot for the insert
         assert self.sorted is not None and self.raw is not None and self.count is not None
+        values = values.to(self.sorted.dtype)
         cap = self.capacity
         idx = torch.arange(cap, device=values.device)
         slot = (self.count % cap).reshape(1, 1).expand(self.num_units, 1)
@@ -88,11 +92,14 @@ class SortedHistory:
         return self.count if self.window is None else self.count.clamp(max=self.window)
 
     def quantile(self, q: float) -> torch.Tensor:
-        """``numpy.quantile(history, q)`` (method "linear") per unit, shape ``[U]``; +inf if empty."""
+        """``numpy.quantile(history, q)`` (method "linear") per unit, shape ``[U]``; +inf if empty.
+
+        Interpolated in float64, returned in the history's dtype.
+        """
         assert self.sorted is not None
         n = self.size().to(torch.float64)
-        # numpy's virtual index for method="linear", written as numpy computes it (bit-identical)
-        virtual = n * q + (1.0 + q * (1.0 - 1.0 - 1.0)) - 1.0
+        # numpy's virtual index for method="linear", computed as numpy does: (n - 1) * q
+        virtual = (n - 1) * q
         below = torch.floor(virtual)
         gamma = virtual - below
         last = (n - 1).clamp(min=0)
@@ -103,7 +110,7 @@ class SortedHistory:
         diff = b - a
         value = torch.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
         value = torch.where(n > 0, value, torch.full_like(value, float("inf")))
-        return value.float()
+        return value.to(self.sorted.dtype)
 
     def values(self) -> torch.Tensor:
         """The counted history in chronological order, shape ``[U, n]`` (synchronises; not for step())."""

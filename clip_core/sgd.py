@@ -55,9 +55,7 @@ class ClippedSGD(ClippedOptimizer):
 
     def _update(self, groups: list[Any], result: ClipResult) -> None:
         fused = self.fused
-        grad_scale = None
-        if fused and result.scale is not None:
-            grad_scale = result.scale.reciprocal()  # the fused kernel divides by grad_scale
+        grad_scale = self._fused_grad_scale(groups, result) if fused else None
         for group, params, grads in groups:
             if not params:
                 continue

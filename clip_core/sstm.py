@@ -49,7 +49,7 @@ class ClippedSSTM(ClippedOptimizer):
         self,
         params: Any,
         lr: float = 1e-2,
-        L: float = 1.0,  # noqa: N803 - the paper's name for the smoothness constant
+        L: float = 1.0,
         nu: float = 1.0,
         a_k_ratio_upper_bound: float = 1.0,
         restart_every: int | None = None,
@@ -90,7 +90,7 @@ class ClippedSSTM(ClippedOptimizer):
         return lr, L, nu
 
     def _coefficients(
-        self, k: torch.Tensor, A: torch.Tensor  # noqa: N803
+        self, k: torch.Tensor, A: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(A_k, α_{k+1}, A_{k+1})`` with the ratio bound applied; pure function of ``(k, A_k)``."""
         lr, L, nu = self._hyper()
@@ -105,7 +105,7 @@ class ClippedSSTM(ClippedOptimizer):
 
     def _threshold_scale(self) -> torch.Tensor:
         _, alpha, _ = self._coefficients(self._k, self._A)
-        return (1.0 / alpha).float()
+        return 1.0 / alpha  # the clipper casts it to the dtype of the gradient norms
 
     # -- the step --------------------------------------------------------------------------------
     def _init_points(self, params: list[torch.Tensor]) -> None:
