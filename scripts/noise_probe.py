@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "task": cfg.task.get("_target_"),
         "data_source": info.data_source,
         "model_source": info.model_source,
+        "embedded_data": info.embedded,
         "checkpoint": source,
         "reference_batches": args.reference_batches,
         "batches": args.batches,

@@ -118,6 +118,30 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert "deliberate failure at step 8" in failed[0]["error"]
     assert completed[0]["steps"] == 12
 
+    # the sweep summary lists the failure and exits non-zero; a deleted run shows as missing
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.suite_helpers import ROOT
+
+    completed_dir = next(
+        p.parent
+        for p in tmp_path.rglob("summary.json")
+        if json.loads(p.read_text())["status"] == "completed"
+    )
+    shutil.rmtree(completed_dir)
+    listing = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "summarize.py"), str(tmp_path / "default")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert listing.returncode == 1
+    assert "FAILED" in listing.stdout and "deliberate failure at step 8" in listing.stdout
+    assert "MISSING" in listing.stdout and "task.fail_at_step=null" in listing.stdout
+    assert "0/1 runs completed, 1 missing" in listing.stdout
+
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),

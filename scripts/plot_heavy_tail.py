@@ -1,0 +1,482 @@
+"""Is the gradient noise heavy-tailed? Histograms and log-log tails of gradient norms.
+
+    python scripts/plot_heavy_tail.py results/exp/toy/sgd/seed0 --out heavy_tail.png
+    python scripts/plot_heavy_tail.py results/exp --task cola,reddit --method sgd --group task
+    python scripts/plot_heavy_tail.py results/noise/cola results/noise/reddit --out noise.png
+
+Inputs (any mix):
+
+* run directories of ``train.py`` (or sweep/task/method directories holding them): the global
+  gradient norm of every training step, ``grad_norms.npy`` — measured along the trajectory, so
+  it mixes the noise with the changing full gradient;
+* noise-probe directories of ``scripts/noise_probe.py`` (``noise_probe.npz`` + a ``.json`` with
+  ``task``, ``data_source``, ``model_source``, ``checkpoint``) or the ``.npz`` itself: the norms
+  of mini-batch gradient minus a large-batch reference gradient, ``‖g_i − ḡ‖``, at one set of
+  weights — the more faithful measurement of the noise. With ``noise_coords`` (a sample of noise
+  coordinates) the α-stable index of Şimşekli et al. (2019) is reported too.
+
+Each panel shows on top the density histogram with the maximum-likelihood Gaussian for contrast
+and the Hill tail index α̂ (``clip_core.heavy_tail``) in the legend; below, the empirical
+complementary CDF on log-log axes, where a power-law tail is a straight line of slope −α̂ (the
+Hill fit is drawn over the k largest values it uses). One panel per run, or per task with
+``--group task`` (the selected runs of a task pooled; filter with ``--method`` to pool only the
+seeds of one method). A table of ``tail_summary`` per panel is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # clip_core
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # plotting
+
+import plotting
+
+from clip_core.heavy_tail import (
+    TailSummary,
+    alpha_stable_index,
+    empirical_ccdf,
+    gaussian_fit,
+    tail_summary,
+)
+
+PROBE_FILE = "noise_probe.npz"
+RUN_WHAT = "per-step gradient norms along training (grad_norms.npy)"
+RUN_XLABEL = "gradient norm ‖g‖"
+
+
+@dataclass
+class Source:
+    """One measured sample: a run's gradient norms or a noise probe's noise norms."""
+
+    kind: str  # "run" | "probe"
+    name: str
+    task: str
+    method: str | None
+    values: np.ndarray
+    coords: np.ndarray | None = None  # signed noise coordinates (probes)
+    meta: dict[str, Any] = field(default_factory=dict)
+    what: str = RUN_WHAT
+    xlabel: str = RUN_XLABEL
+
+
+@dataclass
+class Panel:
+    """What one panel shows: one source, or several of a task pooled."""
+
+    title: str
+    sources: list[Source]
+    values: np.ndarray
+    summary: TailSummary
+    stable_alpha: float | None  # α-stable index of the noise coordinates, when available
+
+    @property
+    def what(self) -> str:
+        return self.sources[0].what
+
+    @property
+    def xlabel(self) -> str:
+        return self.sources[0].xlabel
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def task_from_target(target: str) -> str:
+    """``tasks.toy.ToyRegressionTask`` -> ``toy`` (task modules are named like their configs)."""
+    parts = str(target).split(".")
+    return parts[1] if len(parts) >= 3 and parts[0] == "tasks" else str(target)
+
+
+def load_probe(path: Path, array: str = "noise_norms") -> Source:
+    """A noise-probe directory (or its ``.npz``)."""
+    path = Path(path)
+    npz_path = path if path.suffix == ".npz" else path / PROBE_FILE
+    folder = npz_path.parent
+    meta = plotting.read_json(folder / "noise_probe.json") or {}
+    if not meta:
+        for candidate in sorted(folder.glob("*.json")):
+            meta = plotting.read_json(candidate) or {}
+            if meta:
+                break
+    with np.load(npz_path) as data:
+        if array not in data:
+            raise ValueError(f"{npz_path}: no array {array!r} (has {sorted(data.files)})")
+        values = np.asarray(data[array], dtype=np.float64).reshape(-1)
+        coords = (
+            np.asarray(data["noise_coords"], dtype=np.float64).reshape(-1)
+            if "noise_coords" in data
+            else None
+        )
+    # A probe inside a run directory (noise_probe.py RUN_DIR) belongs to that run.
+    run = plotting.load_run(folder.parent) if plotting.is_run_dir(folder.parent) else None
+    task = (
+        task_from_target(meta["task"]) if meta.get("task") else (run.task if run else folder.name)
+    )
+    if run is not None:
+        for key in ("data_source", "model_source", "embedded_data"):
+            meta.setdefault(key, run.summary.get(key))
+    at = meta.get("checkpoint") or "unknown weights"
+    batches = meta.get("batches")
+    count = f"{batches} mini-batches" if batches else f"n={values.size}"
+    if array == "noise_norms":
+        what, xlabel = (
+            f"gradient noise ‖g_i − ḡ‖ at {at} (noise probe, {count})",
+            "noise norm ‖g_i − ḡ‖",
+        )
+    else:
+        what, xlabel = f"mini-batch gradient norms at {at} (noise probe, {count})", RUN_XLABEL
+    return Source(
+        kind="probe",
+        name=str(folder.name),
+        task=task,
+        method=run.method if run else None,
+        values=values,
+        coords=coords,
+        meta=meta,
+        what=what,
+        xlabel=xlabel,
+    )
+
+
+def run_source(run: plotting.Run) -> Source | None:
+    norms = run.grad_norms()
+    if norms is None or norms.size == 0:
+        return None
+    return Source(
+        kind="run",
+        name=run.name,
+        task=run.task,
+        method=run.method,
+        values=norms,
+        meta=dict(run.summary),
+    )
+
+
+def discover_sources(
+    paths: Sequence[Path],
+    *,
+    tasks: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    probe_array: str = "noise_norms",
+    include_incomplete: bool = False,
+) -> tuple[list[Source], list[str]]:
+    """``(sources, notes on what was skipped)`` for the given paths, filtered."""
+    sources: list[Source] = []
+    notes: list[str] = []
+    seen: set[Path] = set()
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        probes = (
+            [path]
+            if path.suffix == ".npz" or (path / PROBE_FILE).exists()
+            else sorted(p.parent for p in path.rglob(PROBE_FILE))
+        )
+        for probe in probes:
+            key = (probe if probe.suffix == ".npz" else probe / PROBE_FILE).resolve()
+            if key not in seen:
+                seen.add(key)
+                sources.append(load_probe(probe, probe_array))
+        if path.suffix == ".npz" or (path / PROBE_FILE).exists():
+            continue
+        for run in plotting.discover_runs([path]):
+            if run.dir.resolve() in seen:
+                continue
+            seen.add(run.dir.resolve())
+            if not (include_incomplete or run.completed):
+                notes.append(f"skipped {plotting.status_note(run)}")
+                continue
+            source = run_source(run)
+            if source is None:
+                notes.append(f"skipped {run.name}: no grad_norms.npy")
+                continue
+            if not run.completed:
+                source.what += f" — run {run.status}"
+            sources.append(source)
+    kept = [
+        s
+        for s in sources
+        if plotting.matches(s.task, tasks)
+        and (not methods or plotting.matches(s.method or "", methods))
+    ]
+    return kept, notes
+
+
+def make_panels(
+    sources: Sequence[Source], group: str = "auto", max_run_panels: int = 6
+) -> list[Panel]:
+    """One panel per source (``run``) or per (task, kind) with the values pooled (``task``)."""
+    if group == "auto":
+        group = "run" if len(sources) <= max_run_panels else "task"
+    groups: dict[tuple[str, ...], list[Source]] = {}
+    for s in sources:
+        key = (s.kind, s.task, s.name) if group == "run" else (s.kind, s.task)
+        groups.setdefault(key, []).append(s)
+    panels = []
+    for members in groups.values():
+        values = np.concatenate([s.values for s in members])
+        finite = values[np.isfinite(values) & (values > 0)]
+        first = members[0]
+        if len(members) == 1:
+            title = (
+                first.name if first.kind == "run" else f"{first.task} — noise probe {first.name}"
+            )
+        else:
+            names = sorted({s.method or s.name for s in members})
+            title = f"{first.task}: {len(members)} {first.kind}s pooled ({', '.join(names)})"
+        coords = [s.coords for s in members if s.coords is not None]
+        stable = None
+        if coords:
+            try:
+                stable = alpha_stable_index(np.concatenate(coords))
+            except ValueError:
+                stable = None
+        panels.append(
+            Panel(
+                title=title,
+                sources=list(members),
+                values=finite,
+                summary=tail_summary(finite, noise=False),
+                stable_alpha=stable,
+            )
+        )
+    return panels
+
+
+# ---------------------------------------------------------------------------------- plot
+
+
+def _hill_line(values: np.ndarray, summary: TailSummary) -> tuple[np.ndarray, np.ndarray]:
+    """The Hill power law over the k largest values: P(X ≥ x) = (k/n)·(x / X_(k+1))^(−α)."""
+    xs = np.sort(values)
+    n, k = xs.size, summary.hill_k
+    threshold = xs[n - k - 1]
+    x = np.geomspace(threshold, xs[-1], 50)
+    return x, (k / n) * (x / threshold) ** (-summary.hill_alpha)
+
+
+def draw_panel(ax_hist: Any, ax_ccdf: Any, panel: Panel) -> None:
+    from matplotlib.lines import Line2D
+
+    x = panel.values
+    s = panel.summary
+    fit = gaussian_fit(x)
+    # The histogram stops at the 99.5th percentile (or μ + 4σ of the fit, if larger), so the
+    # tail does not squash the body; the density is still normalised over the whole sample.
+    upper = max(float(np.quantile(x, 0.995)), fit.mean + 4 * fit.std)
+    upper = min(upper, float(x.max()))
+    edges = np.linspace(0.0, upper, 61)
+    counts, _ = np.histogram(x, bins=edges)
+    ax_hist.stairs(
+        counts / (x.size * np.diff(edges)),
+        edges,
+        fill=True,
+        alpha=0.45,
+        color="tab:blue",
+        label=f"empirical density (n={x.size})",
+    )
+    grid = np.linspace(0.0, upper, 400)
+    ax_hist.plot(
+        grid,
+        fit.pdf(grid),
+        color="tab:red",
+        lw=1.8,
+        label=f"Gaussian fit N({fit.mean:.3g}, {fit.std:.3g}²)",
+    )
+    extra = [
+        Line2D([], [], ls="none", label=f"Hill tail index α̂ = {s.hill_alpha:.2f} (k={s.hill_k})")
+    ]
+    if panel.stable_alpha is not None:
+        extra.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                label=f"α-stable index of noise coords = {panel.stable_alpha:.2f}",
+            )
+        )
+    beyond = int(np.count_nonzero(x > upper))
+    if beyond:
+        extra.append(Line2D([], [], ls="none", label=f"{beyond} value(s) > {upper:.3g} not shown"))
+    handles, _ = ax_hist.get_legend_handles_labels()
+    ax_hist.legend(handles=handles + extra, fontsize=7.5, loc="upper right", framealpha=0.85)
+    ax_hist.set_xlim(0.0, upper)
+    ax_hist.set_xlabel(panel.xlabel)
+    ax_hist.set_ylabel("density")
+
+    xs, p = empirical_ccdf(x)
+    if xs.size > 3000:  # thin evenly in log-probability: the tail keeps every point
+        keep = np.unique(np.round(xs.size - np.geomspace(1, xs.size, 3000)).astype(np.int64))
+        xs, p = xs[keep], p[keep]
+    ax_ccdf.loglog(xs, p, ".", ms=2.5, color="tab:blue", label="empirical")
+    gx = np.geomspace(xs[0], xs[-1], 300)
+    gauss_tail = 0.5 * np.vectorize(math.erfc)((gx - fit.mean) / (fit.std * math.sqrt(2)))
+    shown = gauss_tail >= 0.1 / x.size
+    ax_ccdf.loglog(gx[shown], gauss_tail[shown], color="tab:red", lw=1.5, label="Gaussian fit")
+    if math.isfinite(s.hill_alpha) and s.hill_k < x.size - 1:
+        hx, hp = _hill_line(x, s)
+        ax_ccdf.loglog(hx, hp, "k--", lw=1.3, label=f"power law, slope −{s.hill_alpha:.2f} (Hill)")
+    ax_ccdf.set_ylim(0.3 / x.size, 1.5)
+    ax_ccdf.set_xlabel(f"{panel.xlabel} (log scale)")
+    ax_ccdf.set_ylabel("P(X ≥ x), log scale")
+    ax_ccdf.legend(fontsize=7.5, loc="lower left", framealpha=0.85)
+    for axis in (ax_ccdf.xaxis, ax_ccdf.yaxis):
+        plotting.log_ticks(axis)
+    for ax in (ax_hist, ax_ccdf):
+        plotting.style_axes(ax)
+
+
+def panel_heading(panel: Panel, width: int) -> str:
+    """Panel title: what was measured, on which data and model."""
+    lines = [panel.title, panel.what, plotting.provenance([s.meta for s in panel.sources])]
+    return "\n".join(plotting.wrap(line, width) for line in lines)
+
+
+def plot_panels(
+    panels: Sequence[Panel], out: Path, *, ncols: int = 3, dpi: int = plotting.DPI
+) -> Path:
+    import matplotlib.pyplot as plt
+
+    ncols = min(ncols, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    col_w = 6.2
+    heading_chars = 82
+    headings = [panel_heading(p, heading_chars) for p in panels]
+    head_lines = max(h.count("\n") + 1 for h in headings)
+    head_h = 0.15 * head_lines + 0.12
+    hist_h, ccdf_h, gap = 3.0, 2.7, 0.6
+    block_h = head_h + hist_h + gap + ccdf_h + gap
+    title_h = 0.5
+    height = title_h + nrows * block_h
+    fig = plt.figure(figsize=(col_w * ncols, height))
+    kinds = {p.sources[0].kind for p in panels}
+    measured = " and ".join(
+        {"run": "gradient norms along training", "probe": "gradient-noise norms (noise probe)"}[k]
+        for k in sorted(kinds, reverse=True)
+    )
+    fig.suptitle(f"Heavy-tail check: {measured}", y=1 - 0.12 / height, va="top", fontsize=12.5)
+    for i, (panel, heading) in enumerate(zip(panels, headings)):
+        row, col = divmod(i, ncols)
+        left = (col + 0.14) / ncols
+        w = 0.8 / ncols
+        top = height - title_h - row * block_h - head_h
+        ax_hist = fig.add_axes((left, (top - hist_h) / height, w, hist_h / height))
+        ccdf_top = top - hist_h - gap
+        ax_ccdf = fig.add_axes((left, (ccdf_top - ccdf_h) / height, w, ccdf_h / height))
+        draw_panel(ax_hist, ax_ccdf, panel)
+        ax_hist.set_title(heading, fontsize=8.5, loc="left")
+    return plotting.savefig(fig, out, dpi)
+
+
+# ----------------------------------------------------------------------------------- table
+
+
+def format_table(panels: Sequence[Panel]) -> str:
+    header = (
+        f"{'panel':<40} {'n':>7} {'mean':>9} {'median':>9} {'p99/med':>8} {'kurt':>8} "
+        f"{'Hill α':>7} {'k':>5} {'stable α':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for p in panels:
+        s = p.summary
+        stable = "—" if p.stable_alpha is None else f"{p.stable_alpha:.2f}"
+        lines.append(
+            f"{plotting.shorten(p.title, 40):<40} {s.n:>7} {s.mean:>9.4g} {s.median:>9.4g} "
+            f"{s.p99_over_median:>8.2f} {s.excess_kurtosis:>8.2f} {s.hill_alpha:>7.2f} "
+            f"{s.hill_k:>5} {stable:>8}"
+        )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "paths",
+        type=Path,
+        nargs="+",
+        help="run, sweep or noise-probe directories (or noise_probe.npz files)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output PNG (default: <first path>/figures/heavy_tail.png)"
+    )
+    parser.add_argument("--task", action="append", help="only these tasks (comma-separated)")
+    parser.add_argument(
+        "--method", action="append", help="only these method labels (comma-separated)"
+    )
+    parser.add_argument(
+        "--group",
+        choices=("auto", "run", "task"),
+        default="auto",
+        help="one panel per run, or per task with the runs pooled "
+        "(auto: per run up to 6 runs, else per task)",
+    )
+    parser.add_argument(
+        "--probe-array",
+        choices=("noise_norms", "grad_norms"),
+        default="noise_norms",
+        help="which norms of a noise probe to plot",
+    )
+    parser.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="also use runs that are not completed (marked in the title)",
+    )
+    parser.add_argument("--ncols", type=int, default=3, help="panels per row (3)")
+    parser.add_argument("--dpi", type=int, default=plotting.DPI)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.ncols < 1:
+        parser.error(f"--ncols must be >= 1, got {args.ncols}")
+    try:
+        sources, notes = discover_sources(
+            args.paths,
+            tasks=args.task,
+            methods=args.method,
+            probe_array=args.probe_array,
+            include_incomplete=args.include_incomplete,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
+    for note in notes:
+        print(note)
+    if not sources:
+        print(
+            "plot_heavy_tail: nothing to plot (no grad_norms.npy / noise_probe.npz matched)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        panels = make_panels(sources, args.group)
+    except ValueError as exc:
+        print(f"plot_heavy_tail: {exc}", file=sys.stderr)
+        return 1
+    out = args.out
+    if out is None:
+        first = args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent
+        out = first / "figures" / "heavy_tail.png"
+    plot_panels(panels, out, ncols=args.ncols, dpi=args.dpi)
+    print(format_table(panels))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

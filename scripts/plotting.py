@@ -1,0 +1,399 @@
+"""Shared helpers of ``plot_comparison.py`` and ``plot_heavy_tail.py``: finding and loading the
+run directories ``train.py`` writes, aggregating curves over seeds, and a common figure style.
+
+A run directory is ``<results_root>/<experiment>/<task>/<method label>/seed<N>/`` holding
+``config.yaml``, ``metrics.jsonl``, ``grad_norms.npy``, ``grad_norm_hist.jsonl`` and
+``summary.json`` (see ``suite/records.py``). A noise-probe directory (``scripts/noise_probe.py``)
+holds ``noise_probe.npz`` and ``noise_probe.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import textwrap
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # file output only; never needs a display
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: directories under a sweep that never hold runs
+IGNORED_DIRS = {"figures", ".hydra", "checkpoints", "__pycache__"}
+#: metric names for which smaller is better (everything else, e.g. accuracy, r2, mcc, miou: larger)
+LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "err", "perplexity", "ppl", "nll")
+SEED_DIR = re.compile(r"^seed(-?\d+)$")
+DPI = 150
+
+
+# ------------------------------------------------------------------------------- file reading
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; ``None`` when missing or unreadable (a run still starting)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON rows of ``path``, stopping at a torn last line (a killed run)."""
+    rows: list[dict[str, Any]] = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if isinstance(row, dict):
+                    rows.append(row)
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+def as_float(value: Any) -> float:
+    """``value`` as a float; NaN for ``None``/non-numbers (records write ±inf as strings)."""
+    if isinstance(value, bool):
+        return math.nan
+    if isinstance(value, int | float):
+        return float(value)
+    if value in ("inf", "-inf"):
+        return float(value)
+    return math.nan
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+@dataclass
+class Run:
+    """One run directory of ``train.py``."""
+
+    dir: Path
+    task: str
+    method: str  # the method label directory name
+    seed: int | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status") or "no summary.json")
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def name(self) -> str:
+        seed = "?" if self.seed is None else self.seed
+        return f"{self.task}/{self.method}/seed{seed}"
+
+    @property
+    def optimizer(self) -> str:
+        return str(self.summary.get("optimizer") or self.method)
+
+    @property
+    def description(self) -> str:
+        return str(self.summary.get("optimizer_description") or self.optimizer)
+
+    @cached_property
+    def rows(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.dir / "metrics.jsonl")
+
+    def series(self, key: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of ``key`` in the ``split`` rows, sorted by step, finite values only.
+
+        A step logged twice (a resumed run) keeps its last row.
+        """
+        by_step: dict[int, float] = {}
+        for row in self.rows:
+            if row.get("split") != split or "step" not in row:
+                continue
+            value = as_float(row.get(key))
+            if math.isfinite(value):
+                by_step[int(row["step"])] = value
+        steps = np.array(sorted(by_step), dtype=np.int64)
+        return steps, np.array([by_step[int(s)] for s in steps], dtype=np.float64)
+
+    def has_key(self, key: str, split: str) -> bool:
+        return self.series(key, split)[0].size > 0
+
+    def grad_norms(self) -> np.ndarray | None:
+        path = self.dir / "grad_norms.npy"
+        if not path.exists():
+            return None
+        return np.asarray(np.load(path), dtype=np.float64).reshape(-1)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (
+        path.is_dir()
+        and any((path / name).exists() for name in ("summary.json", "metrics.jsonl", "config.yaml"))
+        and not (path / "multirun.yaml").exists()
+    )
+
+
+def load_run(path: Path) -> Run:
+    """Read one run directory; task/method/seed come from the summary, else from the path."""
+    path = Path(path)
+    summary = read_json(path / "summary.json") or {}
+    match = SEED_DIR.match(path.name)
+    seed = summary.get("seed")
+    if not isinstance(seed, int):
+        seed = int(match.group(1)) if match else None
+    method_dir = path.parent if match else path
+    task = summary.get("task") or (method_dir.parent.name if match else "unknown")
+    return Run(dir=path, task=str(task), method=method_dir.name, seed=seed, summary=summary)
+
+
+def _walk(path: Path) -> Iterable[Path]:
+    if path.name in IGNORED_DIRS or path.name.startswith("noise_probe"):
+        return
+    if is_run_dir(path):
+        yield path
+        return
+    try:
+        children = sorted(p for p in path.iterdir() if p.is_dir())
+    except OSError:
+        return
+    for child in children:
+        yield from _walk(child)
+
+
+def discover_runs(paths: Sequence[Path]) -> list[Run]:
+    """Every run directory at or under ``paths`` (sweep, task, method or run directories)."""
+    seen: set[Path] = set()
+    runs: list[Run] = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        for run_dir in _walk(path):
+            key = run_dir.resolve()
+            if key not in seen:
+                seen.add(key)
+                runs.append(load_run(run_dir))
+    runs.sort(key=lambda r: (r.task, r.method, -1 if r.seed is None else r.seed))
+    return runs
+
+
+def matches(value: str, patterns: Sequence[str] | None) -> bool:
+    """``value`` equals one of the comma-separated ``patterns`` (all values when none given)."""
+    if not patterns:
+        return True
+    wanted = {p.strip() for item in patterns for p in item.split(",") if p.strip()}
+    return value in wanted
+
+
+def status_note(run: Run) -> str:
+    """One line naming a skipped run and why."""
+    error = run.summary.get("error")
+    detail = f": {shorten(str(error), 70)}" if error else ""
+    return f"{run.name} [{run.status}{detail}]"
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """``(mean, std, n)`` of the finite values; std is the sample std (ddof=1), NaN for n < 2."""
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan, 0
+    std = float(np.std(x, ddof=1)) if x.size > 1 else math.nan
+    return float(np.mean(x)), std, int(x.size)
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over ``window`` points (the first points average what exists)."""
+    if window <= 1 or values.size == 0:
+        return values
+    csum = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, values.size + 1)
+    lo = np.maximum(idx - window, 0)
+    return (csum[idx] - csum[lo]) / (idx - lo)
+
+
+@dataclass
+class Band:
+    """Mean curve over seeds with a lower/upper band (``lo``/``hi`` equal the mean for 1 seed)."""
+
+    steps: np.ndarray
+    mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    count: np.ndarray  # seeds contributing at each step
+    min: np.ndarray  # smallest seed at each step (floor of a ± std band on a log axis)
+
+
+def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str = "minmax") -> Band | None:
+    """Mean over seeds of curves logged at possibly different steps.
+
+    The grid is the union of the logged steps; each curve is linearly interpolated inside its own
+    range and left out beyond it. ``band="minmax"``: min-max over seeds; ``"std"``: mean ± sample
+    std (ddof=1) where at least two seeds contribute.
+    """
+    curves = [(s, v) for s, v in curves if s.size]
+    if not curves:
+        return None
+    grid = np.unique(np.concatenate([s for s, _ in curves]))
+    stack = np.full((len(curves), grid.size), np.nan)
+    for i, (s, v) in enumerate(curves):
+        inside = (grid >= s[0]) & (grid <= s[-1])
+        stack[i, inside] = np.interp(grid[inside], s, v)
+    count = np.isfinite(stack).sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(stack, axis=0)
+        smallest = np.nanmin(stack, axis=0)
+        if band == "minmax":
+            lo, hi = smallest, np.nanmax(stack, axis=0)
+        elif band == "std":
+            dev = np.zeros(grid.size)
+            several = count > 1
+            dev[several] = np.nanstd(stack[:, several], axis=0, ddof=1)
+            lo, hi = mean - dev, mean + dev
+        else:
+            raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
+    return Band(grid, mean, lo, hi, count, smallest)
+
+
+BAND_TEXT = {"minmax": "shaded: min–max over seeds", "std": "shaded: mean ± 1 std over seeds"}
+
+
+def lower_is_better(metric: str) -> bool:
+    name = metric.lower().removeprefix("val_").removeprefix("train_")
+    return any(
+        name == word or name.endswith("_" + word) or name.startswith(word)
+        for word in LOWER_IS_BETTER
+    )
+
+
+# ----------------------------------------------------------------------------------- style
+
+
+def method_colors(methods: Iterable[str]) -> dict[str, Any]:
+    """One stable colour per method (tab10, then tab20 for more than ten methods)."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(methods))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
+def shorten(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
+
+
+def provenance(summaries: Iterable[dict[str, Any]]) -> str:
+    """'data: …; model: …' from the summaries, flagging embedded proxy data in capitals."""
+    data, models, embedded = [], [], False
+    for s in summaries:
+        if s.get("data_source"):
+            data.append(str(s["data_source"]))
+        if s.get("model_source"):
+            models.append(str(s["model_source"]))
+        # noise-probe metadata may lack the flag; the tasks' proxy sources say "embedded: ..."
+        embedded = (
+            embedded
+            or bool(s.get("embedded_data"))
+            or str(s.get("data_source", "")).lower().startswith("embedded")
+        )
+    data, models = list(dict.fromkeys(data)), list(dict.fromkeys(models))
+    text = f"data: {' | '.join(data) or 'unknown'}; model: {' | '.join(models) or 'unknown'}"
+    if embedded:
+        text += " — EMBEDDED PROXY DATA, not the real benchmark"
+    return text
+
+
+def style_axes(ax: Any) -> None:
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.1)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def log_ticks(axis: Any) -> None:
+    """Readable ticks on a log axis: 1-2-5 labels in plain numbers, unlabelled minor ticks."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def savefig(fig: Any, path: Path, dpi: int = DPI) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------ layout
+
+
+LEGEND_ROW_IN = 0.21  # height of one legend row at fontsize 9, inches
+NOTE_LINE_IN = 0.16  # height of one footnote line at fontsize 7.5, inches
+
+
+def legend_height(entries: int, ncol: int, title: bool = True) -> float:
+    """Inches a legend below the axes needs."""
+    return 0.15 + (0.25 if title else 0.0) + LEGEND_ROW_IN * math.ceil(entries / max(ncol, 1))
+
+
+def note_height(note: str) -> float:
+    return NOTE_LINE_IN * (note.count("\n") + 1) + 0.12 if note else 0.0
+
+
+def legend_block(
+    fig: Any,
+    handles: Sequence[Any],
+    *,
+    height: float,
+    legend_h: float,
+    note_h: float,
+    ncol: int,
+    title: str | None = None,
+    note: str = "",
+    note_color: str = "0.3",
+) -> None:
+    """A legend and a footnote in the strip of ``legend_h + note_h`` inches reserved at the bottom
+    of a figure ``height`` inches tall, so that neither covers the axes."""
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=ncol,
+        frameon=False,
+        fontsize=9,
+        bbox_to_anchor=(0.5, (legend_h + note_h) / height),
+        title=title,
+        title_fontsize=9,
+    )
+    if note:
+        fig.text(0.01, 0.06 / height, note, fontsize=7.5, color=note_color, va="bottom", ha="left")
