@@ -95,7 +95,7 @@ class ClippedOptimizer(Optimizer):
         super().add_param_group(param_group)
         for key in ("lr", "weight_decay", "momentum"):
             value = self.param_groups[-1].get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            if isinstance(value, int | float) and not isinstance(value, bool) and not value >= 0:
                 raise ValueError(f"Invalid {key}: {value!r} in a param group; expected a value >= 0")
 
     # -- the step ------------------------------------------------------------------------------
