@@ -43,7 +43,7 @@ class ClippedOptimizer(Optimizer):
             synchronisation; ``"raise"`` raises ``FloatingPointError`` naming the step (this check
             synchronises once per step).
         fused: use torch's fused kernels (default: when the device and dtype allow). The unfused
-            fallback reads the skip flag on the host once per step.
+            fallback reads the skip flag on the host once per param group.
     """
 
     def __init__(
