@@ -87,14 +87,11 @@ def main(cfg: DictConfig) -> Any:
     device_type = "cuda" if cfg.trainer.device != "cpu" else "cpu"
     ctx = init_distributed(device_type if device_type == "cpu" or _cuda() else "cpu")
     try:
-        done = completed_summary(run_dir)
-        if (
-            done
-            and cfg.trainer.get("resume", True)
-            and done.get("steps", 0) >= cfg.trainer.max_steps
-        ):
+        resume = cfg.trainer.get("resume", True)
+        done = completed_summary(run_dir, cfg) if resume else None
+        if done:
             print(f"[torch-clip] {run_dir} already completed ({done['steps']} steps); skipping")
-            return done.get("best")
+            return (done.get("best") or {}).get("value")
         summary = Trainer(cfg, run_dir, ctx, choices).run()
         if ctx.is_main:
             print_summary(summary)

@@ -99,6 +99,12 @@ class RunRecord:
         if self.enabled:
             atomic_write_bytes(self.dir / "config.yaml", yaml_text.encode())
 
+    def reset(self) -> None:
+        """A fresh start in an existing directory: drop the previous run's rows."""
+        if self.enabled:
+            self.metrics_path.unlink(missing_ok=True)
+            (self.dir / "grad_norm_hist.jsonl").unlink(missing_ok=True)
+
     def truncate_metrics(self, after_step: int) -> None:
         """On resume: drop rows logged after the checkpoint, so the record continues seamlessly."""
         if not self.enabled or not self.metrics_path.exists():

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from clip_core import ClippedOptimizer
 from suite.checkpoint import (
+    CheckpointError,
     PreemptionGuard,
     checkpoint_path,
     load_checkpoint,
@@ -182,6 +183,7 @@ class Trainer:
     def _try_resume(self) -> int:
         path = checkpoint_path(self.record.dir)
         if not self.cfg.trainer.get("resume", True) or not path.exists():
+            self.record.reset()
             return 0
         payload = load_checkpoint(path, _fingerprint(self.cfg))
         self.module.load_state_dict(payload["model"])
@@ -404,7 +406,18 @@ class Trainer:
         return rows[-1]["train_loss"] if rows else None
 
 
-def completed_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The summary of a finished run in ``run_dir``, if any (so sweeps can skip finished work)."""
+def completed_summary(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The summary of a finished run of this configuration in ``run_dir``, if any (so sweeps can
+    skip finished work). A finished run of another configuration is an error, not a skip."""
     summary = read_json(Path(run_dir) / "summary.json")
-    return summary if summary and summary.get("status") == "completed" else None
+    if not summary or summary.get("status") != "completed":
+        return None
+    if summary.get("steps", 0) < cfg.trainer.max_steps:
+        return None  # a longer budget continues from the final checkpoint (checked there)
+    config_path = Path(run_dir) / "config.yaml"
+    if config_path.exists() and _fingerprint(OmegaConf.load(config_path)) != _fingerprint(cfg):
+        raise CheckpointError(
+            f"{run_dir} holds a completed run of a different configuration (see its config.yaml); "
+            "use another results directory or label, or delete it"
+        )
+    return summary

@@ -125,6 +125,11 @@ def test_corrupt_checkpoint_is_a_clear_error_not_a_fresh_start(tmp_path):
 def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     first = run_train(tmp_path, *RUN, "optimizer=norm", "label=same", "trainer.max_steps=10")
     assert first.returncode == 0
+    # a completed run of another configuration is not silently "skipped as done"
+    done = run_train(tmp_path, *RUN, "optimizer=auto", "label=same", "trainer.max_steps=10")
+    assert (
+        done.returncode == 2 and "holds a completed run of a different configuration" in done.stderr
+    )
     other = run_train(tmp_path, *RUN, "optimizer=auto", "label=same", "trainer.max_steps=20")
     assert other.returncode == 2
     assert "belongs to a different configuration" in other.stderr and "last.pt" in other.stderr
