@@ -320,6 +320,7 @@ class Trainer:
         model.train()
         while step < t.max_steps:
             epoch, offset = divmod(step, steps_per_epoch)
+            bar.set_description(f"{self.choices.get('task')}/{cfg.optimizer.name} epoch {epoch}")
             batches = self.task.train_batches(
                 epoch, offset, seed=cfg.seed, rank=self.ctx.rank, world_size=self.ctx.world_size
             )
