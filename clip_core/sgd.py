@@ -53,6 +53,12 @@ class ClippedSGD(ClippedOptimizer):
         }
         super().__init__(params, defaults, **clipping)
 
+    def _momentum_buffer(self, p: torch.Tensor) -> torch.Tensor:
+        state = self.state[p]
+        if "momentum_buffer" not in state:  # allocated once, not on every step
+            state["momentum_buffer"] = torch.zeros_like(p)
+        return state["momentum_buffer"]
+
     def _update(self, groups: list[Any], result: ClipResult) -> None:
         fused = self.fused
         grad_scale = self._fused_grad_scale(groups, result) if fused else None
@@ -64,10 +70,7 @@ class ClippedSGD(ClippedOptimizer):
             if momentum != 0:
                 # Zeros rather than torch's "first step copies the gradient": identical result,
                 # and a skipped first step leaves a valid (zero) buffer.
-                buffers = [
-                    self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-                    for p in params
-                ]
+                buffers = [self._momentum_buffer(p) for p in params]
             if not fused and not self._unfused_prepare(grads, result):
                 continue
             sgd_update(
