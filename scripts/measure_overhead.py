@@ -38,6 +38,8 @@ def bare_loop(cfg, steps: int) -> float:
     from suite.optim import build_optimizer
     from suite.trainer import seed_everything
 
+    if cfg.trainer.get("num_threads"):  # as the suite loop does, so both run alike
+        torch.set_num_threads(int(cfg.trainer.num_threads))
     seed_everything(cfg.seed)
     task = instantiate(cfg.task, _convert_="all")
     task.setup(torch.device("cpu"), cfg.seed)

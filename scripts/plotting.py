@@ -350,7 +350,7 @@ def savefig(fig: Any, path: Path, dpi: int = DPI) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.15)  # never cut a long legend
     plt.close(fig)
     return path
 
