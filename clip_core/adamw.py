@@ -75,7 +75,9 @@ class ClippedAdamW(ClippedOptimizer):
             for p in group["params"]:
                 param_state = self.state.get(p)
                 if param_state and "step" in param_state:
-                    param_state["step"] = param_state["step"].to(device=p.device, dtype=torch.float32)
+                    param_state["step"] = param_state["step"].to(
+                        device=p.device, dtype=torch.float32
+                    )
 
     def _update(self, groups: list[Any], result: ClipResult) -> None:
         fused = self.fused

@@ -96,7 +96,9 @@ class ClippedOptimizer(Optimizer):
         for key in ("lr", "weight_decay", "momentum"):
             value = self.param_groups[-1].get(key)
             if isinstance(value, int | float) and not isinstance(value, bool) and not value >= 0:
-                raise ValueError(f"Invalid {key}: {value!r} in a param group; expected a value >= 0")
+                raise ValueError(
+                    f"Invalid {key}: {value!r} in a param group; expected a value >= 0"
+                )
 
     # -- the step ------------------------------------------------------------------------------
     def _gather(self) -> list[tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor]]]:
@@ -212,7 +214,6 @@ class ClippedOptimizer(Optimizer):
         """The recorded statistic history of an ``auto`` rule, oldest first (synchronises)."""
         history = self.clipper.history
         return None if history is None or history.sorted is None else history.values().squeeze(0)
-
 
 
 def _refuse_sharded(params: list[torch.Tensor]) -> None:

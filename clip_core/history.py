@@ -35,6 +35,7 @@ class SortedHistory:
         self.raw: torch.Tensor | None = None  # [U, cap], chronological (a ring when windowed)
         self.count: torch.Tensor | None = None  # 0-d int64: valid values pushed so far
         self.pushes = 0  # host-side count of push calls; bounds ``count`` without reading it
+        self._positions: torch.Tensor | None = None  # arange(capacity), made once per capacity
 
     # -- storage ---------------------------------------------------------------------------
     def _allocate(self, device: torch.device, capacity: int, dtype: torch.dtype) -> None:
@@ -67,21 +68,30 @@ class SortedHistory:
         assert self.sorted is not None and self.raw is not None and self.count is not None
         values = values.to(self.sorted.dtype)
         cap = self.capacity
-        idx = torch.arange(cap, device=values.device)
+        if self._positions is None or self._positions.numel() != cap:
+            self._positions = torch.arange(cap, device=values.device)
+        idx = self._positions
         slot = (self.count % cap).reshape(1, 1).expand(self.num_units, 1)
+        beyond = torch.full_like(slot, cap)  # a position no element has: "change nothing"
         sorted_ = self.sorted
         if self.window is not None:
             # Drop the value that leaves the window: everything after its position moves left.
             old = self.raw.gather(1, slot)
             at = torch.searchsorted(sorted_, old, side="left")
+            at = torch.where(valid & (self.count >= self.window), at, beyond)
             left = torch.cat([sorted_[:, 1:], torch.full_like(sorted_[:, :1], float("inf"))], 1)
-            removed = torch.where(idx >= at, left, sorted_)
-            sorted_ = torch.where(self.count >= self.window, removed, sorted_)
+            sorted_ = torch.where(idx >= at, left, sorted_)
+        # Insert: elements after the insertion point move right by one (the last slot is +inf
+        # padding), then the value is written at its point. An invalid push inserts nowhere.
         at = torch.searchsorted(sorted_, values, right=True)
+        at = torch.where(valid, at, beyond)
         right = torch.cat([sorted_[:, :1], sorted_[:, :-1]], dim=1)
-        inserted = torch.where(idx < at, sorted_, torch.where(idx == at, values, right))
-        self.sorted = torch.where(valid, inserted, self.sorted)
-        self.raw = torch.where(valid, self.raw.scatter(1, slot, values), self.raw)
+        inserted = torch.where(idx < at, sorted_, right)
+        point = at.clamp(max=cap - 1)
+        inserted.scatter_(1, point, torch.where(valid, values, inserted.gather(1, point)))
+        self.sorted = inserted
+        # The chronological record changes in one element per unit, in place.
+        self.raw.scatter_(1, slot, torch.where(valid, values, self.raw.gather(1, slot)))
         self.count = self.count + valid.to(torch.int64)
         self.pushes += 1
 
@@ -127,9 +137,10 @@ class SortedHistory:
             "num_units": self.num_units,
             "window": self.window,
             "pushes": self.pushes,
-            "sorted": self.sorted,
-            "raw": self.raw,
-            "count": self.count,
+            # copies: ``raw`` is updated in place, and a saved state must not change afterwards
+            "sorted": None if self.sorted is None else self.sorted.clone(),
+            "raw": None if self.raw is None else self.raw.clone(),
+            "count": None if self.count is None else self.count.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
@@ -142,4 +153,4 @@ class SortedHistory:
         self.pushes = int(state["pushes"])
         for key in ("sorted", "raw", "count"):
             value = state[key]
-            setattr(self, key, None if value is None else value.to(device))
+            setattr(self, key, None if value is None else value.to(device, copy=True))

@@ -63,7 +63,9 @@ class ClippedSSTM(ClippedOptimizer):
             "a_k_ratio_upper_bound", a_k_ratio_upper_bound, 0.0, 1.0, low_open=True, high_open=False
         )
         check_optional_int("restart_every", restart_every, 1)
-        check_interval("restart_coeff", restart_coeff, 1.0, float("inf"), low_open=False, high_open=True)
+        check_interval(
+            "restart_coeff", restart_coeff, 1.0, float("inf"), low_open=False, high_open=True
+        )
         defaults = {"lr": lr, "L": L, "nu": nu}
         super().__init__(params, defaults, **clipping)
         self.ratio_bound = float(a_k_ratio_upper_bound)
