@@ -26,8 +26,10 @@ reported. The optimizer states of contenders of the same rule share their buffer
 change the cost), which keeps BERT-base within memory; the reported state memory is what each
 optimizer would hold alone.
 
-Run ``python scripts/bench_step.py`` (about 15 minutes on 2 CPU cores) or ``--quick`` (under a
-minute: ResNet18 only, few repeats). Writes ``<out>/step.md`` and ``<out>/step.csv``.
+Run ``python scripts/bench_step.py`` (about 7 minutes on 2 quiet CPU cores; on a loaded machine
+the timed rounds stop at per-model time budgets, ``--budget``, so about 12-15 minutes) or
+``--quick`` (ResNet18 only, 1 + 2 rounds: about 35 s quiet). ``--threads 1`` gives much steadier
+numbers when other processes share the cores. Writes ``<out>/step.md`` and ``<out>/step.csv``.
 """
 
 from __future__ import annotations
