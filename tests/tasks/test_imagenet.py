@@ -16,14 +16,9 @@ from tasks.imagenet import LAYOUT, ImageNetTask, top1_accuracy
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, busy-waiting OpenMP threads of parallel
-    jobs slow each other down by up to 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one intra-op thread (tests/conftest.py): on a shared 2-core machine, busy-waiting OpenMP
+# threads of parallel jobs slow each other down by up to 10x
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def collect(task, epoch=0, start=0, **kw):
