@@ -220,7 +220,14 @@ class Trainer:
         self, window: list[dict[str, torch.Tensor]], step: int, epoch: int
     ) -> dict[str, Any]:
         keys = list(window[0])
-        values = torch.stack([torch.stack([w[k].float() for k in keys]) for w in window]).cpu()
+        rows = [torch.stack([w[k].float() for k in keys]) for w in window]
+        counter = getattr(self.optimizer, "skipped_steps", None)  # clipped optimizers only
+        if counter is not None:  # rides along in the window's single host transfer
+            rows.append(counter.float().expand(len(keys)))
+        values = torch.stack(rows).cpu()
+        skipped = None
+        if counter is not None:
+            skipped, values = int(values[-1, 0]), values[:-1]
         self.grad_norms.extend(values[:, keys.index("grad_norm")].tolist())
         means = dict(zip(keys, values.nanmean(dim=0).tolist()))
         row = {
@@ -235,8 +242,8 @@ class Trainer:
             "clip_fraction": means["clip_fraction"],
             "wall_time": self.wall_before + time.time() - self.t0,
         }
-        if isinstance(self.optimizer, ClippedOptimizer):
-            row["skipped_steps"] = int(self.optimizer.skipped_steps)
+        if skipped is not None:
+            row["skipped_steps"] = skipped
         return row
 
     def _epoch_histogram(self, epoch: int, step: int) -> None:

@@ -12,6 +12,7 @@ Embedded default (``data_root: null``): scikit-learn's bundled digits (1797 grey
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,6 @@ import torch.nn.functional as F
 import torchvision
 from torchvision import transforms
 
-from tasks.base import TaskInfo
 from tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, check_int, require_dir
 
 EMBEDDED_IMAGE_SIZE = 32
@@ -142,25 +142,13 @@ class ImageNetTask(ImageTask):
         return f"ImageFolder at {root} ({len(classes)} classes, {size}px)"
 
     # -- Task API ----------------------------------------------------------------------------
-    def setup(self, device: torch.device, seed: int) -> TaskInfo:
-        self.device = torch.device(device)
-        self._train_tensors = self._val_tensors = None
-        self._train_set = self._val_set = None
-        embedded = self.data_root is None
-        data_source = self._setup_embedded() if embedded else self._setup_folder()
-        self._limit_val()
-        with torch.random.fork_rng(devices=[]):  # the init depends on ``seed`` only
-            torch.manual_seed(seed)
-            model = torchvision.models.resnet18(weights=None, num_classes=self.num_classes)
-        self.model = model.to(self.device)
-        return TaskInfo(
-            data_source=data_source,
-            model_source=f"torchvision resnet18 (random init, {self.num_classes} classes)",
-            num_train=self.num_train,
-            num_val=self.num_val,
-            embedded=embedded,
-            extra={"image_size": self.image_size, "num_classes": self.num_classes},
-        )
+    def _load_data(self) -> str:
+        return self._setup_embedded() if self.data_root is None else self._setup_folder()
+
+    def _build_model(self) -> tuple[torch.nn.Module, str, dict[str, Any]]:
+        model = torchvision.models.resnet18(weights=None, num_classes=self.num_classes)
+        source = f"torchvision resnet18 (random init, {self.num_classes} classes)"
+        return model, source, {"image_size": self.image_size, "num_classes": self.num_classes}
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]):
         images, labels = batch

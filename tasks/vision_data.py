@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from tasks.base import Task
+from tasks.base import Task, TaskInfo
 from tasks.sampling import batch_indices, num_batches
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,6 +86,8 @@ class ImageTask(Task):
     device) or ``_train_set``/``_val_set`` (map-style datasets yielding tensor tuples).
     """
 
+    data_root: object = None  # set by the subclass; None selects the embedded data
+
     def __init__(
         self,
         *,
@@ -103,6 +105,34 @@ class ImageTask(Task):
         self._val_tensors: tuple[torch.Tensor, ...] | None = None
         self._train_set: Dataset | None = None
         self._val_set: Dataset | None = None
+
+    # -- set-up template: subclasses load their data and build their model --------------------
+    def _load_data(self) -> str:
+        """Fill the train/val tensors or datasets; return a description of the data used."""
+        raise NotImplementedError
+
+    def _build_model(self) -> tuple[torch.nn.Module, str, dict[str, Any]]:
+        """The model (on CPU), its description, and extra facts for ``TaskInfo.extra``."""
+        raise NotImplementedError
+
+    def setup(self, device: torch.device, seed: int) -> TaskInfo:
+        self.device = torch.device(device)
+        self._train_tensors = self._val_tensors = None
+        self._train_set = self._val_set = None
+        data_source = self._load_data()
+        self._limit_val()
+        with torch.random.fork_rng(devices=[]):  # the init depends on ``seed`` only
+            torch.manual_seed(seed)
+            model, model_source, extra = self._build_model()
+        self.model = model.to(self.device)
+        return TaskInfo(
+            data_source=data_source,
+            model_source=model_source,
+            num_train=self.num_train,
+            num_val=self.num_val,
+            embedded=self.data_root is None,
+            extra=extra,
+        )
 
     # -- sizes -------------------------------------------------------------------------------
     @property

@@ -20,6 +20,7 @@ rather than counted as 0 or 1).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -31,7 +32,6 @@ from torchvision.datasets import VOCSegmentation
 from torchvision.datasets.voc import DATASET_YEAR_DICT
 from torchvision.transforms import functional as TF
 
-from tasks.base import TaskInfo
 from tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, check_int, require_dir
 
 IGNORE_INDEX = 255
@@ -290,36 +290,27 @@ class VOCTask(ImageTask):
         return f"VOC{self.year} segmentation at {root} ({self.train_split}/{self.val_split}, {self.image_size}px)"
 
     # -- Task API ----------------------------------------------------------------------------
-    def setup(self, device: torch.device, seed: int) -> TaskInfo:
-        self.device = torch.device(device)
-        self._train_tensors = self._val_tensors = None
-        self._train_set = self._val_set = None
-        embedded = self.data_root is None
-        data_source = self._setup_embedded() if embedded else self._setup_voc()
-        self._limit_val()
-        with torch.random.fork_rng(devices=[]):  # the init depends on ``seed`` only
-            torch.manual_seed(seed)
-            model = smp.Unet(
-                encoder_name=self.encoder_name,
-                encoder_weights=self.encoder_weights,
-                in_channels=3,
-                classes=self.num_classes,
-            )
-        self.model = model.to(self.device)
-        weights = self.encoder_weights or "random init"
-        return TaskInfo(
-            data_source=data_source,
-            model_source=f"smp.Unet({self.encoder_name}, encoder weights: {weights}), {self.num_classes} classes",
-            num_train=self.num_train,
-            num_val=self.num_val,
-            embedded=embedded,
-            extra={
-                "image_size": self.image_size,
-                "num_classes": self.num_classes,
-                "ignore_index": IGNORE_INDEX,
-                "miou": "dataset confusion matrix; mean over classes present in target or prediction",
-            },
+    def _load_data(self) -> str:
+        return self._setup_embedded() if self.data_root is None else self._setup_voc()
+
+    def _build_model(self) -> tuple[torch.nn.Module, str, dict[str, Any]]:
+        model = smp.Unet(
+            encoder_name=self.encoder_name,
+            encoder_weights=self.encoder_weights,
+            in_channels=3,
+            classes=self.num_classes,
         )
+        weights = self.encoder_weights or "random init"
+        source = (
+            f"smp.Unet({self.encoder_name}, encoder weights: {weights}), {self.num_classes} classes"
+        )
+        extra = {
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+            "ignore_index": IGNORE_INDEX,
+            "miou": "dataset confusion matrix; mean over classes present in target or prediction",
+        }
+        return model, source, extra
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]):
         images, masks = batch
