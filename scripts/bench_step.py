@@ -429,17 +429,44 @@ def component_contenders(w: Workload, history: int, room: int) -> list[Contender
         norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
         torch.linalg.vector_norm(torch.stack(norms))
 
+    clipper = clip_core.clipping.Clipper(clip_core.preset("norm"), seed=0, device=w.device)
+
     rows = [
         ("zeros_like(p) for every p", zeros, 1, "write every p-sized array once"),
         ("_foreach_norm(g) + norm of norms", norms, 1, "read g"),
+        ("Clipper.measure(g) (BLAS dot on CPU)", lambda: clipper.measure(grads), 1, "read g"),
         (
             "_foreach_mul_(g, 0-d tensor)",
             lambda: torch._foreach_mul_(grads, one),
             2,
             "read g, write g",
         ),
-        (f"SortedHistory.push+quantile (T={history})", push, None, "O(T) on 2 [1, cap] arrays"),
+        (
+            f"SortedHistory.push+quantile (T={history})",
+            push,
+            None,
+            "binary search + memmove on CPU; one clamp pass on a device",
+        ),
     ]
+    if w.device.type == "cpu":  # also the history's device path (the one CUDA runs), timed here
+        SortedHistory.host_path_on_cpu = False
+        try:
+            device_hist = prefilled_history(history, 0.5 * w.grad_norm, room, w.device)
+        finally:
+            SortedHistory.host_path_on_cpu = True
+
+        def push_device() -> None:
+            device_hist.push(value, valid)
+            device_hist.quantile(0.75)
+
+        rows.append(
+            (
+                f"SortedHistory.push+quantile (T={history}), device path",
+                push_device,
+                None,
+                "one clamp pass over a [1, cap] array, no host read",
+            )
+        )
     return [
         Contender(w.name, "component", name, "component", fn, passes, counting)
         for name, fn, passes, counting in rows
@@ -826,7 +853,10 @@ def write_md(path: Path, results: list[dict[str, Any]], meta: dict[str, Any], cu
         "does not change the cost). `alloc/step MB`: bytes of fresh tensors returned by the "
         "torch calls one step makes from Python (TorchFunctionMode; allocations inside C++ "
         "kernels are not seen) — on CPU the proxy for transient extra memory. `host reads`: "
-        "`.item()`/`bool()`/`float()` calls in one step.",
+        "`.item()`/`bool()`/`float()` calls in one step. On CPU the auto types read the skip "
+        "flag once: their history takes its host (NumPy) path there, where reading a CPU "
+        "tensor waits for no device; the device path that CUDA runs reads nothing (the "
+        "component row `device path` times it on this machine).",
     ]
     if cuda:
         out += [

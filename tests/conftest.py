@@ -14,3 +14,13 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(params=["host", "device"])
+def history_path(request, monkeypatch):
+    """Run a test on both update paths of the auto history: CPU tensors default to the host
+    (NumPy) path; the device path is the one CUDA runs."""
+    from clip_core.history import SortedHistory
+
+    monkeypatch.setattr(SortedHistory, "host_path_on_cpu", request.param == "host")
+    return request.param

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import clip_core.history
 from clip_core import (
     CLIPPING_TYPES,
     Always,
@@ -170,6 +171,50 @@ def test_telemetry_matches_numpy(clipping_type):
     assert float(stats.skipped) == 0.0
     for s in stats:
         assert isinstance(s, torch.Tensor)
+
+
+# -- measuring --------------------------------------------------------------------------------
+def layouts(dtype: torch.dtype) -> list[torch.Tensor]:
+    """Gradients in each memory layout the measurement has a path for."""
+    gen = torch.Generator().manual_seed(5)
+    rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=dtype)  # noqa: E731
+    return [
+        rand(300, 70) * 3.0,  # contiguous
+        rand(8, 6, 5, 5).to(memory_format=torch.channels_last),  # dense, not contiguous
+        rand(40, 30).t(),  # transposed: no flat view
+        rand(50, 9)[:, ::2],  # strided slice
+        rand(0),  # empty
+        torch.zeros(7, dtype=dtype),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dtypes", "rtol"),
+    [
+        ((torch.float32,), 1e-6),
+        ((torch.float64,), 1e-13),
+        ((torch.float32, torch.float64), 1e-6),  # mixed: measured in float64
+        ((torch.bfloat16,), 1e-5),  # the _foreach_norm path, upcast to float32
+    ],
+)
+def test_measure_matches_numpy_in_every_layout(dtypes, rtol):
+    grads = [g for dtype in dtypes for g in layouts(dtype)]
+    clipper = ClippedSGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1).clipper
+    norms, total = clipper.measure(grads)
+    expected = [float(np.linalg.norm(g.double().numpy().ravel())) for g in grads]
+    np.testing.assert_allclose(norms.double().numpy(), expected, rtol=rtol)
+    np.testing.assert_allclose(float(total), math.sqrt(sum(e**2 for e in expected)), rtol=rtol)
+    want = torch.float64 if torch.float64 in dtypes else torch.float32
+    assert norms.dtype == total.dtype == want
+
+
+def test_measure_flags_nonfinite():
+    clipper = ClippedSGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1).clipper
+    for bad in (float("nan"), float("inf")):
+        grads = [torch.ones(5), torch.tensor([1.0, bad, 2.0]), torch.ones(2, 2).t()]
+        norms, total = clipper.measure(grads)
+        assert not torch.isfinite(total)
+        assert torch.isfinite(norms[[0, 2]]).all() and not torch.isfinite(norms[1])
 
 
 # -- zero gradients ----------------------------------------------------------------------------
@@ -360,6 +405,7 @@ def varied_norms(n: int, seed: int) -> np.ndarray:
     return norms
 
 
+@pytest.mark.usefixtures("history_path")
 @pytest.mark.parametrize(
     ("p", "dtype"),
     [(p, torch.float64) for p in (0.1, 0.5, 0.75, 0.9, 1.0)]
@@ -391,6 +437,7 @@ def test_auto_threshold_is_numpy_quantile_of_history(p, dtype):
         assert clipped > 10
 
 
+@pytest.mark.usefixtures("history_path")
 @pytest.mark.parametrize(("window", "p"), [(1, 0.5), (7, 0.3), (7, 1.0), (50, 0.75)])
 def test_auto_window_uses_last_w_norms(window, p):
     rng = np.random.default_rng(window)
@@ -411,6 +458,7 @@ def test_auto_window_uses_last_w_norms(window, p):
     np.testing.assert_allclose(run["history"], norms[-window:], rtol=1e-12)
 
 
+@pytest.mark.usefixtures("history_path")
 @pytest.mark.parametrize(
     ("window", "dtype"), [(None, np.float32), (5, np.float32), (5, np.float64), (64, np.float64)]
 )
@@ -435,6 +483,34 @@ def test_sorted_history_direct(window, dtype):
     np.testing.assert_array_equal(h.values().numpy().T, data)
 
 
+@pytest.mark.parametrize("window", [None, 9])
+def test_history_paths_share_one_state(window, monkeypatch):
+    """The host and device paths keep the same buffers, and a state saved by one path goes on
+    in the other exactly (as a checkpoint moves between a CPU and a CUDA machine)."""
+    monkeypatch.setattr(clip_core.history, "_INITIAL_CAPACITY", 8)  # growth inside the run
+    rng = np.random.default_rng(4)
+    stream = [(rng.integers(0, 5, size=2) * 0.5, t % 7 != 3) for t in range(60)]
+
+    def run(paths: list[str]) -> list[np.ndarray]:
+        h, out, saved = None, [], None
+        for t, (values, valid) in enumerate(stream):
+            if t % 20 == 0:  # switch paths through a saved state
+                monkeypatch.setattr(SortedHistory, "host_path_on_cpu", paths[t // 20] == "host")
+                h = SortedHistory(2, window)
+                if saved is not None:
+                    h.load_state_dict(saved, torch.device("cpu"))
+            h.push(torch.tensor(values), torch.tensor(valid))
+            out.append(h.quantile(0.3).numpy())
+            saved = h.state_dict()
+        return [*out, saved["sorted"].numpy(), saved["raw"].numpy(), saved["count"].numpy()]
+
+    host, device = run(["host"] * 3), run(["device"] * 3)
+    for a, b, c in zip(host, device, run(["host", "device", "host"])):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.usefixtures("history_path")
 @pytest.mark.parametrize("clipping_type", AUTO)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nonfinite_step_not_in_auto_history(clipping_type, bad):
@@ -460,6 +536,7 @@ def test_nonfinite_step_not_in_auto_history(clipping_type, bad):
     assert int(opt.skipped_steps) == 2
 
 
+@pytest.mark.usefixtures("history_path")
 @pytest.mark.parametrize("window", [None, 6])
 def test_custom_per_tensor_auto_rule(window):
     """ClipRule(PercentileThreshold(p), Always(), "tensor"): one history per tensor, and a

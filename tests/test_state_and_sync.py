@@ -348,6 +348,9 @@ def recorded_syncs(opt, model, steps=range(8), bad_steps=(3,)) -> list[str]:
 def test_step_makes_no_host_sync(rule, clipping_type, window, monkeypatch):
     # a tiny initial history buffer, so the growth path runs inside the recorded steps too
     monkeypatch.setattr(clip_core.history, "_INITIAL_CAPACITY", 4)
+    # the auto history's device path, which CUDA runs (CPU tensors default to the host path,
+    # which reads values by design: on CPU there is no device to wait for)
+    monkeypatch.setattr(clip_core.history.SortedHistory, "host_path_on_cpu", False)
     model = make_model()
     opt = SYNC_RULES[rule](groups_of(model), clipping_type=clipping_type, auto_window=window)
     assert opt.nonfinite == "skip" and (opt.fused or rule == "sstm")
