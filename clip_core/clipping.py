@@ -192,7 +192,8 @@ class Clipper:
     """Applies a :class:`ClipRule` to gradient lists; owns the random generator and the history.
 
     ``clip`` never synchronises with the host: decisions are sampled on the device, non-finite
-    gradients are flagged in ``found_inf`` for the step rule to skip, and the history ignores them.
+    gradients are flagged in ``found_inf`` for the step rule to skip, and the history ignores them
+    (on CPU the history reads the norm and the flag: see :mod:`clip_core.history`).
     Global rules return the factor ``α`` instead of touching the gradients, so a fused update can
     apply it in the same pass; per-tensor and per-coordinate rules clip the gradients in place
     (as ``clip_grad_norm_`` / ``clip_grad_value_`` do).
