@@ -126,13 +126,16 @@ class ClippedOptimizer(Optimizer):
         grads = [g for _, _, gs in groups for g in gs]
         if not grads:
             return loss
-        norms, total_norm = self.clipper.measure(grads)
-        if self.nonfinite == "raise" and not bool(torch.isfinite(total_norm)):
-            raise FloatingPointError(
-                f"non-finite gradient (global norm {float(total_norm)}) at step "
-                f"{self.attempted_steps} of {type(self).__name__}; pass nonfinite='skip' to skip it"
-            )
-        result = self.clipper.clip(grads, norms, total_norm, self._threshold_scale())
+        measured = None
+        if self.nonfinite == "raise":  # checked before any gradient is touched
+            measured = self.clipper.measure(grads)
+            if not bool(torch.isfinite(measured[1])):
+                raise FloatingPointError(
+                    f"non-finite gradient (global norm {float(measured[1])}) at step "
+                    f"{self.attempted_steps} of {type(self).__name__}; pass nonfinite='skip' "
+                    "to skip it"
+                )
+        result = self.clipper.clip(grads, self._threshold_scale(), measured)
         self._update(groups, result)
         self.skipped_steps += result.found_inf.to(torch.int64)
         self.attempted_steps += 1

@@ -148,6 +148,14 @@ def preset(
 _BLAS_DTYPES = (torch.float32, torch.float64)
 
 
+def _norm_dtype(grads: list[torch.Tensor]) -> torch.dtype:
+    return torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+
+
+def _blas_measurable(grads: list[torch.Tensor]) -> bool:
+    return all(g.device.type == "cpu" and g.dtype in _BLAS_DTYPES for g in grads)
+
+
 def _squared_norm(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``‖g‖²`` of a CPU float32/float64 tensor as a 0-d tensor of ``dtype``.
 
@@ -188,6 +196,18 @@ class ClipResult(NamedTuple):
     stats: ClipStats
 
 
+def _result(
+    scale: torch.Tensor | None,
+    total_norm: torch.Tensor,
+    valid: torch.Tensor,
+    threshold: torch.Tensor,
+    fraction: torch.Tensor,
+) -> ClipResult:
+    found_inf = (~valid).float()
+    stats = ClipStats(total_norm, threshold, torch.where(valid, fraction, 0.0), found_inf)
+    return ClipResult(scale, found_inf, stats)
+
+
 class Clipper:
     """Applies a :class:`ClipRule` to gradient lists; owns the random generator and the history.
 
@@ -217,8 +237,8 @@ class Clipper:
         float32/float64 gradients go through BLAS ``dot`` (:func:`_squared_norm`); elsewhere one
         multi-tensor ``_foreach_norm`` launch.
         """
-        dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
-        if all(g.device.type == "cpu" and g.dtype in _BLAS_DTYPES for g in grads):
+        dtype = _norm_dtype(grads)
+        if _blas_measurable(grads):
             squares = torch.stack([_squared_norm(g, dtype) for g in grads])
             return squares.sqrt(), squares.sum().sqrt()
         norms = torch._foreach_norm(grads, 2, dtype=dtype)
@@ -241,11 +261,15 @@ class Clipper:
             self.history.push(stat.reshape(-1), valid)
             level = self.history.quantile(source.p)
             return level.reshape(stat.shape) if stat.dim() == 0 else level
-        if self._level is None or self._level.dtype != stat.dtype:
+        return self._fixed_level(stat.dtype, scale)
+
+    def _fixed_level(self, dtype: torch.dtype, scale: torch.Tensor | None) -> torch.Tensor:
+        if self._level is None or self._level.dtype != dtype:
             # in the statistic's dtype, so float64 gradients see λ itself, not float32(λ); filled
             # on the device (torch.tensor(..., device=cuda) would copy from the host and sync)
-            self._level = torch.full((), source.level, dtype=stat.dtype, device=self.device)
-        return self._level if scale is None else self._level * scale.to(stat.dtype)
+            level = self.rule.threshold.level  # type: ignore[union-attr]
+            self._level = torch.full((), level, dtype=dtype, device=self.device)
+        return self._level if scale is None else self._level * scale.to(dtype)
 
     def _clip_mask(self, stat: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
         decision = self.rule.decision
@@ -263,25 +287,26 @@ class Clipper:
     def clip(
         self,
         grads: list[torch.Tensor],
-        norms: torch.Tensor,
-        total_norm: torch.Tensor,
         threshold_scale: torch.Tensor | None = None,
+        measured: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> ClipResult:
-        """Clip ``grads`` (whose norms come from :meth:`measure`).
+        """Measure and clip ``grads``.
 
         ``threshold_scale`` multiplies a fixed level (SSTM clips at ``λ/α_{k+1}``); percentile
-        thresholds are already in gradient units and are not scaled.
+        thresholds are already in gradient units and are not scaled. ``measured`` is the
+        :meth:`measure` of ``grads`` when the caller has already taken it.
         """
+        if self.rule.granularity == "coordinate":
+            return self._clip_coordinatewise(grads, threshold_scale, measured)
+        norms, total_norm = measured if measured is not None else self.measure(grads)
         valid = torch.isfinite(total_norm)
-        found_inf = (~valid).float()
-        granularity = self.rule.granularity
-        if granularity == "global":
+        if self.rule.granularity == "global":
             threshold = self._threshold(total_norm, valid, threshold_scale)
             mask = self._clip_mask(total_norm, threshold)
             alpha = torch.where(mask, threshold / total_norm, 1.0)
             scale = None if isinstance(self.rule.decision, Never) else alpha
             fraction = 1.0 - alpha
-        elif granularity == "tensor":
+        else:
             threshold = self._threshold(norms, valid, threshold_scale)
             mask = self._clip_mask(norms, threshold)
             alpha = torch.where(mask, threshold / norms, 1.0)
@@ -289,37 +314,57 @@ class Clipper:
             kept = torch.linalg.vector_norm(alpha * norms)
             fraction = torch.where(total_norm > 0, 1.0 - kept / total_norm, 0.0)
             scale = None
-        else:
-            threshold = self._threshold(total_norm, valid, threshold_scale)
-            self._clip_coordinates(grads, threshold, threshold_scale is None)
-            kept = self.measure(grads)[1]
-            fraction = torch.where(total_norm > 0, 1.0 - kept / total_norm, 0.0)
-            scale = None
-        fraction = torch.where(valid, fraction, 0.0)
-        stats = ClipStats(total_norm, threshold, fraction, found_inf)
-        return ClipResult(scale, found_inf, stats)
+        return _result(scale, total_norm, valid, threshold, fraction)
 
-    def _clip_coordinates(
-        self, grads: list[torch.Tensor], threshold: torch.Tensor, fixed: bool
-    ) -> None:
+    def _clip_coordinatewise(
+        self,
+        grads: list[torch.Tensor],
+        threshold_scale: torch.Tensor | None,
+        measured: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> ClipResult:
+        """Clip each coordinate in place; measures ``‖g‖`` before and after for the telemetry.
+
+        The threshold is a fixed level (a percentile needs no per-coordinate history), known
+        before measuring. On CPU each tensor is measured, clipped and measured again while it is
+        still in cache, so the three passes cost about one read and one write of memory.
+        """
+        dtype = _norm_dtype(grads)
+        threshold = self._fixed_level(dtype, threshold_scale)
+        fixed = threshold_scale is None
+        if measured is None and _blas_measurable(grads):
+            before, after = [], []
+            for g in grads:
+                before.append(_squared_norm(g, dtype))
+                self._clip_coordinates(g, threshold, fixed)
+                after.append(_squared_norm(g, dtype))
+            total_norm = torch.stack(before).sum().sqrt()
+            kept = torch.stack(after).sum().sqrt()
+        else:
+            total_norm = (measured if measured is not None else self.measure(grads))[1]
+            for g in grads:
+                self._clip_coordinates(g, threshold, fixed)
+            kept = self.measure(grads)[1]
+        valid = torch.isfinite(total_norm)
+        fraction = torch.where(total_norm > 0, 1.0 - kept / total_norm, 0.0)
+        return _result(None, total_norm, valid, threshold, fraction)
+
+    def _clip_coordinates(self, g: torch.Tensor, threshold: torch.Tensor, fixed: bool) -> None:
+        """Clip the coordinates of one tensor in place."""
         decision = self.rule.decision
         if isinstance(decision, Never):
             return
         if isinstance(decision, Always):
-            if fixed:  # host scalar λ: clamp(g, -λ, λ) == g·min(1, λ/|g|), one pass per tensor
+            if fixed:  # host scalar λ: clamp(g, -λ, λ) == g·min(1, λ/|g|), one pass
                 level = self.rule.threshold.level  # type: ignore[union-attr]
-                for g in grads:
-                    g.clamp_(-level, level)
+                g.clamp_(-level, level)
             else:
-                for g in grads:
-                    t = threshold.to(g.device)
-                    g.clamp_(-t, t)
+                t = threshold.to(g.device)
+                g.clamp_(-t, t)
             return
-        for g in grads:
-            t = threshold.to(g.device, g.dtype)
-            magnitude = g.abs()
-            mask = self._clip_mask(magnitude, t)
-            g.copy_(torch.where(mask, torch.sign(g) * t, g))
+        t = threshold.to(g.device, g.dtype)
+        magnitude = g.abs()
+        mask = self._clip_mask(magnitude, t)
+        g.copy_(torch.where(mask, torch.sign(g) * t, g))
 
     # -- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -110,15 +110,16 @@ FUSED_PASSES = {"sgd": 5, "adamw": 7}
 def clip_core_passes(rule: str, ctype: str) -> tuple[int, str]:
     fused = FUSED_PASSES[rule]
     if ctype == "none":
-        return 1 + fused, f"foreach_norm g (1) + fused ({fused})"
+        return 1 + fused, f"‖g‖ (1) + fused ({fused})"
     if ctype in GLOBAL_TYPES:
-        return 1 + fused + 1, f"foreach_norm g (1) + fused with grad_scale ({fused} + write g 1)"
+        return 1 + fused + 1, f"‖g‖ (1) + fused with grad_scale ({fused} + write g 1)"
     if ctype == "layer_wise":
-        return 1 + 2 + fused, f"foreach_norm g (1) + g*=α_i (2) + fused ({fused})"
+        return 1 + 2 + fused, f"‖g_i‖ (1) + g*=α_i (2) + fused ({fused})"
     if ctype == "coord_wise":
         return (
-            1 + 2 + 1 + fused,
-            f"foreach_norm g (1) + clamp_ g (2) + foreach_norm g again (1) + fused ({fused})",
+            2 + fused,
+            "per tensor in cache on CPU: ‖g_i‖, clamp_, ‖g_i‖ again (read g, write g: 2) "
+            f"+ fused ({fused})",
         )
     return 0, "?"
 

@@ -126,6 +126,23 @@ def test_deterministic_rule_matches_formula(clipping_type, lam, dtype, fused, rt
         np.testing.assert_allclose(p.grad.double().numpy(), expected, rtol=rtol, atol=1e-300)
 
 
+@pytest.mark.parametrize("clipping_type", ["layer_wise", "coord_wise"])
+def test_half_precision_rules_match_formula(clipping_type):
+    """bfloat16 gradients take the ``_foreach_norm`` path (no BLAS dot for them)."""
+    groups, params, grads = make_problem(torch.bfloat16)
+    before = snapshot(params)
+    opt = ClippedSGD(groups, lr=1.0, clipping_type=clipping_type, clipping_level=1.5)
+    set_grads(params, grads)
+    opt.step()
+    alphas = reference_alphas(clipping_type, grads, 1.5)
+    for p, p0, g, a in zip(params, before, grads, alphas):
+        # bfloat16 keeps 8 bits: the clipped gradient and the update agree to its precision
+        np.testing.assert_allclose(p.grad.double().numpy(), a * g, rtol=2**-7, atol=1e-30)
+        moved = p.detach().double().numpy() - p0
+        np.testing.assert_allclose(moved, -a * g, rtol=2**-6, atol=2**-6 * np.abs(p0).max())
+    assert float(opt.last_clip_stats.clip_fraction) > 0
+
+
 def test_reference_rules_actually_clip_here():
     """Guard for the test above: with these gradients each rule changes some but not all units."""
     _, _, grads = make_problem(torch.float64)
@@ -136,12 +153,18 @@ def test_reference_rules_actually_clip_here():
     assert reference_alphas("norm", grads, 1e4)[0].flat[0] == 1
 
 
+@pytest.mark.parametrize("nonfinite", ["skip", "raise"])  # raise measures before clipping
 @pytest.mark.parametrize("clipping_type", [*DETERMINISTIC, "auto"])
-def test_telemetry_matches_numpy(clipping_type):
+def test_telemetry_matches_numpy(clipping_type, nonfinite):
     lam = 1.5
     groups, params, grads = make_problem(torch.float64, seed=3)
     opt = ClippedSGD(
-        groups, lr=1.0, clipping_type=clipping_type, clipping_level=lam, p_autoclip=0.5
+        groups,
+        lr=1.0,
+        clipping_type=clipping_type,
+        clipping_level=lam,
+        p_autoclip=0.5,
+        nonfinite=nonfinite,
     )
     # for auto, feed a smaller gradient first so the second step's threshold (median of the two
     # norms) lies below the current norm and clips

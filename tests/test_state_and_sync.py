@@ -224,19 +224,25 @@ def test_nonfinite_gradient_is_skipped(rule, clipping_type):
         assert runs_equal(cont, run(model_ref, opt_ref, range(5, 8)))
 
 
+@pytest.mark.parametrize("clipping_type", ["norm", "layer_wise", "coord_wise"])
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_nonfinite_raise_names_the_step(rule):
+def test_nonfinite_raise_names_the_step(rule, clipping_type):
     model = make_model()
-    opt = RULES[rule](groups_of(model), clipping_type="norm", nonfinite="raise", seed=0)
+    opt = RULES[rule](groups_of(model), clipping_type=clipping_type, nonfinite="raise")
     run(model, opt, range(3))
     params = [p.detach().clone() for p in model.parameters()]
     before = full_state(opt)
     compute_grads(model, 3)
     model[0].bias.grad[2] = float("nan")
+    model[0].weight.grad[0, 0] = float("inf")
+    grads = [p.grad.clone() for p in model.parameters()]
     name = type(opt).__name__
     with pytest.raises(FloatingPointError, match=re.escape(f"at step 3 of {name}")):
         opt.step()
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
+    # raised before any clipping: p.grad still shows the raw gradient (the inf was not clamped)
+    for p, g in zip(model.parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0, equal_nan=True)
     assert states_equal(before, full_state(opt))
     run(model, opt, range(4, 6))  # finite steps still work afterwards
     assert opt.attempted_steps == 5
