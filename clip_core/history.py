@@ -110,8 +110,7 @@ class SortedHistory:
 
     # -- update ----------------------------------------------------------------------------
     def push(self, values: torch.Tensor, valid: torch.Tensor) -> None:
-        """Add one value per unit (``values`` of shape ``[U]``) when ``valid`` is true."""
-        values = values.reshape(self.num_units, 1)
+        """Add one value per unit (``values`` of ``U`` elements) when ``valid`` is true."""
         if self._buf is None:
             cap = self.window if self.window is not None else _INITIAL_CAPACITY
             dtype = torch.float64 if values.dtype == torch.float64 else torch.float32
@@ -123,12 +122,11 @@ class SortedHistory:
             )
         elif self.window is None and self.pushes >= self.capacity:
             self._grow()  # count <= pushes < capacity keeps a free +inf slot for the insert
-        assert self._buf is not None
-        values = values.to(self._buf.dtype)
         if self._host:
             self._push_host(values, valid)
         else:
-            self._push_device(values, valid)
+            assert self._buf is not None
+            self._push_device(values.reshape(self.num_units, 1).to(self._buf.dtype), valid)
         self.pushes += 1
 
     def _push_host(self, values: torch.Tensor, valid: torch.Tensor) -> None:
@@ -139,8 +137,10 @@ class SortedHistory:
         full = self.window is not None and count >= self.window
         size = min(count, cap)  # values in each row before this push
         # NumPy scalars of the buffer's dtype: a Python float would make searchsorted cast the
-        # whole float32 row to float64 first
-        for unit, value in enumerate(values.reshape(-1).numpy()):
+        # whole float32 row to float64 first. (Few torch calls here: after the step's large
+        # passes each one costs tens of microseconds of cold caches.)
+        row_values = values.numpy().reshape(-1).astype(self._np_buf.dtype, copy=False)
+        for unit, value in enumerate(row_values):
             row = self._np_buf[unit]  # row[1 : size + 1] holds the values
             kept = size
             if full:  # drop the value leaving the window: the rest moves one slot left (the
@@ -213,7 +213,8 @@ class SortedHistory:
         gamma = virtual - below
         rows = self._np_buf
         values = [_lerp(float(r[lo]), float(r[hi]), gamma) for r in rows]
-        return torch.tensor(values, dtype=self._buf.dtype)  # rounds as .to() does
+        # rounds as .to() does; from_numpy costs half of torch.tensor(list) on cold caches
+        return torch.from_numpy(np.array(values, dtype=self._np_buf.dtype))
 
     def _quantile_device(self, q: float) -> torch.Tensor:
         assert self._buf is not None
