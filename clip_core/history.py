@@ -42,12 +42,6 @@ _INITIAL_CAPACITY = 1024
 _INF = float("inf")
 
 
-def _lerp(a: float, b: float, gamma: float) -> float:
-    """numpy's ``_lerp`` (the "linear" method's interpolation), in float64 as numpy does."""
-    diff = b - a
-    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
-
-
 class SortedHistory:
     """A stream of ``num_units`` values per step with exact linear-interpolation quantiles.
 
@@ -211,10 +205,12 @@ class SortedHistory:
         below = math.floor(virtual)
         lo, hi = 1 + min(below, n - 1), 1 + min(below + 1, n - 1)  # columns of slots below, +1
         gamma = virtual - below
-        rows = self._np_buf
-        values = [_lerp(float(r[lo]), float(r[hi]), gamma) for r in rows]
-        # rounds as .to() does; from_numpy costs half of torch.tensor(list) on cold caches
-        return torch.from_numpy(np.array(values, dtype=self._np_buf.dtype))
+        a = self._np_buf[:, lo].astype(np.float64)
+        b = self._np_buf[:, hi].astype(np.float64)
+        diff = b - a  # numpy's _lerp
+        value = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+        # astype rounds as .to() does; from_numpy costs half of torch.tensor(list) on cold caches
+        return torch.from_numpy(value.astype(self._np_buf.dtype))
 
     def _quantile_device(self, q: float) -> torch.Tensor:
         assert self._buf is not None

@@ -225,11 +225,13 @@ class Workload:
         )
 
 
-def prefilled_history(length: int, centre: float, room: int, device: torch.device) -> SortedHistory:
+def prefilled_history(
+    length: int, centre: float, room: int, device: torch.device, device_path: bool = False
+) -> SortedHistory:
     """A whole-history SortedHistory as if ``length`` valid norms had been pushed already.
 
     Capacity follows the history's own doubling from 1024, with ``room`` free slots so the timed
-    steps never trigger a growth.
+    steps never trigger a growth. ``device_path`` forces the device path on CPU too.
     """
     gen = torch.Generator().manual_seed(1)
     raw = centre * (0.6 + 0.8 * torch.rand(length, generator=gen))  # λ_auto ≈ 1.2·centre
@@ -241,17 +243,20 @@ def prefilled_history(length: int, centre: float, room: int, device: torch.devic
     raw_buf = torch.zeros((1, capacity))
     raw_buf[0, :length] = raw
     history = SortedHistory(1, None)
-    history.load_state_dict(
-        {
-            "num_units": 1,
-            "window": None,
-            "pushes": length,
-            "sorted": sorted_,
-            "raw": raw_buf,
-            "count": torch.tensor(length, dtype=torch.int64),
-        },
-        device,
-    )
+    state = {
+        "num_units": 1,
+        "window": None,
+        "pushes": length,
+        "sorted": sorted_,
+        "raw": raw_buf,
+        "count": torch.tensor(length, dtype=torch.int64),
+    }
+    default = SortedHistory.host_path_on_cpu
+    SortedHistory.host_path_on_cpu = default and not device_path
+    try:
+        history.load_state_dict(state, device)
+    finally:
+        SortedHistory.host_path_on_cpu = default
     return history
 
 
@@ -261,7 +266,7 @@ class Contender:
     model: str
     rule: str  # "sgd", "adamw", "floor" or "component"
     name: str
-    kind: str  # "torch", "clip_core", "floor", "component"
+    kind: str  # "torch", "clip_core", "variant" (a clip_core alternative, no targets), "floor", "component"
     step: Callable[[], Any]
     passes: int | None = None
     counting: str = ""
@@ -354,7 +359,11 @@ def build_contenders(
                     optimizer=opt,
                 )
             )
-        for ctype in types:
+        variants = [(ctype, "clip_core") for ctype in types]
+        if "auto" in types and w.device.type == "cpu":
+            # the auto history's device path (the one CUDA runs) beside the CPU default
+            variants.append(("auto", "variant"))
+        for ctype, kind in variants:
             level = clipping_level(ctype, w)
             if rule == "sgd":
                 copt: ClippedOptimizer = ClippedSGD(
@@ -376,16 +385,21 @@ def build_contenders(
                 )
             w.share_state(copt, rule, step_on_device=copt.fused)
             note = "" if copt.fused else "unfused fallback"
+            name = f"Clipped{label}[{ctype}]"
             if ctype in AUTO_TYPES:
-                copt.clipper.history = prefilled_history(history, lam, room, w.device)
+                device_path = kind == "variant"
+                copt.clipper.history = prefilled_history(
+                    history, lam, room, w.device, device_path=device_path
+                )
                 note = f"history {history}"
+                name += ", device-path history" if device_path else ""
             passes, counting = clip_core_passes(rule, ctype)
             out.append(
                 Contender(
                     w.name,
                     rule,
-                    f"Clipped{label}[{ctype}]",
-                    "clip_core",
+                    name,
+                    kind,
                     copt.step,
                     passes,
                     counting,
@@ -450,11 +464,9 @@ def component_contenders(w: Workload, history: int, room: int) -> list[Contender
         ),
     ]
     if w.device.type == "cpu":  # also the history's device path (the one CUDA runs), timed here
-        SortedHistory.host_path_on_cpu = False
-        try:
-            device_hist = prefilled_history(history, 0.5 * w.grad_norm, room, w.device)
-        finally:
-            SortedHistory.host_path_on_cpu = True
+        device_hist = prefilled_history(
+            history, 0.5 * w.grad_norm, room, w.device, device_path=True
+        )
 
         def push_device() -> None:
             device_hist.push(value, valid)
