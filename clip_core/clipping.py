@@ -214,14 +214,14 @@ class Clipper:
         source = self.rule.threshold
         if isinstance(source, PercentileThreshold):
             if self.history is None:
-                self.history = SortedHistory(stat.numel(), source.window)
-            elif self.history.num_units != stat.numel():
+                self.history = SortedHistory(stat.numel(), source.window, scalar=stat.dim() == 0)
+            elif stat.dim() and self.history.num_units != stat.numel():  # per-tensor histories
                 raise ValueError(
                     "per-tensor auto clipping needs the same parameters to have gradients at "
                     f"every step (history has {self.history.num_units}, this step {stat.numel()})"
                 )
             self.history.push(stat, valid)
-            return self.history.quantile(source.p).reshape(stat.shape)
+            return self.history.quantile(source.p)
         return self._fixed_level(stat.dtype, scale)
 
     def _fixed_level(self, dtype: torch.dtype, scale: torch.Tensor | None) -> torch.Tensor:
@@ -344,5 +344,9 @@ class Clipper:
             return
         if not isinstance(self.rule.threshold, PercentileThreshold):
             raise ValueError("state_dict holds an auto-clipping history, but this rule keeps none")
-        self.history = SortedHistory(saved["num_units"], self.rule.threshold.window)
+        self.history = SortedHistory(
+            saved["num_units"],
+            self.rule.threshold.window,
+            scalar=self.rule.granularity == "global",
+        )
         self.history.load_state_dict(saved, self.device)

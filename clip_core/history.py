@@ -32,6 +32,7 @@ precision is upcast.
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -42,20 +43,30 @@ _INITIAL_CAPACITY = 1024
 _INF = float("inf")
 
 
+def _lerp(a: float, b: float, gamma: float) -> float:
+    """numpy's ``_lerp`` (the "linear" method's interpolation), in float64 as numpy does."""
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
 class SortedHistory:
     """A stream of ``num_units`` values per step with exact linear-interpolation quantiles.
 
     ``push`` takes a ``valid`` flag (a 0-d bool tensor): a skipped step (non-finite gradient)
     leaves the history untouched. On the device path the host never looks at the flag.
+    ``quantile`` returns shape ``[num_units]``, or 0-d with ``scalar=True`` (one unit).
     """
 
     #: CPU tensors take the host path (see the module doc); tests switch it off to run the
     #: device path on CPU.
     host_path_on_cpu: bool = True
 
-    def __init__(self, num_units: int, window: int | None = None) -> None:
+    def __init__(self, num_units: int, window: int | None = None, *, scalar: bool = False) -> None:
+        if scalar and num_units != 1:
+            raise ValueError(f"scalar=True needs num_units=1, got {num_units}")
         self.num_units = num_units
         self.window = window
+        self._out_shape = () if scalar else (num_units,)
         # [U, cap + 2]: column 0 is -inf, columns 1..cap the ascending values (+inf when free),
         # column cap + 1 is +inf, so both neighbours of every value slot are plain views.
         self._buf: torch.Tensor | None = None
@@ -124,25 +135,24 @@ class SortedHistory:
         self.pushes += 1
 
     def _push_host(self, values: torch.Tensor, valid: torch.Tensor) -> None:
+        # Python floats and bisect over the NumPy rows: every call into torch or NumPy costs
+        # tens of microseconds here, on caches the step's large passes have just emptied.
         if not bool(valid):
             return
         count, cap = int(self._np_count), self.capacity
         slot = count % cap
         full = self.window is not None and count >= self.window
         size = min(count, cap)  # values in each row before this push
-        # NumPy scalars of the buffer's dtype: a Python float would make searchsorted cast the
-        # whole float32 row to float64 first. (Few torch calls here: after the step's large
-        # passes each one costs tens of microseconds of cold caches.)
-        row_values = values.numpy().reshape(-1).astype(self._np_buf.dtype, copy=False)
-        for unit, value in enumerate(row_values):
+        items = values.tolist()
+        for unit, value in enumerate(items if isinstance(items, list) else [items]):
             row = self._np_buf[unit]  # row[1 : size + 1] holds the values
             kept = size
             if full:  # drop the value leaving the window: the rest moves one slot left (the
                 # stale last slot is overwritten by the insert's shift below)
-                at = 1 + int(np.searchsorted(row[1 : size + 1], self._np_raw[unit, slot]))
+                at = bisect.bisect_left(row, float(self._np_raw[unit, slot]), 1, size + 1)
                 row[at:size] = row[at + 1 : size + 1]
                 kept = size - 1
-            at = 1 + int(np.searchsorted(row[1 : kept + 1], value, side="right"))
+            at = bisect.bisect_right(row, value, 1, kept + 1)
             row[at + 1 : kept + 2] = row[at : kept + 1]  # numpy handles the overlap
             row[at] = value
             self._np_raw[unit, slot] = value
@@ -188,7 +198,7 @@ class SortedHistory:
         return self.count if self.window is None else self.count.clamp(max=self.window)
 
     def quantile(self, q: float) -> torch.Tensor:
-        """``numpy.quantile(history, q)`` (method "linear") per unit, shape ``[U]``; +inf if empty.
+        """``numpy.quantile(history, q)`` (method "linear") per unit; +inf if empty.
 
         Interpolated in float64, returned in the history's dtype.
         """
@@ -199,18 +209,15 @@ class SortedHistory:
         n = int(self._np_count)
         n = n if self.window is None else min(n, self.window)
         if n == 0:
-            return torch.full((self.num_units,), _INF, dtype=self._buf.dtype)
+            return torch.full(self._out_shape, _INF, dtype=self._buf.dtype)
         # numpy's virtual index for method="linear", computed as numpy does: (n - 1) * q
         virtual = (n - 1) * q
         below = math.floor(virtual)
         lo, hi = 1 + min(below, n - 1), 1 + min(below + 1, n - 1)  # columns of slots below, +1
         gamma = virtual - below
-        a = self._np_buf[:, lo].astype(np.float64)
-        b = self._np_buf[:, hi].astype(np.float64)
-        diff = b - a  # numpy's _lerp
-        value = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
-        # astype rounds as .to() does; from_numpy costs half of torch.tensor(list) on cold caches
-        return torch.from_numpy(value.astype(self._np_buf.dtype))
+        values = [_lerp(float(row[lo]), float(row[hi]), gamma) for row in self._np_buf]
+        # rounds as .to() does; from_numpy costs half of torch.tensor(list) on cold caches
+        return torch.from_numpy(np.array(values, dtype=self._np_buf.dtype).reshape(self._out_shape))
 
     def _quantile_device(self, q: float) -> torch.Tensor:
         assert self._buf is not None
@@ -223,7 +230,7 @@ class SortedHistory:
         a, b = self._buf.index_select(1, columns.to(torch.int64)).double().unbind(1)
         diff = b - a  # numpy's _lerp, elementwise
         value = torch.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
-        return torch.where(n > 0, value, _INF).to(self._buf.dtype)
+        return torch.where(n > 0, value, _INF).to(self._buf.dtype).reshape(self._out_shape)
 
     def values(self) -> torch.Tensor:
         """The counted history in chronological order, shape ``[U, n]`` (synchronises; not for step())."""
