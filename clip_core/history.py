@@ -20,8 +20,9 @@ ways to do the insert, on the same buffers (so a state saved on one device loads
   indices in a few 0-d operations.
 * **Host path** (CPU tensors, the default there): reading a CPU tensor is no synchronisation, so
   the step reads the value and the skip flag and updates the same buffers through NumPy views
-  with a binary search and one ``memmove``. On CPU this is about 3× cheaper than the ~30 small
-  tensor operations of the device path, which dominate its cost there.
+  with a binary search and one ``memmove``: about half the cost of the ~30 small tensor
+  operations of the device path, which dominate its cost there (0.16–0.4 ms against 0.45–0.8
+  ms per step at T = 100,000 in ``scripts/bench_step.py``).
 
 Both give ``numpy.quantile`` bit for bit. Memory: per unit, a sorted buffer (two on the device
 path, which writes one from the other) and a chronological record, each of capacity ``>= T``
