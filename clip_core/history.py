@@ -58,15 +58,23 @@ class SortedHistory:
     ``quantile`` returns shape ``[num_units]``, or 0-d with ``scalar=True`` (one unit).
     """
 
-    #: CPU tensors take the host path (see the module doc); tests switch it off to run the
-    #: device path on CPU.
+    #: Default of ``host_path``: CPU tensors take the host path (see the module doc); tests
+    #: switch it off to run the device path on CPU inside the optimizers.
     host_path_on_cpu: bool = True
 
-    def __init__(self, num_units: int, window: int | None = None, *, scalar: bool = False) -> None:
+    def __init__(
+        self,
+        num_units: int,
+        window: int | None = None,
+        *,
+        scalar: bool = False,
+        host_path: bool | None = None,
+    ) -> None:
         if scalar and num_units != 1:
             raise ValueError(f"scalar=True needs num_units=1, got {num_units}")
         self.num_units = num_units
         self.window = window
+        self.host_path = self.host_path_on_cpu if host_path is None else host_path
         self._out_shape = () if scalar else (num_units,)
         # [U, cap + 2]: column 0 is -inf, columns 1..cap the ascending values (+inf when free),
         # column cap + 1 is +inf, so both neighbours of every value slot are plain views.
@@ -86,7 +94,7 @@ class SortedHistory:
         self._buf = torch.cat([-pad, sorted_, pad], dim=1)
         self._raw = torch.cat([raw, torch.zeros_like(raw[:, :1])], dim=1)
         self.count = count.to(torch.int64, copy=True)
-        self._host = self._buf.device.type == "cpu" and self.host_path_on_cpu
+        self._host = self._buf.device.type == "cpu" and self.host_path
         if self._host:  # views sharing the tensors' memory
             self._np_buf, self._np_raw = self._buf.numpy(), self._raw.numpy()
             self._np_count = self.count.numpy()

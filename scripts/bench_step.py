@@ -22,9 +22,9 @@ Contenders, per model and step rule (SGD with momentum 0.9, AdamW):
 
 All contenders of a model run in one process, round-robin (one step each per round, the order
 shuffled every round with a fixed seed) so that load drift and the cache state a predecessor
-leaves hit them alike; the medians after ``--warmup`` rounds are reported. The optimizer states of contenders of the same rule share their buffers (values do not
-change the cost), which keeps BERT-base within memory; the reported state memory is what each
-optimizer would hold alone.
+leaves hit them alike; the medians after ``--warmup`` rounds are reported. The optimizer states
+of contenders of the same rule share their buffers (values do not change the cost), which keeps
+BERT-base within memory; the reported state memory is what each optimizer would hold alone.
 
 Run ``python scripts/bench_step.py`` (about 7 minutes on 2 quiet CPU cores; on a loaded machine
 the timed rounds stop at per-model time budgets, ``--budget``, so about 12-15 minutes) or
@@ -119,7 +119,7 @@ def clip_core_passes(rule: str, ctype: str) -> tuple[int, str]:
     if ctype == "coord_wise":
         return (
             2 + fused,
-            "per tensor in cache on CPU: ‖g_i‖, clamp_, ‖g_i‖ again (read g, write g: 2) "
+            "per 1 MiB piece in cache on CPU: ‖g‖, clamp_, ‖g‖ again (read g, write g: 2) "
             f"+ fused ({fused})",
         )
     return 0, "?"
@@ -243,21 +243,18 @@ def prefilled_history(
     sorted_[0, :length] = torch.sort(raw).values
     raw_buf = torch.zeros((1, capacity))
     raw_buf[0, :length] = raw
-    history = SortedHistory(1, None, scalar=True)
-    state = {
-        "num_units": 1,
-        "window": None,
-        "pushes": length,
-        "sorted": sorted_,
-        "raw": raw_buf,
-        "count": torch.tensor(length, dtype=torch.int64),
-    }
-    default = SortedHistory.host_path_on_cpu
-    SortedHistory.host_path_on_cpu = default and not device_path
-    try:
-        history.load_state_dict(state, device)
-    finally:
-        SortedHistory.host_path_on_cpu = default
+    history = SortedHistory(1, None, scalar=True, host_path=not device_path)
+    history.load_state_dict(
+        {
+            "num_units": 1,
+            "window": None,
+            "pushes": length,
+            "sorted": sorted_,
+            "raw": raw_buf,
+            "count": torch.tensor(length, dtype=torch.int64),
+        },
+        device,
+    )
     return history
 
 
@@ -267,7 +264,8 @@ class Contender:
     model: str
     rule: str  # "sgd", "adamw", "floor" or "component"
     name: str
-    kind: str  # "torch", "clip_core", "variant" (a clip_core alternative, no targets), "floor", "component"
+    # "torch", "clip_core", "variant" (a clip_core alternative, no targets), "floor", "component"
+    kind: str
     step: Callable[[], Any]
     passes: int | None = None
     counting: str = ""

@@ -557,8 +557,7 @@ def test_history_paths_share_one_state(window, monkeypatch):
         h, out, saved = None, [], None
         for t, (values, valid) in enumerate(stream):
             if t % 20 == 0:  # switch paths through a saved state
-                monkeypatch.setattr(SortedHistory, "host_path_on_cpu", paths[t // 20] == "host")
-                h = SortedHistory(2, window)
+                h = SortedHistory(2, window, host_path=paths[t // 20] == "host")
                 if saved is not None:
                     h.load_state_dict(saved, torch.device("cpu"))
             h.push(torch.tensor(values), torch.tensor(valid))
