@@ -37,12 +37,12 @@ USER_ERRORS = (
 )
 
 
-def run_label(label: Any, optimizer: str, step_rule: str, baseline: Any, overrides: str) -> str:
+def run_label(label: Any, optimizer: str, step_rule: str, overrides: str) -> str:
     """Directory name of a method: its label, or optimizer[-step rule][,swept=values]."""
     if label not in (None, "", "None"):
         return str(label)
     name = str(optimizer)
-    if baseline in (None, "", "None", False, "False") and step_rule != "sgd":
+    if step_rule != "sgd" and not str(optimizer).endswith(step_rule):
         name += f"-{step_rule}"
     return f"{name},{overrides}" if overrides else name
 

@@ -1,86 +1,114 @@
-"""Build the optimizer and scheduler a run asked for, from the ``optimizer``/``step_rule`` groups.
+"""Build the optimizer a run asked for: the ``step_rule`` node composed with the ``optimizer`` one.
 
-``optimizer`` is either a clipping preset (``clipping_type`` and its parameters) that is combined
-with the ``step_rule`` (``_target_`` ClippedSGD / ClippedSSTM / ClippedAdamW and its
-hyper-parameters), or an unclipped torch baseline that carries its own ``baseline._target_``.
+``step_rule`` is a ``_partial_`` node of a clip_core class (ClippedSGD / ClippedSSTM /
+ClippedAdamW) with the step hyper-parameters, and names its ``torch_equivalent``. ``optimizer`` is
+one of three kinds, told apart here and nowhere else:
+
+* a clipping preset (``clipping_type`` and its parameters): ``step_rule(params, **clipping)``;
+* a torch baseline (``torch_optimizer: <step rule name>``): the step rule's torch class, built
+  from the same keys, so ``step_rule.lr`` sweeps baselines and clipped methods on one grid;
+* a peer package (``peer``, ``peer_args``): that torch class wrapped by :mod:`suite.peers`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-_META_KEYS = ("name", "label")
+from clip_core import ClippedOptimizer
+from suite.peers import PeerClipped, build_peer
+
+_META_KEYS = ("name", "label", "torch_equivalent", "torch_optimizer", "peer", "peer_args")
 
 
-def is_baseline(cfg: DictConfig) -> bool:
-    return cfg.optimizer.get("baseline") is not None
+def _node(cfg: DictConfig) -> dict[str, Any]:
+    values = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in values.items() if k not in _META_KEYS}
 
 
-def describe_optimizer(cfg: DictConfig) -> str:
-    """A legend-ready description: step rule, clipping rule and the hyper-parameters that matter."""
-    opt = cfg.optimizer
-    if is_baseline(cfg):
-        base = OmegaConf.to_container(opt.baseline, resolve=True)
-        target = str(base.pop("_target_")).rsplit(".", 1)[-1]
-        return f"{target} ({_format(base)})"
-    rule = OmegaConf.to_container(cfg.step_rule, resolve=True)
-    step = str(rule.pop("_target_")).rsplit(".", 1)[-1].replace("Clipped", "clipped ")
-    for key in _META_KEYS:
-        rule.pop(key, None)
-    clip = {"type": opt.clipping_type}
-    if opt.clipping_type != "none":
-        if "auto" in opt.clipping_type:
-            clip["p"] = opt.get("p_autoclip")
-        else:
-            clip["λ"] = opt.get("clipping_level")
-        if "stoch" in opt.clipping_type:
-            clip["β"] = opt.get("beta")
-    return f"{step} {_format(clip)}, {_format(rule)}"
-
-
-def _format(values: dict[str, Any]) -> str:
-    short = {"momentum": "m", "weight_decay": "wd", "clipping_level": "λ"}
-    parts = []
-    for key, value in values.items():
-        if value is None or (key == "nesterov" and not value):
-            continue
-        if key == "type":
-            parts.append(str(value))
-            continue
-        parts.append(
-            f"{short.get(key, key)}={value:g}"
-            if isinstance(value, float)
-            else f"{short.get(key, key)}={value}"
+def _torch_class(cfg: DictConfig) -> type[torch.optim.Optimizer]:
+    """The torch optimizer of the step rule, checked against what the optimizer preset expects."""
+    opt, step = cfg.optimizer, cfg.step_rule
+    wanted = opt.get("torch_optimizer")
+    if wanted is not None and wanted != step.name:
+        raise ValueError(
+            f"Invalid combination: optimizer={opt.name} is torch's {wanted} and needs "
+            f"step_rule={wanted}, got step_rule={step.name}"
         )
-    return ", ".join(parts)
+    target = step.get("torch_equivalent")
+    if target is None:
+        raise ValueError(
+            f"Invalid combination: optimizer={opt.name} drives a torch optimizer, and "
+            f"step_rule={step.name} has none; expected step_rule=sgd or step_rule=adamw"
+        )
+    return get_class(target)
 
 
 def build_optimizer(cfg: DictConfig, params: Any, seed: int) -> torch.optim.Optimizer:
-    """Instantiate the configured optimizer; bad values raise ``ValueError`` from its constructor."""
+    """Instantiate the configured optimizer; bad values raise ``ValueError`` naming them."""
     opt = cfg.optimizer
-    if is_baseline(cfg):
-        return instantiate(opt.baseline, params=params, _convert_="all")
-    clipping = {
-        k: v for k, v in OmegaConf.to_container(opt, resolve=True).items() if k not in _META_KEYS
-    }
-    rule = OmegaConf.to_container(cfg.step_rule, resolve=True)
-    for key in _META_KEYS:
-        rule.pop(key, None)
-    overlap = set(rule) & set(clipping)
+    step = _node(cfg.step_rule)
+    if "betas" in step:
+        step["betas"] = tuple(step["betas"])
+    if opt.get("torch_optimizer") is not None or opt.get("peer") is not None:
+        params = list(params)
+        step.pop("_partial_", None)
+        step.pop("_target_", None)
+        optimizer = _torch_class(cfg)(params, **step)
+        if opt.get("peer") is None:
+            return optimizer
+        peer_args = OmegaConf.to_container(opt.get("peer_args") or {}, resolve=True)
+        return build_peer(str(opt.peer), optimizer, params, **peer_args)
+    clipping = _node(opt)
+    overlap = sorted(set(step) & set(clipping))
     if overlap:
         raise ValueError(
-            f"optimizer and step_rule both set {sorted(overlap)}; put step hyper-parameters "
-            "in step_rule (e.g. step_rule.lr=0.1) and clipping ones in optimizer"
+            f"Invalid combination: optimizer and step_rule both set {overlap}; put step "
+            "hyper-parameters in step_rule (e.g. step_rule.lr=0.1) and clipping ones in optimizer"
         )
-    rule.update(clipping)
-    if "betas" in rule:
-        rule["betas"] = tuple(rule["betas"])
-    rule.setdefault("seed", seed)
-    return instantiate(rule, params=params, _convert_="all")
+    clipping.setdefault("seed", seed)
+    return instantiate(step, _convert_="all")(params, **clipping)
+
+
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    """A legend-ready description of a built optimizer: class, clipping rule, hyper-parameters."""
+    inner = optimizer.optimizer if isinstance(optimizer, PeerClipped) else optimizer
+    group = inner.param_groups[0]
+    hyper = {k: group[k] for k in ("lr", "momentum", "betas", "weight_decay") if k in group}
+    parts = [type(inner).__name__]
+    if isinstance(optimizer, PeerClipped):
+        parts.append(f"+ {optimizer.peer}")
+    if isinstance(optimizer, ClippedOptimizer):
+        parts.append(_describe_rule(optimizer.clipper.rule))
+    return " ".join(parts) + f" ({_format(hyper)})"
+
+
+def _describe_rule(rule: Any) -> str:
+    """``<granularity> <threshold> <decision>`` from the rule's own fields (no name matching)."""
+    fields = []
+    for part in (rule.threshold, rule.decision):
+        values = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in dataclasses.asdict(part).items()
+            if v is not None
+        )
+        fields.append(f"{type(part).__name__}({values})")
+    return f"[{rule.granularity}: {' '.join(fields)}]"
+
+
+def _format(values: dict[str, Any]) -> str:
+    out = []
+    for key, value in values.items():
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        if isinstance(value, tuple):
+            value = "/".join(f"{v:g}" for v in value)
+        out.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    return ", ".join(out)
 
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> Any:
@@ -88,4 +116,5 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> Any:
     if sched is None or sched.get("_target_") is None:
         return None
     kwargs = {k: v for k, v in OmegaConf.to_container(sched, resolve=True).items() if k != "name"}
-    return instantiate(kwargs, optimizer=optimizer)
+    target = optimizer.optimizer if isinstance(optimizer, PeerClipped) else optimizer
+    return instantiate(kwargs, optimizer=target)

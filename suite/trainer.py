@@ -32,7 +32,7 @@ from suite.checkpoint import (
 )
 from suite.distributed import DistContext, resolve_device
 from suite.loggers import WandbLogger
-from suite.optim import build_optimizer, build_scheduler, describe_optimizer, is_baseline
+from suite.optim import build_optimizer, build_scheduler, describe_optimizer
 from suite.records import RunRecord, read_json
 from tasks.base import Task, TaskInfo
 
@@ -75,7 +75,7 @@ def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return {
         "task": c.get("task"),
         "optimizer": c.get("optimizer"),
-        "step_rule": None if c.get("optimizer", {}).get("baseline") else c.get("step_rule"),
+        "step_rule": c.get("step_rule"),
         "scheduler": c.get("scheduler"),
         "seed": c.get("seed"),
     }
@@ -106,8 +106,7 @@ class Trainer:
     def _setup(self) -> None:
         cfg = self.cfg
         check_trainer_config(cfg)
-        self.summary["step_rule"] = None if is_baseline(cfg) else cfg.step_rule.get("name")
-        self.summary["optimizer_description"] = describe_optimizer(cfg)
+        self.summary["step_rule"] = cfg.step_rule.get("name")
         threads = cfg.trainer.get("num_threads")
         if threads:
             torch.set_num_threads(int(threads))
@@ -126,6 +125,7 @@ class Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(cfg, self.params, seed=cfg.seed)
         self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.summary["optimizer_description"] = describe_optimizer(self.optimizer)
         self.summary.update(
             data_source=self.info.data_source,
             model_source=self.info.model_source,
