@@ -1,8 +1,24 @@
-"""A seconds-long task for tests and demos: regression with heavy-tailed (Student-t) label noise.
+"""A seconds-long task for tests and demos: regression with controlled heavy-tailed label noise.
 
-The model is a small MLP; the training targets carry Student-t noise with ``noise_df`` degrees of
-freedom (``df <= 2``: infinite variance), so the stochastic gradients are heavy-tailed — the
-setting clipping is built for. Validation targets are noise-free; the metric is R².
+The training targets carry label noise of a chosen law (``noise``), so the stochastic gradients
+are heavy-tailed by construction — the setting clipping is built for — with a known tail index:
+
+* ``gaussian``: ``noise_scale · N(0, 1)``;
+* ``student_t``: ``noise_scale · t(noise_df)`` (tail index ``noise_df``; ``df <= 2``: infinite
+  variance);
+* ``stable``: ``noise_scale · S`` with ``S`` symmetric α-stable of index ``noise_alpha`` and
+  scale parameter ``1/√2`` (``scipy.stats.levy_stable(α, β=0, scale=2**-0.5)``, which samples
+  with the Chambers–Mallows–Stuck method). The ``1/√2`` makes ``α = 2`` *exactly* the
+  ``gaussian`` law ``N(0, noise_scale²)`` (an SαS law with scale c and α = 2 is N(0, 2c²)); for
+  α < 2 the tail is ``P(|S| > x) ~ C x^(−α)``.
+
+The noise is drawn from a generator seeded by the run seed, so a seed fixes the data set.
+``model=mlp`` is a small MLP; ``model=linear`` is linear regression on the same inputs (its best
+fit cannot represent the targets' tanh and x0·x1 parts, so R² stays below 1). For the linear
+model the per-example gradient is ``2 (w·x − y) x``, whose heavy part is ``−2 noise_scale · ε x``:
+the label noise reaches the gradient noise directly, with the same tail index (a Gaussian factor
+``x`` has all moments, so by Breiman's lemma ``ε x`` keeps the index of ``ε``). Validation
+targets are noise-free; the metric is R².
 """
 
 from __future__ import annotations
@@ -12,11 +28,31 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
+from scipy import stats
 from torch import nn
 
 from tasks.base import Task, TaskInfo
 from tasks.sampling import batch_indices, num_batches
+
+NOISE_LAWS = ("gaussian", "student_t", "stable")
+MODELS = ("mlp", "linear")
+#: scipy's SαS scale c with N(0, 2c²) at α = 2: c = 1/√2 makes α = 2 the unit Gaussian
+STABLE_SCALE = 2.0**-0.5
+
+
+def label_noise(
+    law: str, size: int, *, df: float, alpha: float, rng: np.random.Generator
+) -> np.ndarray:
+    """``size`` unit-scale draws of the noise law ``law`` (see the module docstring)."""
+    if law == "gaussian":
+        return rng.standard_normal(size)
+    if law == "student_t":
+        return rng.standard_t(df, size)
+    if law == "stable":
+        return stats.levy_stable.rvs(alpha, 0.0, scale=STABLE_SCALE, size=size, random_state=rng)
+    raise ValueError(f"Invalid task.noise: {law!r}; expected one of {', '.join(NOISE_LAWS)}")
 
 
 class ToyRegressionTask(Task):
@@ -30,8 +66,11 @@ class ToyRegressionTask(Task):
         num_val: int = 512,
         dim: int = 16,
         hidden: int = 32,
+        noise: str = "student_t",
         noise_df: float = 1.5,
+        noise_alpha: float = 1.5,
         noise_scale: float = 0.5,
+        model: str = "mlp",
         batch_size: int = 32,
         fail_at_step: int | None = None,
     ) -> None:
@@ -44,15 +83,36 @@ class ToyRegressionTask(Task):
         ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid task.{key}: {value!r}; expected an integer >= 1")
+        if noise not in NOISE_LAWS:
+            raise ValueError(
+                f"Invalid task.noise: {noise!r}; expected one of {', '.join(NOISE_LAWS)}"
+            )
+        if model not in MODELS:
+            raise ValueError(f"Invalid task.model: {model!r}; expected one of {', '.join(MODELS)}")
         if not noise_df > 0:
             raise ValueError(f"Invalid task.noise_df: {noise_df!r}; expected a value > 0")
+        if not 0 < noise_alpha <= 2:
+            raise ValueError(
+                f"Invalid task.noise_alpha: {noise_alpha!r}; expected a value in (0, 2]"
+            )
+        if not noise_scale >= 0:
+            raise ValueError(f"Invalid task.noise_scale: {noise_scale!r}; expected a value >= 0")
         self.num_train, self.num_val, self.dim, self.hidden = num_train, num_val, dim, hidden
-        self.noise_df, self.noise_scale, self.batch_size = noise_df, noise_scale, batch_size
+        self.noise, self.noise_df, self.noise_alpha = noise, float(noise_df), float(noise_alpha)
+        self.noise_scale, self.model_kind, self.batch_size = noise_scale, model, batch_size
         self.fail_at_step = fail_at_step  # raise mid-run: exercises failure handling in sweeps
         self._calls = 0
         # Seconds of sleep per step, from the environment so that it changes neither the run's
         # directory nor its checkpoint fingerprint: lets tests interrupt a run mid-way.
         self.step_delay = float(os.environ.get("TORCH_CLIP_TOY_STEP_DELAY", "0"))
+
+    def noise_law(self) -> str:
+        """The label-noise law in words, for run records and figure titles."""
+        if self.noise == "student_t":
+            return f"Student-t(df={self.noise_df:g})"
+        if self.noise == "stable":
+            return f"symmetric {self.noise_alpha:g}-stable"
+        return "Gaussian"
 
     def setup(self, device: torch.device, seed: int) -> TaskInfo:
         self.device = device
@@ -60,20 +120,29 @@ class ToyRegressionTask(Task):
         teacher = torch.randn(self.dim, generator=gen) / self.dim**0.5
         x = torch.randn(self.num_train + self.num_val, self.dim, generator=gen)
         clean = torch.tanh(x @ teacher * 2) + 0.5 * (x[:, 0] * x[:, 1])
-        noise = torch.distributions.StudentT(self.noise_df).sample((self.num_train,))
         n = self.num_train
+        rng = np.random.default_rng([seed, 20_000])  # its own stream: the noise law is a knob
+        noise = label_noise(self.noise, n, df=self.noise_df, alpha=self.noise_alpha, rng=rng)
+        noise = torch.from_numpy(noise).to(clean.dtype)
         self.x_train, self.y_train = (
             x[:n].to(device),
             (clean[:n] + self.noise_scale * noise).to(device),
         )
         self.x_val, self.y_val = x[n:].to(device), clean[n:].to(device)
         torch.manual_seed(seed)
-        self.model = nn.Sequential(
-            nn.Linear(self.dim, self.hidden), nn.Tanh(), nn.Linear(self.hidden, 1)
-        ).to(device)
+        if self.model_kind == "linear":
+            self.model = nn.Linear(self.dim, 1).to(device)
+            model_source = f"linear regression {self.dim}-1"
+        else:
+            self.model = nn.Sequential(
+                nn.Linear(self.dim, self.hidden), nn.Tanh(), nn.Linear(self.hidden, 1)
+            ).to(device)
+            model_source = f"MLP {self.dim}-{self.hidden}-1"
         return TaskInfo(
-            data_source=f"generated: {n} points, Student-t(df={self.noise_df}) label noise",
-            model_source=f"MLP {self.dim}-{self.hidden}-1",
+            data_source=(
+                f"generated: {n} points, {self.noise_law()} label noise × {self.noise_scale:g}"
+            ),
+            model_source=model_source,
             num_train=n,
             num_val=self.num_val,
             embedded=True,

@@ -172,6 +172,10 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
             r"error: Invalid trainer.max_steps: 0; expected an integer >= 1",
         ),
         (
+            ("task=toy", "task.noise=x"),
+            r"error: Invalid task.noise: 'x'; expected one of gaussian, student_t, stable",
+        ),
+        (
             ("task=toy", "trainer.device=tpu"),
             r"error: Invalid trainer.device: 'tpu'; expected one of auto, cpu, cuda",
         ),
