@@ -1,0 +1,28 @@
+"""What made a committed figure or table: the command and the commit, written into the file."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def commit() -> str:
+    """The current commit (short hash), with ``+dirty`` when tracked files differ from it."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return sha + ("+dirty" if dirty else "")
+
+
+def stamp(command: str, detail: str = "") -> str:
+    """One line for a figure's footnote or a table's last line."""
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    text = f"made by `{command}` at commit {commit()} on {day}"
+    return f"{text}; {detail}" if detail else text
