@@ -26,24 +26,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
-import subprocess
 import sys
-import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import plotting  # noqa: E402
+import sweeps  # noqa: E402
 from provenance import stamp  # noqa: E402
 
 ALPHAS = (1.1, 1.3, 1.5, 1.7, 1.9)
@@ -92,78 +88,49 @@ FULL = Budget(500, LRS, ALPHAS, TUNE_SEEDS, REPORT_SEEDS, tuple(METHODS))
 QUICK = Budget(20, (0.003, 0.03), (1.1,), (0,), (1, 2), ("SGD", "Adam", "norm", "auto", "ZClip"))
 
 
-def noise_overrides(noise: str | float) -> list[str]:
-    if noise == GAUSSIAN:
+def noise_overrides(noises: list) -> list[str]:
+    """Overrides selecting ``noises``: all α-stable ones in one sweep, or the Gaussian law."""
+    if noises == [GAUSSIAN]:
         return ["task.noise=gaussian"]
-    return ["task.noise=stable", f"task.noise_alpha={noise}"]
+    assert GAUSSIAN not in noises
+    return ["task.noise=stable", "task.noise_alpha=" + ",".join(map(str, noises))]
 
 
 def noise_key(noise: str | float) -> str:
     return GAUSSIAN if noise == GAUSSIAN else f"alpha={noise}"
 
 
-def train(overrides: list[str], root: Path, log: Path, threads: int = 1) -> int:
-    cmd = [sys.executable, "train.py", "-m", "experiment=regime_map", f"results_root={root}",
-           f"trainer.num_threads={threads}", *overrides]  # fmt: skip
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        return subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+def noise_batches(noises: list) -> list[list]:
+    """The noise laws that one ``train.py -m`` can sweep together."""
+    stable = [n for n in noises if n != GAUSSIAN]
+    return ([stable] if stable else []) + ([[GAUSSIAN]] if GAUSSIAN in noises else [])
 
 
-# ----------------------------------------------------------------------------- reading runs
+def noise_of(run: sweeps.Run) -> str:
+    task = run.cfg["task"]
+    return GAUSSIAN if task["noise"] == "gaussian" else f"alpha={task['noise_alpha']}"
 
 
-@dataclass
-class Result:
-    noise: str
-    method: str
-    lr: float
-    level: float | None
-    seed: int
-    val_mse: float
-    grad_norms: Path
-
-
-def read_results(root: Path) -> list[Result]:
-    """Every completed run under ``root``, identified from its own config (not its dir name)."""
-    out = []
-    for summary_path in sorted(root.rglob("summary.json")):
-        run = summary_path.parent
-        summary = plotting.read_json(summary_path)
-        if summary is None or summary.get("status") != "completed":
-            continue
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
-        task = cfg["task"]
-        noise = GAUSSIAN if task["noise"] == "gaussian" else f"alpha={task['noise_alpha']}"
-        mse = plotting.as_float((summary.get("final") or {}).get("val_mse"))
-        out.append(
-            Result(
-                noise=noise,
-                method=BY_PRESET.get(cfg["optimizer"]["name"], cfg["optimizer"]["name"]),
-                lr=float(cfg["step_rule"]["lr"]),
-                level=cfg["optimizer"].get("clipping_level"),
-                seed=int(cfg["seed"]),
-                val_mse=mse if math.isfinite(mse) else math.inf,
-                grad_norms=run / "grad_norms.npy",
-            )
-        )
-    return out
+def method_of(run: sweeps.Run) -> str:
+    return BY_PRESET.get(run.preset, run.preset)
 
 
 # ----------------------------------------------------------------------------- the stages
 
 
-def lambda_grid(results: list[Result], noise: str, budget: Budget, shapes: dict[str, int]):
+def measure_jobs(noises: list, budget: Budget) -> list[sweeps.Job]:
+    return [([*noise_overrides(batch), *METHODS["SGD"], f"step_rule.lr={min(budget.lrs)}",
+              "seed=0", f"trainer.max_steps={budget.steps}"], f"measure_{noise_key(batch[0])}")
+            for batch in noise_batches(noises)]  # fmt: skip
+
+
+def lambda_grid(runs: list[sweeps.Run], noise: str, budget: Budget, shapes: dict[str, int]):
     """λ per fixed-threshold method, from the measured run's gradient-norm quantiles."""
-    measured = [r for r in results if r.noise == noise and r.method == "SGD" and r.seed == 0
+    measured = [r for r in runs if noise_of(r) == noise and method_of(r) == "SGD" and r.seed == 0
                 and r.lr == min(budget.lrs)]  # fmt: skip
     if not measured:
-        raise RuntimeError(f"no measurement run for {noise}")
-    norms = np.load(measured[0].grad_norms)
-    norms = norms[np.isfinite(norms)]
-    q = np.quantile(norms, LAMBDA_QUANTILES)
+        raise RuntimeError(f"no measurement run for {noise} (see the logs under the sweep)")
+    q = sweeps.norm_quantiles(measured[0], LAMBDA_QUANTILES)
     split = {
         "global": 1.0,
         "tensor": shapes["tensors"] ** -0.5,
@@ -172,61 +139,43 @@ def lambda_grid(results: list[Result], noise: str, budget: Budget, shapes: dict[
     return {m: [float(f"{v * split[g]:.4g}") for v in q] for m, g in FIXED.items()}, q
 
 
-def run_stage(jobs: list[tuple[list[str], str]], root: Path, workers: int) -> None:
-    def one(job):
-        overrides, name = job
-        started = time.time()
-        code = train(overrides, root, root / "logs" / f"{name}.log")
-        print(f"  {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, jobs))
-
-
-def tuning_jobs(noise, budget: Budget, grid: dict[str, list[float]]) -> list[tuple[list[str], str]]:
+def tuning_jobs(noises: list, budget: Budget, grids: dict[str, dict]) -> list[sweeps.Job]:
     """One ``train.py -m`` per group of methods that share their overrides (fewer start-ups)."""
     lrs = "step_rule.lr=" + ",".join(map(str, budget.lrs))
     seeds = "seed=" + ",".join(map(str, budget.tune_seeds))
-    groups: dict[tuple, list[str]] = defaultdict(list)
-    for method in budget.methods:
-        extra = tuple(METHODS[method][1:])
-        level = tuple(grid[method]) if method in FIXED else ()
-        groups[(extra, level)].append(method)
+    common = [lrs, seeds, f"trainer.max_steps={budget.steps}"]
     jobs = []
-    for (extra, level), methods in groups.items():
+    for extra, methods in _groups([m for m in budget.methods if m not in FIXED]).items():
         presets = ",".join(METHODS[m][0].split("=")[1] for m in methods)
-        over = [*noise_overrides(noise), f"optimizer={presets}", *extra, lrs, seeds,
-                f"trainer.max_steps={budget.steps}"]  # fmt: skip
-        if level:
-            over.append("optimizer.clipping_level=" + ",".join(map(str, level)))
-        jobs.append((over, f"tune_{noise_key(noise)}_{'+'.join(methods)}"))
+        for batch in noise_batches(noises):  # no λ: every noise law in one sweep
+            jobs.append(([*noise_overrides(batch), f"optimizer={presets}", *extra, *common],
+                         f"tune_{noise_key(batch[0])}_{'+'.join(methods)}"))  # fmt: skip
+    for method in (m for m in budget.methods if m in FIXED):
+        for noise in noises:  # λ is placed per noise law
+            level = ",".join(map(str, grids[noise_key(noise)][method]))
+            jobs.append(([*noise_overrides([noise]), *METHODS[method], *common,
+                          f"optimizer.clipping_level={level}"], f"tune_{noise_key(noise)}_{method}"))  # fmt: skip
     return jobs
 
 
-def best_settings(results: list[Result], noise: str, seeds: tuple[int, ...]) -> dict[str, dict]:
-    """Per method: the (lr, λ) with the lowest mean final validation MSE over ``seeds``."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    for r in results:
-        if r.noise == noise and r.seed in seeds:
-            groups[(r.method, r.lr, r.level)].append(r.val_mse)
-    best: dict[str, dict] = {}
-    for (method, lr, level), values in groups.items():
-        if len(values) < len(seeds):
-            continue
-        score = float(np.mean(values))
-        if method not in best or score < best[method]["tune_mse"]:
-            best[method] = {"lr": lr, "level": level, "tune_mse": score}
-    return best
+def _groups(methods: list[str]) -> dict[tuple[str, ...], list[str]]:
+    groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for method in methods:
+        groups[tuple(METHODS[method][1:])].append(method)
+    return groups
 
 
-def report_jobs(noise, budget: Budget, best: dict[str, dict]) -> list[tuple[list[str], str]]:
+def report_jobs(noise, budget: Budget, best: dict[str, dict]) -> list[sweeps.Job]:
+    if set(budget.report_seeds) <= set(budget.tune_seeds):
+        return []  # nothing new to run: the report reuses the tuning runs
     seeds = "seed=" + ",".join(map(str, budget.report_seeds))
     jobs = []
-    for method, setting in best.items():
-        over = [*noise_overrides(noise), *METHODS[method],
-                f"step_rule.lr={setting['lr']}", seeds, f"trainer.max_steps={budget.steps}"]  # fmt: skip
-        if setting["level"] is not None:
-            over.append(f"optimizer.clipping_level={setting['level']}")
+    for method, chosen in best.items():
+        lr, level = chosen["setting"]
+        over = [*noise_overrides([noise]), *METHODS[method], f"step_rule.lr={lr}", seeds,
+                f"trainer.max_steps={budget.steps}"]  # fmt: skip
+        if level is not None:
+            over.append(f"optimizer.clipping_level={level}")
         jobs.append((over, f"report_{noise_key(noise)}_{method}"))
     return jobs
 
@@ -234,33 +183,18 @@ def report_jobs(noise, budget: Budget, best: dict[str, dict]) -> list[tuple[list
 # ----------------------------------------------------------------------------- outputs
 
 
-def interval90(values: list[float]) -> tuple[float, float, float]:
-    """Mean and a 90% Student-t interval over seeds (inf when any seed diverged)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if not np.all(np.isfinite(v)):
-        return math.inf, math.inf, math.inf
-    mean = float(v.mean())
-    if len(v) < 2:
-        return mean, mean, mean
-    half = float(stats.t.ppf(0.95, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return mean, mean - half, mean + half
-
-
-def summarise(results, noises, budget, bests) -> list[dict[str, Any]]:
+def summarise(runs, noises, budget, bests) -> list[dict[str, Any]]:
     rows = []
     for noise in noises:
         key = noise_key(noise)
-        for method, setting in bests[key].items():
-            values = [r.val_mse for r in results if r.noise == key and r.method == method
-                      and r.seed in budget.report_seeds and r.lr == setting["lr"]
-                      and r.level == setting["level"]]  # fmt: skip
-            mean, lo, hi = interval90(values)
-            rows.append({"noise": key, "method": method, "lr": setting["lr"],
-                         "clipping_level": setting["level"], "seeds": len(values),
-                         "val_mse_mean": mean, "ci90_low": lo, "ci90_high": hi,
-                         "diverged_seeds": sum(not math.isfinite(v) for v in values)})  # fmt: skip
+        for method, chosen in bests[key].items():
+            lr, level = chosen["setting"]
+            values = [r.final("mse") for r in runs if noise_of(r) == key and method_of(r) == method
+                      and r.seed in budget.report_seeds and (r.lr, r.level) == (lr, level)]  # fmt: skip
+            mean, lo, hi = sweeps.interval90(values)
+            rows.append({"noise": key, "method": method, "lr": lr, "clipping_level": level,
+                         "seeds": len(values), "val_mse_mean": mean, "ci90_low": lo,
+                         "ci90_high": hi, "diverged_seeds": sum(not math.isfinite(v) for v in values)})  # fmt: skip
     return rows
 
 
@@ -336,39 +270,33 @@ def plot_map(rows: list[dict[str, Any]], out: Path, note: str) -> None:
     plotting.savefig(fig, out)
 
 
-def plot_lr_sensitivity(results, noises: list[str], budget: Budget, out: Path, note: str) -> None:
+def plot_lr_sensitivity(runs, noises: list[str], budget: Budget, out: Path, note: str) -> None:
+    """Final MSE against the learning rate per method (best λ at each lr), on the tuning seeds."""
     import matplotlib.pyplot as plt
 
-    methods = list(dict.fromkeys(r.method for r in results))
+    methods = [m for m in METHODS if any(method_of(r) == m for r in runs)]
     colors = plotting.method_colors(methods)
     fig, axes = plt.subplots(1, len(noises), figsize=(6 * len(noises), 5), squeeze=False)
     for ax, noise in zip(axes[0], noises):
         for method in methods:
-            per_lr = []
+            scores = []
             for lr in budget.lrs:
-                by_level: dict[Any, list[float]] = defaultdict(list)
-                for r in results:
-                    if (
-                        r.noise == noise
-                        and r.method == method
-                        and r.lr == lr
-                        and r.seed in budget.tune_seeds
-                    ):
-                        by_level[r.level].append(r.val_mse)
-                scores = [np.mean(v) for v in by_level.values() if len(v) == len(budget.tune_seeds)]
-                per_lr.append(min(scores) if scores else np.nan)
-            y = np.array(per_lr, dtype=float)
-            y[~np.isfinite(y)] = np.nan
+                chosen = sweeps.best_settings(
+                    (r for r in runs if noise_of(r) == noise and method_of(r) == method and r.lr == lr),
+                    method_of, budget.tune_seeds, "mse", lower_is_better=True,
+                )  # fmt: skip
+                scores.append(chosen[method]["score"] if method in chosen else math.inf)
+            y = np.where(np.isfinite(scores), scores, np.nan)
             style = "--" if method in ("SGD", "Adam") else (":" if method in PEER_METHODS else "-")
             ax.plot(budget.lrs, y, marker="o", ms=3, ls=style, color=colors[method], label=method)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("learning rate (step_rule.lr)")
         ax.set_ylabel("final validation MSE (mean over tuning seeds; best λ)")
-        ax.set_title(f"{noise}: gaps = diverged", fontsize=10)
+        ax.set_title(f"{noise}: a gap = diverged on a tuning seed", fontsize=10)
         plotting.style_axes(ax)
     axes[0][-1].legend(fontsize=7.5, ncol=2, frameon=False)
-    fig.text(0.01, 0.005, note, fontsize=7, color="0.3")
+    fig.text(0.01, -0.02, note, fontsize=7, color="0.3")
     plotting.savefig(fig, out)
 
 
@@ -379,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="tiny budgets: the pipeline in ~1 min")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline")
     parser.add_argument(
         "--figures-only", action="store_true", help="only redraw from finished runs"
     )
@@ -392,47 +320,37 @@ def main(argv: list[str] | None = None) -> int:
     budget = QUICK if args.quick else FULL
     root = args.root or (SWEEP.with_name("regime_map_quick") if args.quick else SWEEP)
     noises: list[Any] = [*budget.alphas, GAUSSIAN]
+    keys = [noise_key(n) for n in noises]
     shapes = {"tensors": 4, "params": 16 * 32 + 32 + 32 + 1}  # conf/task/toy.yaml's MLP 16-32-1
-    if not args.figures_only:
-        print(f"[regime map] measuring the unclipped gradient norm ({len(noises)} noise laws)")
-        run_stage([([*noise_overrides(n), *METHODS["SGD"], f"step_rule.lr={min(budget.lrs)}",
-                     "seed=0", f"trainer.max_steps={budget.steps}"], f"measure_{noise_key(n)}")
-                   for n in noises], root, args.jobs)  # fmt: skip
-    results = read_results(root)
+
+    def stage(title: str, jobs: list[sweeps.Job]) -> list[sweeps.Run]:
+        if not args.figures_only and jobs:
+            print(f"[regime map] {title}", flush=True)
+            sweeps.run_stage(jobs, root, args.jobs, "regime_map")
+        return sweeps.read_runs(root)
+
+    runs = stage("measuring the unclipped gradient norm", measure_jobs(noises, budget))
     grids, quantiles = {}, {}
-    for n in noises:
-        grids[noise_key(n)], quantiles[noise_key(n)] = lambda_grid(
-            results, noise_key(n), budget, shapes
-        )
-    if not args.figures_only:
-        print("[regime map] tuning")
-        run_stage(
-            [j for n in noises for j in tuning_jobs(n, budget, grids[noise_key(n)])],
-            root,
-            args.jobs,
-        )
-        results = read_results(root)
-    bests = {noise_key(n): best_settings(results, noise_key(n), budget.tune_seeds) for n in noises}
-    if not args.figures_only:
-        print("[regime map] reporting on fresh seeds")
-        run_stage(
-            [j for n in noises for j in report_jobs(n, budget, bests[noise_key(n)])],
-            root,
-            args.jobs,
-        )
-        results = read_results(root)
-    rows = summarise(results, noises, budget, bests)
+    for key in keys:
+        grids[key], quantiles[key] = lambda_grid(runs, key, budget, shapes)
+    runs = stage("tuning", tuning_jobs(noises, budget, grids))
+    bests = {
+        key: sweeps.best_settings((r for r in runs if noise_of(r) == key), method_of,
+                                  budget.tune_seeds, "mse", lower_is_better=True)
+        for key in keys
+    }  # fmt: skip
+    runs = stage("reporting on fresh seeds",
+                 [j for n in noises for j in report_jobs(n, budget, bests[noise_key(n)])])  # fmt: skip
+    rows = summarise(runs, noises, budget, bests)
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python scripts/regime_map.py" + (" --quick" if args.quick else "")
     note = stamp(command, f"{budget.steps} steps, lr grid {list(budget.lrs)}, tuned on seeds "
                  f"{list(budget.tune_seeds)}, reported on seeds {list(budget.report_seeds)}")  # fmt: skip
-    write_table(
-        rows, {k: v.tolist() for k, v in quantiles.items()}, args.out / "regime_map_table", note
-    )
+    write_table(rows, quantiles, args.out / "regime_map_table", note)
     plot_map(rows, args.out / "regime_map.png", note)
-    heavy = noise_key(budget.alphas[0])
-    plot_lr_sensitivity(results, [heavy, GAUSSIAN], budget, args.out / "lr_sensitivity.png", note)
-    (args.out / "regime_map_best.json").write_text(json.dumps(bests, indent=1, default=str))
+    plot_lr_sensitivity(
+        runs, [keys[0], noise_key(GAUSSIAN)], budget, args.out / "lr_sensitivity.png", note
+    )
     print(f"[regime map] wrote {args.out}/regime_map.png, lr_sensitivity.png, regime_map_table.md")
     return 0
 

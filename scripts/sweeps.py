@@ -1,0 +1,150 @@
+"""The tuning protocol shared by ``regime_map.py`` and ``tuned_comparison.py``.
+
+1. **Measure** the unclipped gradient norm of a task (``torch.optim.SGD``, smallest learning rate
+   of the grid, seed 0) so clipping levels are placed on its quantiles, not copied constants.
+2. **Tune** every method, baselines included, on one shared learning-rate grid (``step_rule.lr``)
+   on the tuning seeds; a run that diverged or failed scores worst.
+3. **Report** each method's best setting on fresh seeds, so the reported numbers are not the ones
+   the choice was made on; mean and a 90% Student-t interval over those seeds.
+
+Each stage is a list of ``train.py -m`` calls run a few at a time; ``train.py`` skips completed
+runs, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import plotting  # noqa: E402
+
+Job = tuple[list[str], str]  # (train.py overrides, log name)
+
+
+def run_stage(jobs: Iterable[Job], root: Path, workers: int, experiment: str) -> None:
+    """Run ``train.py -m experiment=<experiment> <overrides>`` for every job, ``workers`` at once."""
+
+    def one(job: Job) -> None:
+        overrides, name = job
+        cmd = [sys.executable, "train.py", "-m", f"experiment={experiment}",
+               f"results_root={root}", *overrides]  # fmt: skip
+        log = root / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        with open(log, "a") as f:
+            f.write("$ " + " ".join(cmd) + "\n")
+            f.flush()
+            code = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        print(f"  {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, list(jobs)))
+
+
+@dataclass
+class Run:
+    """One finished run: its resolved config, summary and directory."""
+
+    path: Path
+    cfg: dict[str, Any]
+    summary: dict[str, Any]
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg["seed"])
+
+    @property
+    def lr(self) -> float:
+        return float(self.cfg["step_rule"]["lr"])
+
+    @property
+    def level(self) -> float | None:
+        return self.cfg["optimizer"].get("clipping_level")
+
+    @property
+    def preset(self) -> str:
+        return str(self.cfg["optimizer"]["name"])
+
+    def final(self, metric: str) -> float:
+        """The final validation ``metric``; non-finite values (a diverged run) become NaN."""
+        value = plotting.as_float((self.summary.get("final") or {}).get(f"val_{metric}"))
+        return value if math.isfinite(value) else math.nan
+
+
+def read_runs(root: Path) -> list[Run]:
+    """Every completed run under ``root``, identified by its own config (not its directory name)."""
+    runs = []
+    for summary_path in sorted(Path(root).rglob("summary.json")):
+        summary = plotting.read_json(summary_path)
+        config = summary_path.parent / "config.yaml"
+        if summary is None or summary.get("status") != "completed" or not config.exists():
+            continue
+        runs.append(Run(summary_path.parent, yaml.safe_load(config.read_text()), summary))
+    return runs
+
+
+def score(values: list[float], lower_is_better: bool) -> float:
+    """Mean over seeds, oriented so that smaller is better; any diverged seed scores +inf."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        return math.inf
+    return float(v.mean() if lower_is_better else -v.mean())
+
+
+def best_settings(
+    runs: Iterable[Run],
+    method_of: Callable[[Run], str],
+    seeds: Iterable[int],
+    metric: str,
+    lower_is_better: bool,
+    setting_of: Callable[[Run], Hashable] = lambda r: (r.lr, r.level),
+) -> dict[str, dict[str, Any]]:
+    """Per method: the setting with the best mean final ``metric`` over all of ``seeds``."""
+    seeds = set(seeds)
+    groups: dict[tuple[str, Hashable], dict[int, float]] = defaultdict(dict)
+    for run in runs:
+        if run.seed in seeds:
+            groups[(method_of(run), setting_of(run))][run.seed] = run.final(metric)
+    best: dict[str, dict[str, Any]] = {}
+    for (method, setting), by_seed in groups.items():
+        if set(by_seed) != seeds:
+            continue  # not every tuning seed has finished
+        s = score(list(by_seed.values()), lower_is_better)
+        if method not in best or s < best[method]["score"]:
+            best[method] = {"setting": setting, "score": s}
+    return best
+
+
+def interval90(values: list[float]) -> tuple[float, float, float]:
+    """Mean and a 90% Student-t interval over seeds (NaN when a seed diverged)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.95, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return mean, mean - half, mean + half
+
+
+def norm_quantiles(run: Run, quantiles: Iterable[float]) -> list[float]:
+    """Quantiles of the global gradient norm along a (measurement) run, 4 significant digits."""
+    norms = np.load(run.path / "grad_norms.npy")
+    norms = norms[np.isfinite(norms)]
+    return [float(f"{v:.4g}") for v in np.quantile(norms, list(quantiles))]
