@@ -1,132 +1,119 @@
-"""Run the CPU-scale README comparisons and regenerate every README figure and table.
+"""Regenerate every README figure and table with the current code, in one resumable command.
 
-    python scripts/reproduce_readme.py                 # all four tasks, then the figures
-    python scripts/reproduce_readme.py --tasks reddit  # one sweep
-    python scripts/reproduce_readme.py --figures-only  # re-plot what is there
+    python scripts/reproduce_readme.py                    # everything (hours on 2 CPU cores)
+    python scripts/reproduce_readme.py --quick            # the whole pipeline on tiny budgets
+    python scripts/reproduce_readme.py --parts regime_map # one part: regime_map, tuned, noise
+    python scripts/reproduce_readme.py --figures-only     # redraw from the runs that exist
 
-Resumable: rerunning skips completed runs (train.py sees their summary.json) and resumes
-interrupted ones from their checkpoints, so a half-finished reproduction is never started over.
-Sweeps write to ``results/readme/<task>/<method>/seed<N>/`` (not committed); figures and tables go
-to ``results/readme/figures/`` (committed and shown in the README).
+The parts:
+
+* ``regime_map`` — ``scripts/regime_map.py``: the heavy-tail regime map (``regime_map.png``,
+  ``lr_sensitivity.png``, ``regime_map_table.md``).
+* ``tuned`` — ``scripts/tuned_comparison.py``: every method on one learning-rate grid on the four
+  tasks (``<task>_comparison.png``, ``<task>_table.md``, ``<task>_clipping.png``,
+  ``performance_profile.png``, ``tuned_choices.md``) and the gradient-norm distributions of the
+  unclipped SGD runs (``heavy_tail.png``).
+* ``noise`` — ``scripts/noise_probe.py`` at initialisation on every task, and the noise figure.
+
+Runs go under ``results/`` (not committed); every finished run is skipped and an interrupted one
+resumes from its checkpoint, so rerunning the same command continues where it stopped. Figures
+and tables go to ``results/readme/figures/`` (``--out``) and carry the commit and command.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEP = ROOT / "results" / "readme"
-FIGURES = SWEEP / "figures"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import sweeps  # noqa: E402
+
+PARTS = ("regime_map", "tuned", "noise")
 TASKS = ("reddit", "imagenet", "voc", "cola")
-# A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
-SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
+FIGURES = ROOT / "results" / "readme" / "figures"
 
 
-def run(cmd: list[str], log: Path | None = None) -> int:
-    print("$", " ".join(cmd), flush=True)
-    if log is None:
-        return subprocess.call(cmd, cwd=ROOT)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        return subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+def regime_map(args: argparse.Namespace) -> int:
+    flags = ["--out", str(args.out), "--jobs", str(args.jobs)]
+    flags += ["--quick"] * args.quick + ["--figures-only"] * args.figures_only
+    if args.root:
+        flags += ["--root", str(args.root / "regime_map")]
+    return sweeps.call(["scripts/regime_map.py", *flags])
 
 
-def sweep(task: str, args: argparse.Namespace) -> None:
-    cmd = [
-        sys.executable,
-        "train.py",
-        "-m",
-        f"experiment={task}",
-        "trainer.progress=false",
-        "trainer.checkpoint_every=20",
-        f"trainer.num_threads={args.threads}",
-    ]
-    if task == "cola" and (SHARED_COLA / "train.tsv").exists() and not args.embedded_cola:
-        cmd.append(f"task.data_root={SHARED_COLA}")
-    cmd += args.overrides
-    started = time.time()
-    code = run(cmd, SWEEP / "logs" / f"{task}.log")
-    print(
-        f"  {task}: exit {code} after {time.time() - started:.0f} s (log: results/readme/logs/{task}.log)"
+def tuned(args: argparse.Namespace) -> int:
+    flags = ["--out", str(args.out), "--tasks", *args.tasks]
+    flags += ["--quick"] * args.quick + ["--figures-only"] * args.figures_only
+    root = (
+        args.root / "tuned"
+        if args.root
+        else ROOT / "results" / ("tuned_quick" if args.quick else "tuned")
     )
-
-
-def figures(args: argparse.Namespace) -> None:
-    py = sys.executable
-    run([py, "scripts/summarize.py", str(SWEEP)])
-    run([py, "scripts/plot_comparison.py", str(SWEEP), "--out", str(FIGURES)])
-    runs = [
-        str(SWEEP / t / "sgd" / "seed0") for t in TASKS if (SWEEP / t / "sgd" / "seed0").exists()
+    code = sweeps.call(["scripts/tuned_comparison.py", *flags, "--root", str(root)])
+    sgd = [
+        str(p) for t in args.tasks for p in sorted((root / "report" / t / "SGD").glob("seed*"))[:1]
     ]
-    if runs:
-        run([py, "scripts/plot_heavy_tail.py", *runs, "--out", str(FIGURES / "heavy_tail.png")])
-    probes = sorted(FIGURES.parent.glob("noise/*/noise_probe.npz"))
-    if probes:
-        run(
-            [
-                py,
-                "scripts/plot_heavy_tail.py",
-                *[str(p.parent) for p in probes],
-                "--out",
-                str(FIGURES / "noise_heavy_tail.png"),
-            ]
+    if sgd:  # the gradient-norm distribution along an unclipped SGD run of each task
+        code |= sweeps.call(
+            ["scripts/plot_heavy_tail.py", *sgd, "--out", str(args.out / "heavy_tail.png")]
         )
+    return code
 
 
-def noise_probes(args: argparse.Namespace) -> None:
+def noise(args: argparse.Namespace) -> int:
+    root = (
+        args.root / "noise"
+        if args.root
+        else ROOT / "results" / ("noise_quick" if args.quick else "noise")
+    )
+    code = 0
     for task in args.tasks:
-        overrides = [f"task={task}"]
-        if task == "cola" and (SHARED_COLA / "train.tsv").exists() and not args.embedded_cola:
-            overrides.append(f"task.data_root={SHARED_COLA}")
-        out = SWEEP / "noise" / task
-        if (out / "noise_probe.npz").exists():
-            continue
-        run(
-            [
-                sys.executable,
-                "scripts/noise_probe.py",
-                "--overrides",
-                *overrides,
-                "--at",
-                "start",
-                "--batches",
-                str(args.probe_batches),
-                "--reference-batches",
-                "16",
-                "--out",
-                str(out),
-            ],
-            SWEEP / "logs" / f"noise_{task}.log",
-        )
+        out = root / task
+        if not args.figures_only and not (out / "noise_probe.json").exists():
+            budget = ["--batches", "8", "--reference-batches", "4"] if args.quick else []
+            overrides = [
+                f"task={task}",
+                *sweeps.quick_task_overrides(task, args.quick, trainer=False),
+            ]
+            code |= sweeps.call(["scripts/noise_probe.py", "--overrides", *overrides, "--at", "start",
+                                 *budget, "--out", str(out)])  # fmt: skip
+    probes = [str(root / t) for t in args.tasks if (root / t / "noise_probe.json").exists()]
+    if probes:
+        code |= sweeps.call(["scripts/plot_heavy_tail.py", *probes, "--out",
+                             str(args.out / "noise_heavy_tail.png")])  # fmt: skip
+    return code
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--figures-only", action="store_true", help="only re-plot existing results")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline")
     parser.add_argument(
-        "--noise-probe", action="store_true", help="also measure gradient noise at init"
+        "--figures-only", action="store_true", help="only redraw from finished runs"
     )
-    parser.add_argument("--probe-batches", type=int, default=100)
-    parser.add_argument(
-        "--embedded-cola", action="store_true", help="ignore the shared real CoLA copy"
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
-    parser.add_argument("overrides", nargs="*", help="extra train.py overrides, e.g. seed=0")
-    args = parser.parse_args()
-    if not args.figures_only:
-        for task in args.tasks:
-            sweep(task, args)
-        if args.noise_probe:
-            noise_probes(args)
-    figures(args)
-    return 0
+    parser.add_argument("--jobs", type=int, default=2, help="train.py processes at once")
+    parser.add_argument("--root", type=Path, help="put every run under this directory instead")
+    parser.add_argument("--out", type=Path, default=FIGURES, help="figure and table directory")
+    args = parser.parse_args(argv)
+    failed = []
+    for part in args.parts:
+        started = time.time()
+        code = {"regime_map": regime_map, "tuned": tuned, "noise": noise}[part](args)
+        print(f"[reproduce] {part}: exit {code} after {time.time() - started:.0f} s", flush=True)
+        if code:
+            failed.append(part)
+    if failed:
+        print(
+            f"[reproduce] failed parts: {', '.join(failed)} (see the logs above)", file=sys.stderr
+        )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -34,6 +34,22 @@ import plotting  # noqa: E402
 
 Job = tuple[list[str], str]  # (train.py overrides, log name)
 
+#: --quick: a few steps of a shrunken task, through the same stages as the full budget
+QUICK_TRAINER = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.log_every=1"]
+QUICK_TASK = {
+    "cola": ["task.embedded_train_size=64", "task.embedded_dev_size=32", "task.batch_size=8"],
+    "imagenet": ["task.batch_size=16", "task.max_val_items=64"],
+    "voc": ["task.batch_size=4", "task.embedded_train_size=16", "task.embedded_val_size=8"],
+    "reddit": ["task.num_nodes=400"],
+}
+
+
+def quick_task_overrides(task: str, quick: bool, trainer: bool = True) -> list[str]:
+    """The overrides that shrink ``task`` for ``--quick`` (none without it)."""
+    if not quick:
+        return []
+    return (QUICK_TRAINER if trainer else []) + QUICK_TASK.get(task, [])
+
 
 def run_stage(jobs: Iterable[Job], root: Path, workers: int, experiment: str) -> None:
     """Run ``train.py -m experiment=<experiment> <overrides>`` for every job, ``workers`` at once."""
@@ -53,6 +69,12 @@ def run_stage(jobs: Iterable[Job], root: Path, workers: int, experiment: str) ->
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(one, list(jobs)))
+
+
+def call(script: list[str]) -> int:
+    """Run a script of this folder with this interpreter, from the repository root."""
+    print("$ python " + " ".join(script), flush=True)
+    return subprocess.call([sys.executable, *script], cwd=ROOT)
 
 
 @dataclass

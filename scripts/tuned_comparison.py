@@ -1,0 +1,175 @@
+"""Tuned comparisons on the four tasks: every method on one learning-rate grid, λ from measured norms.
+
+    python scripts/tuned_comparison.py --tasks reddit            # one task
+    python scripts/tuned_comparison.py                           # all four (hours on a CPU)
+    python scripts/tuned_comparison.py --quick                   # the pipeline on tiny budgets
+    python scripts/tuned_comparison.py --tasks cola -- task.data_root=/data/CoLA
+
+Each task's ``conf/experiment/<task>.yaml`` holds its budget and a ``comparison`` block: the
+metric, an absolute target, the learning-rate grid shared by all methods, the quantile of the
+unclipped gradient norm that places λ, the tuning and report seeds and the methods (name → the
+``train.py`` overrides). The protocol is ``scripts/sweeps.py``'s: measure, tune, report on fresh
+seeds. Runs go to ``results/tuned/<stage>/<task>/…`` (not committed); the report runs are named
+by method, so ``plot_comparison.py`` draws them, into ``results/readme/figures/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import sweeps  # noqa: E402
+from provenance import stamp  # noqa: E402
+
+TASKS = ("reddit", "imagenet", "voc", "cola")
+RESULTS = ROOT / "results" / "tuned"
+FIGURES = ROOT / "results" / "readme" / "figures"
+#: A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
+SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
+
+
+def spec(task: str) -> dict[str, Any]:
+    cfg = OmegaConf.load(ROOT / "conf" / "experiment" / f"{task}.yaml")
+    return OmegaConf.to_container(cfg.comparison, resolve=True)
+
+
+def method_of(methods: dict[str, list[str]]):
+    """The method a run belongs to: its ``label`` (report runs) or its matching overrides."""
+    keyed = {}
+    for name, overrides in methods.items():
+        values = dict(o.split("=", 1) for o in overrides)
+        keyed[name] = values
+
+    def of(run: sweeps.Run) -> str:
+        if run.cfg.get("label"):
+            return str(run.cfg["label"])
+        for name, values in keyed.items():
+            if values.get("optimizer") != run.preset:
+                continue
+            if values.get("step_rule", "sgd") != run.cfg["step_rule"]["name"]:
+                continue
+            wd = values.get("step_rule.weight_decay")
+            if wd is not None and float(wd) != float(run.cfg["step_rule"]["weight_decay"]):
+                continue
+            return name
+        return run.preset
+
+    return of
+
+
+def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    c = spec(task)
+    methods: dict[str, list[str]] = c["methods"]
+    if args.quick:
+        c.update(lr_grid=c["lr_grid"][:1], tune_seeds=[0], report_seeds=[0])
+        methods = dict(list(methods.items())[:3])
+        extra = [*sweeps.quick_task_overrides(task, True), *extra]
+    elif (
+        task == "cola"
+        and (SHARED_COLA / "train.tsv").exists()
+        and not any(o.startswith("task.data_root") for o in extra)
+    ):
+        extra = [f"task.data_root={SHARED_COLA}", *extra]
+    of = method_of(methods)
+    lrs, small = c["lr_grid"], min(c["lr_grid"])
+    seeds = ",".join(map(str, c["tune_seeds"]))
+
+    def stage(title: str, jobs: list[sweeps.Job], name: str) -> list[sweeps.Run]:
+        """Run ``jobs`` into ``<root>/<name>/<task>/`` and read back what is there."""
+        if not args.figures_only and jobs:
+            print(f"[{task}] {title}", flush=True)
+            jobs = [([f"experiment_name={name}", *o], f"{task}_{log}") for o, log in jobs]
+            sweeps.run_stage(jobs, args.root, args.jobs, task)
+        return sweeps.read_runs(args.root / name / task)
+
+    runs = stage("measuring the unclipped gradient norm",
+                 [([*methods["SGD"], f"step_rule.lr={small}", "seed=0", *extra], "measure")], "tune")  # fmt: skip
+    measured = [r for r in runs if of(r) == "SGD" and r.lr == small and r.seed == 0]
+    if not measured:
+        raise SystemExit(f"[{task}] no measurement run; see {args.root}/logs/{task}_measure.log")
+    (level,) = sweeps.norm_quantiles(measured[0], [c["lambda_quantile"]])
+    jobs = []
+    for name, overrides in methods.items():
+        over = [*overrides, "step_rule.lr=" + ",".join(map(str, lrs)), f"seed={seeds}", *extra]
+        if any(o.startswith("optimizer=") and "norm" in o for o in overrides):
+            over.append(f"optimizer.clipping_level={level}")
+        jobs.append((over, f"tune_{name}"))
+    runs = stage("tuning on seeds " + seeds, jobs, "tune")
+    best = sweeps.best_settings(runs, of, c["tune_seeds"], c["metric"], lower_is_better=False)
+    report = ",".join(map(str, c["report_seeds"]))
+    jobs = []
+    for name, chosen in best.items():
+        lr, chosen_level = chosen["setting"]
+        over = [*methods[name], f"step_rule.lr={lr}", f"seed={report}", f"label='{name}'", *extra]  # fmt: skip
+        if chosen_level is not None:
+            over.append(f"optimizer.clipping_level={chosen_level}")
+        jobs.append((over, f"report_{name}"))
+    stage("reporting on seeds " + report, jobs, "report")
+    return {"task": task, "level": level, "best": best, "spec": c}
+
+
+def write_choices(results: list[dict[str, Any]], out: Path, command: str) -> None:
+    """The grid and each method's chosen lr and λ: the tuned table's hyper-parameter columns."""
+    rows = []
+    for r in results:
+        for method, chosen in r["best"].items():
+            lr, level = chosen["setting"]
+            rows.append({"task": r["task"], "method": method, "lr": lr,
+                         "clipping_level": "" if level is None else level,
+                         "lr_grid": " ".join(map(str, r["spec"]["lr_grid"])),
+                         "measured_norm_quantile": f"q{r['spec']['lambda_quantile']}={r['level']:.4g}",
+                         "tune_seeds": " ".join(map(str, r["spec"]["tune_seeds"])),
+                         "report_seeds": " ".join(map(str, r["spec"]["report_seeds"]))})  # fmt: skip
+    if not rows:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "tuned_choices.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["# Tuned settings: best learning rate (and λ) per method, chosen on the tuning seeds",
+             "", "| task | method | lr | λ | lr grid | λ placed at | tuning seeds | report seeds |",
+             "| --- | --- | ---: | ---: | --- | --- | --- | --- |"]  # fmt: skip
+    lines += [f"| {r['task']} | {r['method']} | {r['lr']:g} | {r['clipping_level']} | {r['lr_grid']} "
+              f"| {r['measured_norm_quantile']} | {r['tune_seeds']} | {r['report_seeds']} |" for r in rows]  # fmt: skip
+    lines += ["", stamp(command), ""]
+    (out / "tuned_choices.md").write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline")
+    parser.add_argument(
+        "--figures-only", action="store_true", help="only redraw from finished runs"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="train.py processes at once")
+    parser.add_argument("--root", type=Path, help="run directory (default results/tuned)")
+    parser.add_argument("--out", type=Path, default=FIGURES, help="figure and table directory")
+    parser.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"Invalid --jobs: {args.jobs}; expected an integer >= 1")
+    args.root = args.root or (RESULTS.with_name("tuned_quick") if args.quick else RESULTS)
+    results = [run_task(task, args, list(args.overrides)) for task in args.tasks]
+    command = "python scripts/tuned_comparison.py " + " ".join(
+        (["--quick"] if args.quick else []) + ["--tasks", *args.tasks]
+    )
+    write_choices(results, args.out, command)
+    targets = [f"--target={t}={spec(t)['target']}" for t in args.tasks]
+    return sweeps.call(["scripts/plot_comparison.py", str(args.root / "report"), "--out",
+                        str(args.out), *targets])  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
