@@ -54,7 +54,11 @@ def method_of(methods: dict[str, list[str]]):
         for name, values in keyed.items():
             if values.get("optimizer") != run.preset:
                 continue
-            if values.get("step_rule", "sgd") != run.cfg["step_rule"]["name"]:
+            # torch_adamw selects step_rule=adamw itself; the others default to sgd
+            rule = values.get(
+                "step_rule", "adamw" if values["optimizer"] == "torch_adamw" else "sgd"
+            )
+            if rule != run.cfg["step_rule"]["name"]:
                 continue
             wd = values.get("step_rule.weight_decay")
             if wd is not None and float(wd) != float(run.cfg["step_rule"]["weight_decay"]):
@@ -70,7 +74,8 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
     methods: dict[str, list[str]] = c["methods"]
     if args.quick:
         c.update(lr_grid=c["lr_grid"][:1], tune_seeds=[0], report_seeds=[0])
-        methods = dict(list(methods.items())[:3])
+        clipped = next(n for n, o in methods.items() if "optimizer=norm" in o)
+        methods = {n: methods[n] for n in ("SGD", clipped)}
         extra = [*sweeps.quick_task_overrides(task, True), *extra]
     elif (
         task == "cola"
@@ -90,18 +95,24 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
             sweeps.run_stage(jobs, args.root, args.jobs, task)
         return sweeps.read_runs(args.root / name / task)
 
-    runs = stage("measuring the unclipped gradient norm",
-                 [([*methods["SGD"], f"step_rule.lr={small}", "seed=0", *extra], "measure")], "tune")  # fmt: skip
+    def tune_job(name: str, level: float | None = None) -> sweeps.Job:
+        over = [*methods[name], "step_rule.lr=" + ",".join(map(str, lrs)), f"seed={seeds}", *extra]
+        if level is not None:
+            over.append(f"optimizer.clipping_level={level}")
+        return over, f"tune_{name}"
+
+    # unclipped SGD first: its run at the smallest lr on seed 0 is the norm measurement
+    runs = stage(
+        "tuning SGD (and measuring the unclipped gradient norm)", [tune_job("SGD")], "tune"
+    )
     measured = [r for r in runs if of(r) == "SGD" and r.lr == small and r.seed == 0]
     if not measured:
-        raise SystemExit(f"[{task}] no measurement run; see {args.root}/logs/{task}_measure.log")
+        raise SystemExit(f"[{task}] no measurement run; see {args.root}/logs/{task}_tune_SGD.log")
     (level,) = sweeps.norm_quantiles(measured[0], [c["lambda_quantile"]])
-    jobs = []
-    for name, overrides in methods.items():
-        over = [*overrides, "step_rule.lr=" + ",".join(map(str, lrs)), f"seed={seeds}", *extra]
-        if any(o.startswith("optimizer=") and "norm" in o for o in overrides):
-            over.append(f"optimizer.clipping_level={level}")
-        jobs.append((over, f"tune_{name}"))
+    fixed = {
+        n for n, o in methods.items() if any(x.startswith("optimizer=") and "norm" in x for x in o)
+    }
+    jobs = [tune_job(n, level if n in fixed else None) for n in methods if n != "SGD"]
     runs = stage("tuning on seeds " + seeds, jobs, "tune")
     best = sweeps.best_settings(runs, of, c["tune_seeds"], c["metric"], lower_is_better=False)
     report = ",".join(map(str, c["report_seeds"]))

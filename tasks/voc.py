@@ -45,13 +45,18 @@ REAL_IMAGE_SIZE = 512
 def confusion_matrix(
     pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
-    """``cm[t, p]`` = number of pixels with target ``t`` and prediction ``p``; ignored pixels dropped."""
+    """``cm[t, p]`` = number of pixels with target ``t`` and prediction ``p``; ignored pixels dropped.
+
+    Sync-free (a per-step training metric): ignored pixels count into one spare bin, and a
+    fixed-size ``index_add_`` replaces the boolean mask and ``bincount``, whose output sizes
+    depend on the data and would make the host wait for the device.
+    """
+    bins = num_classes * num_classes
     valid = target != ignore_index
-    t = target[valid].long()
-    p = pred[valid].long()
-    return torch.bincount(t * num_classes + p, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
+    index = torch.where(valid, target.long() * num_classes + pred.long(), bins).reshape(-1)
+    counts = torch.zeros(bins + 1, dtype=torch.long, device=target.device)
+    counts.index_add_(0, index, torch.ones_like(index))
+    return counts[:bins].reshape(num_classes, num_classes)
 
 
 def miou_from_confusion(cm: torch.Tensor) -> torch.Tensor:
@@ -60,8 +65,8 @@ def miou_from_confusion(cm: torch.Tensor) -> torch.Tensor:
     tp = cm.diagonal()
     union = cm.sum(0) + cm.sum(1) - tp
     present = union > 0
-    iou = tp[present] / union[present]
-    return iou.mean() if iou.numel() else torch.zeros((), dtype=cm.dtype, device=cm.device)
+    iou = torch.where(present, tp / union.clamp(min=1), 0.0)  # no boolean mask: no host sync
+    return iou.sum() / present.sum().clamp(min=1)  # 0 when no class is present
 
 
 def pixel_accuracy_from_confusion(cm: torch.Tensor) -> torch.Tensor:
