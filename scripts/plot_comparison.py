@@ -342,7 +342,7 @@ def fmt_reach(result: TaskResult, row: MethodRow, wall: bool = False) -> str:
     if row.n_reached == 0:
         return "—"
     if wall:
-        return f"{row.mean_wall:.1f}" if math.isfinite(row.mean_wall) else "not logged"
+        return f"{row.mean_wall:.4g}" if math.isfinite(row.mean_wall) else "not logged"
     return f"{row.mean_steps:.0f} ({row.n_reached}/{row.n_seeds} seeds)"
 
 
@@ -482,7 +482,8 @@ def plot_profile(
     ratios = {measure: profile_ratios(results, quorum, measure) for measure in MEASURES}
     taus = np.geomspace(1.0, tau_max, 400)
     methods = list(ratios["steps"])
-    ncol = min(len(methods), 4)
+    # as many legend columns as the longest name leaves room for (~150 characters per row)
+    ncol = max(1, min(len(methods), 4, 150 // (max(map(len, methods)) + 8)))
     note = plotting.wrap(profile_caption(results, quorum, left_out), 170) + "\n" + made_by
     width, title_h, axes_h, gap_h = 13.0, 0.6, 4.2, 0.65
     legend_h = plotting.legend_height(len(methods), ncol, title=False)
@@ -621,7 +622,10 @@ def plot_task(
             curves.append((steps, plotting.smooth(values, smooth_window)))
             loss_values.append(values)
         loss[method] = plotting.aggregate(curves, band)
-        aux_curves = [run.series(aux_key, aux_split) for run in group]
+        # a method that does not clip has no clipping telemetry: absent, not a line at zero
+        telemetry = aux_key in ("clip_fraction", "clip_threshold")
+        aux_runs = [run for run in group if clips(run)] if telemetry else group
+        aux_curves = [run.series(aux_key, aux_split) for run in aux_runs]
         aux_values += [v for _, v in aux_curves]
         aux_bands[method] = plotting.aggregate(aux_curves, band)
         val_curves = [run.series(f"val_{result.metric}", "val") for run in group]
