@@ -167,6 +167,10 @@ def comparison_config(task: str, runs: Sequence[Run]) -> dict[str, Any]:
     if not nodes:
         return {}
     (metric, target), _ = next(iter(nodes.items()))
+    if target is not None and not (isinstance(target, int | float) and math.isfinite(target)):
+        raise ValueError(
+            f"Invalid comparison.target for task {task}: {target!r}; expected a finite number"
+        )
     return {"metric": metric, "target": None if target is None else float(target)}
 
 
@@ -583,32 +587,16 @@ def plot_task(
     dpi: int = plotting.DPI,
 ) -> Path:
     """The three-panel comparison figure of one task; ``made_by`` goes in its footnote."""
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     runs = [r for group in result.runs.values() for r in group]
     aux_key, aux_split, aux_title = choose_aux(runs, result.metric, aux)
     n_methods = len(result.runs)
     legend_cols = 2 if n_methods > 1 else 1
-    note, note_color = footnote(result, made_by)
-
-    # Layout in inches: title, the panels, x-label gap, legend, footnote.
-    width, title_h, axes_h, gap_h = 14.0, 1.0, 5.2, 0.7
-    legend_h = plotting.legend_height(n_methods + 2, legend_cols)
-    note_h = plotting.note_height(note)
-    height = title_h + axes_h + gap_h + legend_h + note_h
-    fig = plt.figure(figsize=(width, height))
-    grid = fig.add_gridspec(
-        2,
-        2,
-        width_ratios=[1.55, 1],
-        left=0.06,
-        right=0.985,
-        top=1 - title_h / height,
-        bottom=(gap_h + legend_h + note_h) / height,
-        wspace=0.2,
-        hspace=0.42,
+    fig, legend_kw, frame, title_y = task_figure(
+        result, made_by, width=14.0, axes_h=5.2, legend_entries=n_methods + 2, ncol=legend_cols
     )
+    grid = fig.add_gridspec(2, 2, width_ratios=[1.55, 1], wspace=0.2, hspace=0.42, **frame)
     ax_loss = fig.add_subplot(grid[:, 0])
     ax_aux = fig.add_subplot(grid[0, 1])
     ax_val = fig.add_subplot(grid[1, 1])
@@ -667,7 +655,7 @@ def plot_task(
         ax.set_xlabel("iteration")
         plotting.style_axes(ax)
 
-    fig.suptitle(figure_title(result, ""), y=1 - 0.12 / height, va="top", fontsize=12)
+    fig.suptitle(figure_title(result, ""), y=title_y, va="top", fontsize=12)
 
     handles = [
         Line2D(
@@ -698,15 +686,33 @@ def plot_task(
     plotting.legend_block(
         fig,
         handles,
-        height=height,
-        legend_h=legend_h,
-        note_h=note_h,
-        ncol=legend_cols,
         title=f"method: hyper-parameters — lines: mean over seeds, {band_text}",
-        note=note,
-        note_color=note_color,
+        **legend_kw,
     )
     return plotting.savefig(fig, out, dpi)
+
+
+def task_figure(
+    result: TaskResult, made_by: str, *, width: float, axes_h: float, legend_entries: int, ncol: int
+) -> tuple[Any, dict[str, Any], dict[str, float], float]:
+    """A task figure laid out in inches: title, panels, x-label gap, legend, footnote.
+
+    Returns the figure, the keywords of ``plotting.legend_block`` (footnote included), the
+    panels' frame (``left``/``right``/``top``/``bottom`` for a gridspec) and the title's y.
+    """
+    import matplotlib.pyplot as plt
+
+    note, note_color = footnote(result, made_by)
+    title_h, gap_h = 1.0, 0.7
+    legend_h = plotting.legend_height(legend_entries, ncol)
+    note_h = plotting.note_height(note)
+    height = title_h + axes_h + gap_h + legend_h + note_h
+    fig = plt.figure(figsize=(width, height))
+    legend_kw = dict(height=height, legend_h=legend_h, note_h=note_h, ncol=ncol, note=note,
+                     note_color=note_color)  # fmt: skip
+    frame = dict(left=0.06, right=0.985, top=1 - title_h / height,
+                 bottom=(gap_h + legend_h + note_h) / height)  # fmt: skip
+    return fig, legend_kw, frame, 1 - 0.12 / height
 
 
 def footnote(result: TaskResult, made_by: str) -> tuple[str, str]:
@@ -777,21 +783,13 @@ def plot_clipping(
     dpi: int = plotting.DPI,
 ) -> Path:
     """Clipped fraction (left) and clipping threshold (right) over training, mean over seeds."""
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     bands = clipping_bands(result, band)
-    note, note_color = footnote(result, made_by)
-    n_methods = len(bands)
-    width, title_h, axes_h, gap_h = 13.0, 1.0, 4.0, 0.7
-    legend_h = plotting.legend_height(n_methods, 2)
-    note_h = plotting.note_height(note)
-    height = title_h + axes_h + gap_h + legend_h + note_h
-    fig = plt.figure(figsize=(width, height))
-    grid = fig.add_gridspec(
-        1, 2, left=0.06, right=0.985, top=1 - title_h / height,
-        bottom=(gap_h + legend_h + note_h) / height, wspace=0.18,
-    )  # fmt: skip
+    fig, legend_kw, frame, title_y = task_figure(
+        result, made_by, width=13.0, axes_h=4.0, legend_entries=len(bands), ncol=2
+    )
+    grid = fig.add_gridspec(1, 2, wspace=0.18, **frame)
     ax_frac, ax_thr = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
     thresholds = [b.mean for _, b in bands.values() if b is not None]
     if spans_decades(thresholds):
@@ -816,20 +814,14 @@ def plot_clipping(
     for ax in (ax_frac, ax_thr):
         ax.set_xlabel("iteration")
         plotting.style_axes(ax)
-    fig.suptitle(figure_title(result, "clipping over training, "), y=1 - 0.12 / height, va="top",
-                 fontsize=12)  # fmt: skip
+    fig.suptitle(figure_title(result, "clipping over training, "), y=title_y, va="top", fontsize=12)
     plural = any(row.n_seeds > 1 for row in result.rows)
     plotting.legend_block(
         fig,
         handles,
-        height=height,
-        legend_h=legend_h,
-        note_h=note_h,
-        ncol=2,
         title="lines: mean over seeds of each logging window"
         + (f", {BAND_TEXT[band]}" if plural else ""),
-        note=note,
-        note_color=note_color,
+        **legend_kw,
     )
     return plotting.savefig(fig, out, dpi)
 

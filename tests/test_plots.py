@@ -261,6 +261,9 @@ def test_targets_from_the_runs_config_and_tasks_without_one(tmp_path: Path, caps
              comparison={"metric": "accuracy", "target": 0.6})  # fmt: skip
     with pytest.raises(ValueError, match="Invalid comparison for task x"):
         pc.analyse_task("x", plotting.discover_runs([sweep / "x"]))
+    make_run(sweep, "z", "A", 0, val=[0.1], comparison={"target": "high"})
+    with pytest.raises(ValueError, match=r"Invalid comparison\.target for task z: 'high'"):
+        pc.analyse_task("z", plotting.discover_runs([sweep / "z"]))
 
 
 def read_profile(path: Path) -> dict[str, dict[str, dict[str, float]]]:
