@@ -434,6 +434,26 @@ def test_provenance_stamp_and_no_absolute_path_in_outputs(tmp_path: Path, monkey
     assert "CoLA TSV at data/cola" in title
 
 
+def test_scrub_paths_keeps_ratios_and_names_paths_by_their_tail() -> None:
+    root = Path(__file__).resolve().parents[1]
+    kept = ["8551 train / 516 dev", "λ/‖g‖", "(a+b)/2", "nyu-mll/glue (train/validation)",
+            "~25 min", "https://gluebenchmark.com/tasks"]  # fmt: skip
+    for text in kept:
+        assert plotting.scrub_paths(text) == text
+    assert plotting.scrub_paths("CoLA TSV at /home/a/shared/data/cola, 8551/516") == (
+        "CoLA TSV at data/cola, 8551/516"
+    )
+    assert plotting.scrub_paths(f"--out={root}/results/readme/figures") == (
+        "--out=results/readme/figures"
+    )
+    assert (
+        plotting.scrub_paths("~/data/cola/train.tsv; C:\\Users\\b\\cola")
+        == "cola/train.tsv; b/cola"
+    )
+    cmd = plotting.command_line("scripts/plot_comparison.py", [f"{root}/results/readme", "-x"])
+    assert cmd == "python scripts/plot_comparison.py results/readme -x"
+
+
 def test_failed_runs_are_skipped_and_reported(tmp_path: Path, capsys) -> None:
     sweep = tmp_path / "fake"
     make_run(sweep, "cola", "norm", 0, val=[0.5, 0.6])
