@@ -593,9 +593,8 @@ def plot_task(
     aux_key, aux_split, aux_title = choose_aux(runs, result.metric, aux)
     n_methods = len(result.runs)
     legend_cols = 2 if n_methods > 1 else 1
-    fig, legend_kw, frame, title_y = task_figure(
-        result, made_by, width=14.0, axes_h=5.2, legend_entries=n_methods + 2, ncol=legend_cols
-    )
+    fig, legend_kw, frame = task_figure(result, made_by, what="", width=14.0, axes_h=5.2,
+                                        legend_entries=n_methods + 2, ncol=legend_cols)  # fmt: skip
     grid = fig.add_gridspec(2, 2, width_ratios=[1.55, 1], wspace=0.2, hspace=0.42, **frame)
     ax_loss = fig.add_subplot(grid[:, 0])
     ax_aux = fig.add_subplot(grid[0, 1])
@@ -655,8 +654,6 @@ def plot_task(
         ax.set_xlabel("iteration")
         plotting.style_axes(ax)
 
-    fig.suptitle(figure_title(result, ""), y=title_y, va="top", fontsize=12)
-
     handles = [
         Line2D(
             [],
@@ -693,17 +690,25 @@ def plot_task(
 
 
 def task_figure(
-    result: TaskResult, made_by: str, *, width: float, axes_h: float, legend_entries: int, ncol: int
-) -> tuple[Any, dict[str, Any], dict[str, float], float]:
-    """A task figure laid out in inches: title, panels, x-label gap, legend, footnote.
+    result: TaskResult,
+    made_by: str,
+    *,
+    what: str,
+    width: float,
+    axes_h: float,
+    legend_entries: int,
+    ncol: int,
+) -> tuple[Any, dict[str, Any], dict[str, float]]:
+    """A titled task figure laid out in inches: title, panels, x-label gap, legend, footnote.
 
-    Returns the figure, the keywords of ``plotting.legend_block`` (footnote included), the
-    panels' frame (``left``/``right``/``top``/``bottom`` for a gridspec) and the title's y.
+    Returns the figure, the keywords of ``plotting.legend_block`` (footnote included) and the
+    panels' frame (``left``/``right``/``top``/``bottom`` for a gridspec).
     """
     import matplotlib.pyplot as plt
 
     note, note_color = footnote(result, made_by)
-    title_h, gap_h = 1.0, 0.7
+    title = figure_title(result, what)
+    title_h, gap_h = 0.45 + 0.24 * (title.count("\n") + 1), 0.7
     legend_h = plotting.legend_height(legend_entries, ncol)
     note_h = plotting.note_height(note)
     height = title_h + axes_h + gap_h + legend_h + note_h
@@ -712,7 +717,8 @@ def task_figure(
                      note_color=note_color)  # fmt: skip
     frame = dict(left=0.06, right=0.985, top=1 - title_h / height,
                  bottom=(gap_h + legend_h + note_h) / height)  # fmt: skip
-    return fig, legend_kw, frame, 1 - 0.12 / height
+    fig.suptitle(title, y=1 - 0.12 / height, va="top", fontsize=12)
+    return fig, legend_kw, frame
 
 
 def footnote(result: TaskResult, made_by: str) -> tuple[str, str]:
@@ -786,9 +792,8 @@ def plot_clipping(
     from matplotlib.lines import Line2D
 
     bands = clipping_bands(result, band)
-    fig, legend_kw, frame, title_y = task_figure(
-        result, made_by, width=13.0, axes_h=4.0, legend_entries=len(bands), ncol=2
-    )
+    fig, legend_kw, frame = task_figure(result, made_by, what="clipping over training, ",
+                                        width=13.0, axes_h=4.0, legend_entries=len(bands), ncol=2)  # fmt: skip
     grid = fig.add_gridspec(1, 2, wspace=0.18, **frame)
     ax_frac, ax_thr = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
     thresholds = [b.mean for _, b in bands.values() if b is not None]
@@ -814,7 +819,6 @@ def plot_clipping(
     for ax in (ax_frac, ax_thr):
         ax.set_xlabel("iteration")
         plotting.style_axes(ax)
-    fig.suptitle(figure_title(result, "clipping over training, "), y=title_y, va="top", fontsize=12)
     plural = any(row.n_seeds > 1 for row in result.rows)
     plotting.legend_block(
         fig,
