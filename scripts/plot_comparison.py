@@ -1,4 +1,4 @@
-"""Compare the methods of a sweep: one figure and one table per task, and a performance profile.
+"""Compare the methods of a sweep: per task a figure, a clipping figure and a table; a profile.
 
     python scripts/plot_comparison.py results/<experiment_name>
     python scripts/plot_comparison.py results/readme --out results/readme/figures --band std
@@ -15,19 +15,36 @@ Per task (files in ``--out``, default ``<sweep>/figures``):
   metric) and the validation metric (bottom right, dashed). One colour per method; with several
   seeds the mean and a band (min–max, or ± std with ``--band std``). The title names the data and
   the model the runs actually used, and flags embedded proxy data.
-* ``<task>_table.md`` / ``<task>_table.csv``: per method the final and best validation metric and
-  the final training loss (mean ± sample std over seeds), the number of seeds and the steps to
-  reach the target (mean over the seeds that reach it).
+* ``<task>_clipping.png``: the clipped fraction ``clip_fraction`` and the clipping threshold
+  ``clip_threshold`` over training, mean over seeds with the same band. A method that does not clip
+  (``optimizer.clipping_type: none``, the torch baselines) or logs no threshold (the peers, the
+  adaptive rules before their history fills) is listed as absent, never drawn as zero.
+* ``<task>_table.md`` / ``<task>_table.csv``: per method its optimizer description, learning rate
+  (``step_rule.lr``) and clipping level λ (``optimizer.clipping_level``) from the runs'
+  ``config.yaml``; the final and best validation metric and the final training loss (mean ± sample
+  std over seeds); the steps and the wall seconds to reach the target (mean over the seeds that
+  reach it). Wall seconds are the ``wall_time`` of the first evaluation at the target: seconds of
+  training and evaluation since the run started, set-up excluded, summed over resumed segments.
 
-Across tasks: ``performance_profile.png`` (+ ``.csv``), in the style of AlgoPerf: for each method
-the fraction of tasks on which it reaches the task's target within τ times the steps of the
-fastest method, against τ. A method counts as reaching the target on a task when at least
-``--quorum`` of its seeds do; its steps are the mean over those seeds.
+Across tasks: ``performance_profile.png`` (+ ``.csv``), in the style of AlgoPerf, in steps (left)
+and in wall seconds (right): for each method the fraction of tasks on which it reaches the task's
+target within τ times the steps (seconds) of the fastest method, against τ. **The denominator is
+every task of the profile** (every task with a target): a method that did not run on a task, or
+whose seeds do not reach the target there, counts as not reaching it, so a method run on fewer
+tasks cannot look better by being run less. A method reaches a target when at least ``--quorum`` of
+its seeds do; its steps (seconds) are the mean over those seeds. Curves are labelled by the method
+name only; the hyper-parameters a method used on each task are in that task's table.
 
-The target of a task is ``--target`` (``VALUE`` for every task or ``TASK=VALUE``), else
-``--target-frac`` (0.9) of the best validation value any method reached: ``best − 0.1·|best|``
-for higher-is-better metrics (the primary metric of every task is), ``best + 0.1·|best|`` for
-lower-is-better ones (``--metric mse``, ``loss``, ...).
+**Targets are absolute values.** A task's target is, in this order: ``--target TASK=VALUE``,
+``--target VALUE`` (every task), the runs' ``comparison.target`` (with ``comparison.metric``; set in
+``conf/experiment/<task>.yaml``, so every run's ``config.yaml`` carries it), or — only when asked
+for with ``--target-frac F`` — ``F`` of the best validation value any method reached, which is
+refused when that best is 0. A task without a target is marked so in its table and left out of
+the profile with a printed note.
+
+Every figure's footnote and every table's last line record the command and the commit that made
+it (``scripts/provenance.py``); absolute paths of the machine are removed from every text written
+(``plotting.scrub_paths``).
 """
 
 from __future__ import annotations
@@ -48,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import plotting
 from plotting import BAND_TEXT, Run
+from provenance import stamp
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 AUX_KEYS = {
@@ -109,13 +127,17 @@ def reached(value: float, target: float, lower: bool) -> bool:
     return value <= target if lower else value >= target
 
 
-def steps_to_target(run: Run, metric: str, target: float, lower: bool) -> float:
-    """First evaluation step whose validation metric reaches ``target``; NaN if none does."""
+def first_reach(run: Run, metric: str, target: float, lower: bool) -> tuple[float, float]:
+    """``(step, wall seconds)`` of the first evaluation whose ``val_<metric>`` reaches ``target``.
+
+    NaN for both when no evaluation does; NaN seconds when the row has no ``wall_time``.
+    """
     steps, values = run.series(f"val_{metric}", "val")
+    walls = dict(zip(*run.series("wall_time", "val")))
     for step, value in zip(steps, values):
         if reached(float(value), target, lower):
-            return float(step)
-    return math.nan
+            return float(step), float(walls.get(step, math.nan))
+    return math.nan, math.nan
 
 
 def frac_target(best: float, frac: float, lower: bool) -> float:
@@ -124,17 +146,95 @@ def frac_target(best: float, frac: float, lower: bool) -> float:
     return best + slack if lower else best - slack
 
 
+def comparison_config(task: str, runs: Sequence[Run]) -> dict[str, Any]:
+    """The ``comparison`` node (``metric``, ``target``) the runs' configs carry; ``{}`` if none.
+
+    The runs of one task must agree: a sweep mixing two targets has no single target.
+    """
+    nodes: dict[tuple[Any, Any], list[str]] = defaultdict(list)
+    for run in runs:
+        node = run.config.get("comparison") or {}
+        if node.get("target") is not None or node.get("metric") is not None:
+            nodes[(node.get("metric"), node.get("target"))].append(run.name)
+    if len(nodes) > 1:
+        found = "; ".join(
+            f"metric={m}, target={t} in {names[0]}" for (m, t), names in nodes.items()
+        )
+        raise ValueError(
+            f"Invalid comparison for task {task}: {found}; expected one comparison.metric and "
+            "comparison.target for all runs of a task"
+        )
+    if not nodes:
+        return {}
+    (metric, target), _ = next(iter(nodes.items()))
+    if target is not None and not (isinstance(target, int | float) and math.isfinite(target)):
+        raise ValueError(
+            f"Invalid comparison.target for task {task}: {target!r}; expected a finite number"
+        )
+    return {"metric": metric, "target": None if target is None else float(target)}
+
+
+def config_path_hint(task: str) -> str:
+    return f"set comparison.target in conf/experiment/{task}.yaml or pass --target {task}=VALUE"
+
+
+def resolve_target(
+    task: str,
+    runs: Sequence[Run],
+    metric: str,
+    lower: bool,
+    given: float | None,
+    configured: dict[str, Any],
+    target_frac: float | None,
+) -> tuple[float | None, str]:
+    """``(target or None, how it was set)``: given, else configured, else the opt-in fraction."""
+    sign = "≤" if lower else "≥"
+    if given is not None:
+        return given, f"val {metric} {sign} {given:.4g} (--target)"
+    if configured.get("target") is not None and configured.get("metric") in (None, metric):
+        target = float(configured["target"])
+        return target, f"val {metric} {sign} {target:.4g} (comparison.target of the runs' config)"
+    if target_frac is None:
+        return None, f"no target known for {task} ({config_path_hint(task)})"
+    bests = [b for b in (best_value(r, metric, lower) for r in runs) if math.isfinite(b)]
+    if not bests:
+        raise ValueError(f"task {task}: no run logged val_{metric}")
+    best = min(bests) if lower else max(bests)
+    if best == 0:
+        raise ValueError(
+            f"Invalid --target-frac: {target_frac:g}; the best val {metric} of any method on "
+            f"{task} is 0, so a fraction of it is no target; expected an absolute target "
+            f"({config_path_hint(task)})"
+        )
+    target = frac_target(best, target_frac, lower)
+    return target, (
+        f"{target_frac:g} of the best val {metric} of any method ({best:.4g}): {sign} {target:.4g}"
+    )
+
+
+def hyper_parameter(runs: Sequence[Run], group: str, key: str) -> str:
+    """The distinct values of ``config[group][key]`` over ``runs`` ("—" when none sets it)."""
+    values = [(r.config.get(group) or {}).get(key) for r in runs]
+    shown = [f"{v:g}" if isinstance(v, int | float) else str(v) for v in values if v is not None]
+    return " / ".join(dict.fromkeys(shown)) or "—"
+
+
 @dataclass
 class MethodRow:
     """One row of a task's table."""
 
     method: str
     description: str
+    lr: str
+    level: str
     seeds: list[int | None]
     final_val: tuple[float, float, int]
     best_val: tuple[float, float, int]
     train_loss: tuple[float, float, int]
-    steps: list[float] = field(default_factory=list)  # per seed; NaN = never reached
+    steps: list[float] = field(default_factory=list)  # per seed; NaN = never reached / no target
+    walls: list[float] = field(
+        default_factory=list
+    )  # per seed, wall seconds at the same evaluation
 
     @property
     def n_seeds(self) -> int:
@@ -149,6 +249,12 @@ class MethodRow:
         hit = [s for s in self.steps if math.isfinite(s)]
         return float(np.mean(hit)) if hit else math.nan
 
+    @property
+    def mean_wall(self) -> float:
+        """Mean wall seconds over the seeds that reach the target (NaN if one of them lacks it)."""
+        hit = [w for s, w in zip(self.steps, self.walls) if math.isfinite(s)]
+        return float(np.mean(hit)) if hit else math.nan
+
     def solves(self, quorum: float) -> bool:
         """Whether at least ``quorum`` of the seeds reach the target (and at least one does)."""
         return self.n_reached > 0 and self.n_reached >= quorum * self.n_seeds
@@ -159,7 +265,7 @@ class TaskResult:
     task: str
     metric: str
     lower: bool
-    target: float
+    target: float | None  # None: no target known (the table says so, the profile skips the task)
     target_note: str
     rows: list[MethodRow]
     runs: dict[str, list[Run]]  # completed runs per method
@@ -174,7 +280,7 @@ def group_by_method(runs: Sequence[Run], key: str = "label") -> dict[str, list[R
 
 
 def describe(runs: Sequence[Run]) -> str:
-    """Legend text of a method: its summaries' ``optimizer_description`` (all distinct ones)."""
+    """A method's ``optimizer_description`` over its runs (all distinct ones)."""
     return " / ".join(dict.fromkeys(r.description for r in runs))
 
 
@@ -184,41 +290,41 @@ def analyse_task(
     *,
     metric: str | None = None,
     target: float | None = None,
-    target_frac: float = 0.9,
+    target_frac: float | None = None,
     method_key: str = "label",
 ) -> TaskResult:
-    """Table rows and target of one task from its runs (completed ones used, others skipped)."""
+    """Table rows and target of one task from its runs (completed ones used, others skipped).
+
+    ``target``: an absolute target given on the command line; else the runs' ``comparison``
+    config; else, only with ``target_frac``, that fraction of the best value (refused at 0).
+    """
     completed = [r for r in runs if r.completed]
     skipped = [r for r in runs if not r.completed]
     if not completed:
         raise ValueError(f"task {task}: no completed run")
-    metric = metric or primary_metric(completed)
+    configured = comparison_config(task, completed)
+    metric = metric or configured.get("metric") or primary_metric(completed)
     lower = plotting.lower_is_better(metric)
+    target, note = resolve_target(task, completed, metric, lower, target, configured, target_frac)
     groups = group_by_method(completed, method_key)
-    if target is None:
-        bests = [best_value(r, metric, lower) for r in completed]
-        bests = [b for b in bests if math.isfinite(b)]
-        if not bests:
-            raise ValueError(f"task {task}: no run logged val_{metric}")
-        best = min(bests) if lower else max(bests)
-        target = frac_target(best, target_frac, lower)
-        note = (
-            f"{target_frac:g} of the best val {metric} of any method "
-            f"({best:.4g}): {'≤' if lower else '≥'} {target:.4g}"
-        )
-    else:
-        note = f"val {metric} {'≤' if lower else '≥'} {target:.4g} (given)"
     rows = []
     for method, group in groups.items():
+        reach = [
+            first_reach(r, metric, target, lower) if target is not None else (math.nan, math.nan)
+            for r in group
+        ]
         rows.append(
             MethodRow(
                 method=method,
                 description=describe(group),
+                lr=hyper_parameter(group, "step_rule", "lr"),
+                level=hyper_parameter(group, "optimizer", "clipping_level"),
                 seeds=[r.seed for r in group],
                 final_val=plotting.mean_std([final_value(r, metric) for r in group]),
                 best_val=plotting.mean_std([best_value(r, metric, lower) for r in group]),
                 train_loss=plotting.mean_std([final_train_loss(r) for r in group]),
-                steps=[steps_to_target(r, metric, target, lower) for r in group],
+                steps=[step for step, _ in reach],
+                walls=[wall for _, wall in reach],
             )
         )
     return TaskResult(task, metric, lower, target, note, rows, groups, skipped)
@@ -234,80 +340,133 @@ def fmt_pm(stat: tuple[float, float, int], digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
 
-def fmt_steps(row: MethodRow) -> str:
+def fmt_reach(result: TaskResult, row: MethodRow, wall: bool = False) -> str:
+    if result.target is None:
+        return "no target"
     if row.n_reached == 0:
         return "—"
+    if wall:
+        return f"{row.mean_wall:.4g}" if math.isfinite(row.mean_wall) else "not logged"
     return f"{row.mean_steps:.0f} ({row.n_reached}/{row.n_seeds} seeds)"
 
 
-def write_tables(result: TaskResult, md_path: Path, csv_path: Path) -> None:
-    """The task's table as Markdown (formatted) and CSV (raw numbers)."""
-    m = result.metric
+WALL_NOTE = (
+    "wall seconds: `wall_time` of that evaluation (training and evaluation since the run "
+    "started, set-up excluded; compare within one table, the machine may be shared)"
+)
+
+
+def write_tables(result: TaskResult, md_path: Path, csv_path: Path, made_by: str) -> None:
+    """The task's table as Markdown (formatted) and CSV (raw numbers), each ending with
+    ``made_by`` (the provenance stamp); absolute paths are scrubbed from every cell."""
+    m, sign = result.metric, "≤" if result.lower else "≥"
+    goal = "target" if result.target is None else f"{m} {sign} {result.target:.4g}"
+    summaries = [r.summary for group in result.runs.values() for r in group]
     lines = [
         f"### {result.task}: val {m} ({'lower' if result.lower else 'higher'} is better)",
         "",
-        f"mean ± sample std (ddof=1) over seeds; target: {result.target_note}; "
-        "steps to target: mean over the seeds that reach it.",
+        plotting.provenance(summaries),
         "",
-        f"| method | hyper-parameters | seeds | final val {m} | best val {m} | final train loss "
-        f"| steps to {m} {'≤' if result.lower else '≥'} {result.target:.4g} |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"mean ± sample std (ddof=1) over seeds; target: {result.target_note}; steps and wall "
+        f"seconds to target: mean over the seeds whose evaluations reach it; {WALL_NOTE}. "
+        "lr: `step_rule.lr`, λ: `optimizer.clipping_level` of the runs' config.",
+        "",
+        f"| method | optimizer | lr | λ | seeds | final val {m} | best val {m} | final train loss "
+        f"| steps to {goal} | wall s to {goal} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result.rows:
         lines.append(
-            f"| {row.method} | {row.description} | {row.n_seeds} | {fmt_pm(row.final_val)} "
-            f"| {fmt_pm(row.best_val)} | {fmt_pm(row.train_loss)} | {fmt_steps(row)} |"
+            f"| {row.method} | {row.description} | {row.lr} | {row.level} | {row.n_seeds} "
+            f"| {fmt_pm(row.final_val)} | {fmt_pm(row.best_val)} | {fmt_pm(row.train_loss)} "
+            f"| {fmt_reach(result, row)} | {fmt_reach(result, row, wall=True)} |"
         )
     if result.skipped:
         lines += [
             "",
             "Skipped (not completed): " + "; ".join(map(plotting.status_note, result.skipped)),
         ]
+    lines += ["", made_by]
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text("\n".join(lines) + "\n")
+    md_path.write_text(plotting.scrub_paths("\n".join(lines)) + "\n")
 
+    target = "" if result.target is None else result.target
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([
-            "task", "method", "description", "n_seeds", "metric",
+            "task", "method", "description", "lr", "clipping_level", "n_seeds", "metric",
             "final_val_mean", "final_val_std", "best_val_mean", "best_val_std",
-            "final_train_loss_mean", "final_train_loss_std",
-            "target", "steps_to_target_mean", "seeds_reached",
+            "final_train_loss_mean", "final_train_loss_std", "target",
+            "steps_to_target_mean", "wall_seconds_to_target_mean", "seeds_reached", "made_by",
         ])  # fmt: skip
         for row in result.rows:
-            writer.writerow([
-                result.task, row.method, row.description, row.n_seeds, m,
-                *row.final_val[:2], *row.best_val[:2], *row.train_loss[:2],
-                result.target, row.mean_steps, row.n_reached,
-            ])  # fmt: skip
+            cells = [
+                result.task, row.method, row.description, row.lr, row.level, row.n_seeds, m,
+                *row.final_val[:2], *row.best_val[:2], *row.train_loss[:2], target,
+                row.mean_steps, row.mean_wall, row.n_reached, made_by,
+            ]  # fmt: skip
+            writer.writerow([plotting.scrub_paths(c) if isinstance(c, str) else c for c in cells])
 
 
 # ----------------------------------------------------------------------- performance profile
 
+MEASURES = {"steps": "steps", "wall": "wall seconds"}
+
 
 def profile_ratios(
-    results: Sequence[TaskResult], quorum: float = 0.5
+    results: Sequence[TaskResult], quorum: float = 0.5, measure: str = "steps"
 ) -> dict[str, dict[str, float]]:
-    """``ratios[method][task]``: steps to target over the fastest method's; inf if not reached.
+    """``ratios[method][task]``: steps (``measure="wall"``: wall seconds) to target over the
+    fastest method's on that task; ``inf`` if the method did not reach it or did not run there.
 
-    Every method appearing in any task gets an entry for every task (absent = not reached).
+    Every method of any task gets an entry for every task of ``results`` (all must have a
+    target), so a profile's denominator is the number of tasks, the same for every method.
     """
+    if measure not in MEASURES:
+        raise ValueError(f"Invalid measure: {measure!r}; expected one of {', '.join(MEASURES)}")
+    if any(res.target is None for res in results):
+        raise ValueError("profile_ratios: every task needs a target; leave the others out")
     methods = sorted({row.method for res in results for row in res.rows})
     ratios: dict[str, dict[str, float]] = {m: {} for m in methods}
     for res in results:
-        steps = {row.method: row.mean_steps for row in res.rows if row.solves(quorum)}
-        best = min(steps.values(), default=math.nan)
+        cost = {
+            row.method: row.mean_steps if measure == "steps" else row.mean_wall
+            for row in res.rows
+            if row.solves(quorum)
+        }
+        best = min((c for c in cost.values() if math.isfinite(c)), default=math.nan)
         for m in methods:
-            ratios[m][res.task] = steps[m] / best if m in steps else math.inf
+            ratios[m][res.task] = cost[m] / best if m in cost else math.inf
     return ratios
 
 
 def profile_curve(task_ratios: dict[str, float], taus: np.ndarray) -> np.ndarray:
-    """ρ(τ): the fraction of tasks with ratio ≤ τ."""
+    """ρ(τ): the fraction of all tasks in ``task_ratios`` with ratio ≤ τ (NaN never counts)."""
     r = np.array(list(task_ratios.values()), dtype=np.float64)
     if r.size == 0:
         return np.zeros_like(taus)
     return (r[None, :] <= taus[:, None] * (1 + 1e-12)).mean(axis=1)
+
+
+def profile_caption(results: Sequence[TaskResult], quorum: float, left_out: Sequence[str]) -> str:
+    """What the profile counts: its denominator, coverage of each method, targets, left-out tasks."""
+    tasks = [res.task for res in results]
+    methods = sorted({row.method for res in results for row in res.rows})
+    ran = {m: [res.task for res in results if m in res.runs] for m in methods}
+    partial = [f"{m} ran on {', '.join(t)} only" for m, t in ran.items() if len(t) < len(tasks)]
+    text = (
+        f"Denominator: all {len(tasks)} task(s) of the profile, for every method; a method that "
+        "did not run on a task, or does not reach its target there, counts as not reaching it. "
+        + (f"Not run everywhere: {'; '.join(partial)}. " if partial else "")
+        + f"A method reaches a task's target when ≥ {quorum:g} of its seeds do (its cost: the mean "
+        "over those seeds). Labels are method names; each method's lr and λ per task are in the "
+        "task tables. Identical profiles are drawn slightly offset. Targets — "
+        + "; ".join(f"{res.task}: {res.target_note}" for res in results)
+        + "."
+    )
+    if left_out:
+        text += " Left out (no target): " + ", ".join(left_out) + "."
+    return text
 
 
 def plot_profile(
@@ -315,55 +474,55 @@ def plot_profile(
     out: Path,
     colors: dict[str, Any],
     *,
+    made_by: str,
+    left_out: Sequence[str] = (),
     tau_max: float = 10.0,
     quorum: float = 0.5,
     dpi: int = plotting.DPI,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The profile in steps (left) and wall seconds (right); returns ``{measure: ratios}``."""
     import matplotlib.pyplot as plt
 
-    ratios = profile_ratios(results, quorum)
+    ratios = {measure: profile_ratios(results, quorum, measure) for measure in MEASURES}
     taus = np.geomspace(1.0, tau_max, 400)
-    descriptions = {row.method: row.description for res in results for row in res.rows}
-    n_methods = len(ratios)
-    ncol = 1 if n_methods > 4 else 2
-    targets = "; ".join(f"{res.task}: {res.target_note}" for res in results)
-    note = plotting.wrap(
-        f"A method reaches a task's target when ≥ {quorum:g} of its seeds do (its steps: the mean "
-        f"over those seeds). Identical profiles are drawn slightly offset. Targets — {targets}.",
-        150,
-    )
-    width, title_h, axes_h, gap_h = 9.5, 0.5, 4.2, 0.65
-    legend_h = plotting.legend_height(n_methods, ncol, title=False)
+    methods = list(ratios["steps"])
+    # as many legend columns as the longest name leaves room for (~150 characters per row)
+    ncol = max(1, min(len(methods), 4, 150 // (max(map(len, methods)) + 8)))
+    note = plotting.wrap(profile_caption(results, quorum, left_out), 170) + "\n" + made_by
+    width, title_h, axes_h, gap_h = 13.0, 0.6, 4.2, 0.65
+    legend_h = plotting.legend_height(len(methods), ncol, title=False)
     note_h = plotting.note_height(note)
     height = title_h + axes_h + gap_h + legend_h + note_h
     fig = plt.figure(figsize=(width, height))
-    ax = fig.add_axes((0.09, (gap_h + legend_h + note_h) / height, 0.88, axes_h / height))
+    bottom = (gap_h + legend_h + note_h) / height
     handles = []
-    for i, (method, task_ratios) in enumerate(ratios.items()):
-        rho = profile_curve(task_ratios, taus)
-        offset = (i - (n_methods - 1) / 2) * 0.006
-        (line,) = ax.step(
-            taus,
-            rho + offset,
-            where="post",
-            lw=2,
-            color=colors.get(method),
-            label=plotting.shorten(f"{method}: {descriptions.get(method, method)}", 100),
-        )
-        handles.append(line)
-    ax.set_xscale("log")
-    ax.set_xlim(1.0, tau_max)
-    ax.set_ylim(-0.03, 1.05)
     ticks = [t for t in (1, 1.5, 2, 3, 5, 10, 20, 50, 100) if t <= tau_max]
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("τ (steps to target ÷ steps of the fastest method on that task)")
-    ax.set_ylabel("fraction of tasks with target\nreached within τ × fastest")
+    for k, (measure, unit) in enumerate(MEASURES.items()):
+        ax = fig.add_axes((0.06 + 0.49 * k, bottom, 0.42, axes_h / height))
+        for i, method in enumerate(methods):
+            rho = profile_curve(ratios[measure][method], taus)
+            offset = (i - (len(methods) - 1) / 2) * 0.006
+            (line,) = ax.step(
+                taus, rho + offset, where="post", lw=2, color=colors.get(method), label=method
+            )
+            if k == 0:
+                handles.append(line)
+        ax.set_xscale("log")
+        ax.set_xlim(1.0, tau_max)
+        ax.set_ylim(-0.03, 1.05)
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel(f"τ ({unit} to target ÷ {unit} of the fastest method on that task)")
+        ax.set_ylabel("fraction of all tasks with target\nreached within τ × fastest")
+        ax.set_title(f"in {unit}", fontsize=10.5)
+        plotting.style_axes(ax)
     tasks = ", ".join(res.task for res in results)
-    ax.set_title(
-        plotting.wrap(f"Performance profile over {len(results)} task(s): {tasks}", 90), fontsize=11
+    fig.suptitle(
+        plotting.wrap(f"Performance profile over {len(results)} task(s): {tasks}", 120),
+        y=1 - 0.1 / height,
+        va="top",
+        fontsize=12,
     )
-    plotting.style_axes(ax)
     plotting.legend_block(
         fig, handles, height=height, legend_h=legend_h, note_h=note_h, ncol=ncol, note=note
     )
@@ -371,9 +530,11 @@ def plot_profile(
 
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", *[res.task for res in results]])
-        for method, task_ratios in ratios.items():
-            writer.writerow([method, *[task_ratios[res.task] for res in results]])
+        writer.writerow(["measure", "method", *[res.task for res in results], "made_by"])
+        for measure, by_method in ratios.items():
+            for method, task_ratios in by_method.items():
+                row = [measure, method, *[task_ratios[res.task] for res in results]]
+                writer.writerow([*row, plotting.scrub_paths(made_by)])
     return ratios
 
 
@@ -419,39 +580,22 @@ def plot_task(
     out: Path,
     colors: dict[str, Any],
     *,
+    made_by: str,
     band: str = "minmax",
     aux: str = "auto",
     smooth_window: int = 1,
     dpi: int = plotting.DPI,
 ) -> Path:
-    """The three-panel comparison figure of one task."""
-    import matplotlib.pyplot as plt
+    """The three-panel comparison figure of one task; ``made_by`` goes in its footnote."""
     from matplotlib.lines import Line2D
 
     runs = [r for group in result.runs.values() for r in group]
     aux_key, aux_split, aux_title = choose_aux(runs, result.metric, aux)
     n_methods = len(result.runs)
     legend_cols = 2 if n_methods > 1 else 1
-    skipped = [plotting.status_note(r) for r in result.skipped]
-    note = plotting.wrap("Skipped (not completed): " + "; ".join(skipped), 220) if skipped else ""
-
-    # Layout in inches: title, the panels, x-label gap, legend, footnote.
-    width, title_h, axes_h, gap_h = 14.0, 1.0, 5.2, 0.7
-    legend_h = plotting.legend_height(n_methods + 2, legend_cols)
-    note_h = plotting.note_height(note)
-    height = title_h + axes_h + gap_h + legend_h + note_h
-    fig = plt.figure(figsize=(width, height))
-    grid = fig.add_gridspec(
-        2,
-        2,
-        width_ratios=[1.55, 1],
-        left=0.06,
-        right=0.985,
-        top=1 - title_h / height,
-        bottom=(gap_h + legend_h + note_h) / height,
-        wspace=0.2,
-        hspace=0.42,
-    )
+    fig, legend_kw, frame = task_figure(result, made_by, what="", width=14.0, axes_h=5.2,
+                                        legend_entries=n_methods + 2, ncol=legend_cols)  # fmt: skip
+    grid = fig.add_gridspec(2, 2, width_ratios=[1.55, 1], wspace=0.2, hspace=0.42, **frame)
     ax_loss = fig.add_subplot(grid[:, 0])
     ax_aux = fig.add_subplot(grid[0, 1])
     ax_val = fig.add_subplot(grid[1, 1])
@@ -465,7 +609,10 @@ def plot_task(
             curves.append((steps, plotting.smooth(values, smooth_window)))
             loss_values.append(values)
         loss[method] = plotting.aggregate(curves, band)
-        aux_curves = [run.series(aux_key, aux_split) for run in group]
+        # a method that does not clip has no clipping telemetry: absent, not a line at zero
+        telemetry = aux_key in ("clip_fraction", "clip_threshold")
+        aux_runs = [run for run in group if clips(run)] if telemetry else group
+        aux_curves = [run.series(aux_key, aux_split) for run in aux_runs]
         aux_values += [v for _, v in aux_curves]
         aux_bands[method] = plotting.aggregate(aux_curves, band)
         val_curves = [run.series(f"val_{result.metric}", "val") for run in group]
@@ -482,16 +629,17 @@ def plot_task(
         _band(ax_aux, aux_bands[method], color, lw=1.3)
         _band(ax_val, val[method], color, lw=1.6, ls="--", marker="o", ms=3.5)
 
-    ax_val.axhline(result.target, color="0.35", lw=0.9, ls=":")
-    ax_val.annotate(
-        f"target {result.target:.3g}",
-        xy=(0.0, result.target),
-        xycoords=("axes fraction", "data"),
-        xytext=(3, 3),
-        textcoords="offset points",
-        fontsize=7.5,
-        color="0.35",
-    )
+    if result.target is not None:
+        ax_val.axhline(result.target, color="0.35", lw=0.9, ls=":")
+        ax_val.annotate(
+            f"target {result.target:.3g}",
+            xy=(0.0, result.target),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=7.5,
+            color="0.35",
+        )
 
     smooth_note = (
         f", moving average over {smooth_window} logged points" if smooth_window > 1 else ""
@@ -505,17 +653,6 @@ def plot_task(
     for ax in (ax_loss, ax_aux, ax_val):
         ax.set_xlabel("iteration")
         plotting.style_axes(ax)
-
-    summaries = [r.summary for r in runs]
-    n_seeds = sorted({row.n_seeds for row in result.rows})
-    seeds_text = "/".join(map(str, n_seeds))
-    fig.suptitle(
-        f"{result.task}: {n_methods} method(s), {seeds_text} seed(s) each\n"
-        + plotting.wrap(plotting.provenance(summaries), 150),
-        y=1 - 0.12 / height,
-        va="top",
-        fontsize=12,
-    )
 
     handles = [
         Line2D(
@@ -546,13 +683,149 @@ def plot_task(
     plotting.legend_block(
         fig,
         handles,
-        height=height,
-        legend_h=legend_h,
-        note_h=note_h,
-        ncol=legend_cols,
         title=f"method: hyper-parameters — lines: mean over seeds, {band_text}",
-        note=note,
-        note_color="firebrick",
+        **legend_kw,
+    )
+    return plotting.savefig(fig, out, dpi)
+
+
+def task_figure(
+    result: TaskResult,
+    made_by: str,
+    *,
+    what: str,
+    width: float,
+    axes_h: float,
+    legend_entries: int,
+    ncol: int,
+) -> tuple[Any, dict[str, Any], dict[str, float]]:
+    """A titled task figure laid out in inches: title, panels, x-label gap, legend, footnote.
+
+    Returns the figure, the keywords of ``plotting.legend_block`` (footnote included) and the
+    panels' frame (``left``/``right``/``top``/``bottom`` for a gridspec).
+    """
+    import matplotlib.pyplot as plt
+
+    note, note_color = footnote(result, made_by)
+    title = figure_title(result, what)
+    title_h, gap_h = 0.45 + 0.24 * (title.count("\n") + 1), 0.7
+    legend_h = plotting.legend_height(legend_entries, ncol)
+    note_h = plotting.note_height(note)
+    height = title_h + axes_h + gap_h + legend_h + note_h
+    fig = plt.figure(figsize=(width, height))
+    legend_kw = dict(height=height, legend_h=legend_h, note_h=note_h, ncol=ncol, note=note,
+                     note_color=note_color)  # fmt: skip
+    frame = dict(left=0.06, right=0.985, top=1 - title_h / height,
+                 bottom=(gap_h + legend_h + note_h) / height)  # fmt: skip
+    fig.suptitle(title, y=1 - 0.12 / height, va="top", fontsize=12)
+    return fig, legend_kw, frame
+
+
+def footnote(result: TaskResult, made_by: str) -> tuple[str, str]:
+    """``(text, colour)`` of a task figure's footnote: skipped runs (in red) and the stamp."""
+    skipped = [plotting.status_note(r) for r in result.skipped]
+    if not skipped:
+        return made_by, "0.3"
+    return plotting.wrap("Skipped (not completed): " + "; ".join(skipped), 220) + "\n" + made_by, (
+        "firebrick"
+    )
+
+
+def figure_title(result: TaskResult, what: str) -> str:
+    """``<task>: <what>, N method(s), k seed(s) each`` and the data and model the runs used."""
+    summaries = [r.summary for group in result.runs.values() for r in group]
+    seeds = "/".join(map(str, sorted({row.n_seeds for row in result.rows})))
+    return (
+        f"{result.task}: {what}{len(result.runs)} method(s), {seeds} seed(s) each\n"
+        + plotting.wrap(plotting.provenance(summaries), 150)
+    )
+
+
+# -------------------------------------------------------------------------- clipping figure
+
+
+def clips(run: Run) -> bool:
+    """Whether the run's optimizer clips, so that its ``clip_fraction`` is a measurement.
+
+    The trainer logs ``clip_fraction`` 0 for optimizers without clipping telemetry (the torch
+    baselines); the config tells them apart (a peer, or a clipping type other than ``none``).
+    """
+    optimizer = run.config.get("optimizer") or {}
+    if optimizer.get("peer"):
+        return True
+    if "clipping_type" in optimizer:
+        return optimizer["clipping_type"] not in (None, "none")
+    if optimizer.get("torch_optimizer"):
+        return False
+    return run.has_key("clip_threshold", "train")  # an old config: trust the telemetry
+
+
+def clipping_bands(
+    result: TaskResult, band: str = "minmax"
+) -> dict[str, tuple[plotting.Band | None, plotting.Band | None]]:
+    """Per method ``(clip fraction, clip threshold)`` over seeds; ``None`` where not logged.
+
+    A method that does not clip has neither; a threshold is absent when no run logged a finite
+    one (peers report the removed fraction but no threshold).
+    """
+    bands = {}
+    for method, group in result.runs.items():
+        clipping = [r for r in group if clips(r)]
+        fraction = plotting.aggregate([r.series("clip_fraction", "train") for r in clipping], band)
+        threshold = plotting.aggregate(
+            [r.series("clip_threshold", "train") for r in clipping], band
+        )
+        bands[method] = (fraction, threshold)
+    return bands
+
+
+def plot_clipping(
+    result: TaskResult,
+    out: Path,
+    colors: dict[str, Any],
+    *,
+    made_by: str,
+    band: str = "minmax",
+    dpi: int = plotting.DPI,
+) -> Path:
+    """Clipped fraction (left) and clipping threshold (right) over training, mean over seeds."""
+    from matplotlib.lines import Line2D
+
+    bands = clipping_bands(result, band)
+    fig, legend_kw, frame = task_figure(result, made_by, what="clipping over training, ",
+                                        width=13.0, axes_h=4.0, legend_entries=len(bands), ncol=2)  # fmt: skip
+    grid = fig.add_gridspec(1, 2, wspace=0.18, **frame)
+    ax_frac, ax_thr = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    thresholds = [b.mean for _, b in bands.values() if b is not None]
+    if spans_decades(thresholds):
+        ax_thr.set_yscale("log")
+        plotting.log_ticks(ax_thr.yaxis)
+    handles = []
+    for method, (fraction, threshold) in bands.items():
+        color = colors[method]
+        _band(ax_frac, fraction, color, lw=1.5)
+        _band(ax_thr, threshold, color, lw=1.5)
+        absent = (
+            "  [no clipping: not drawn]"
+            if fraction is None
+            else ("  [no threshold logged]" if threshold is None else "")
+        )
+        handles.append(Line2D([], [], color=color, lw=2.5, alpha=0.35 if absent else 1.0,
+                              ls=":" if absent else "-", label=method + absent))  # fmt: skip
+    ax_frac.set_title("clipped fraction of ‖g‖ (clip_fraction)", fontsize=10.5)
+    ax_frac.set_ylabel("clip fraction")
+    ax_thr.set_title("clipping threshold λ (clip_threshold; per-tensor rules: mean)", fontsize=10.5)
+    ax_thr.set_ylabel("threshold")
+    for ax in (ax_frac, ax_thr):
+        ax.set_xlabel("iteration")
+        plotting.style_axes(ax)
+    plural = any(row.n_seeds > 1 for row in result.rows)
+    plotting.legend_block(
+        fig,
+        handles,
+        title="lines: mean over seeds of each logging window"
+        + (f", {BAND_TEXT[band]}" if plural else ""),
+        **legend_kw,
     )
     return plotting.savefig(fig, out, dpi)
 
@@ -597,8 +870,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Outputs per task: <task>_comparison.png, <task>_table.md, <task>_table.csv; "
-        "across tasks: performance_profile.png/.csv.",
+        epilog="Outputs per task: <task>_comparison.png, <task>_clipping.png, <task>_table.md, "
+        "<task>_table.csv; across tasks: performance_profile.png/.csv.",
     )
     parser.add_argument("sweep", type=Path, help="sweep directory <results_root>/<experiment_name>")
     parser.add_argument(
@@ -621,8 +894,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--target-frac",
         type=float,
-        default=0.9,
-        help="default target: this fraction of the best value of any method (0.9)",
+        metavar="F",
+        help="opt-in target for tasks without one: F of the best value of any method "
+        "(refused when that best is 0)",
     )
     parser.add_argument(
         "--band",
@@ -663,13 +937,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    if not 0 < args.target_frac <= 1:
-        parser.error(f"--target-frac must be in (0, 1], got {args.target_frac}")
+    if args.target_frac is not None and not 0 < args.target_frac <= 1:
+        parser.error(f"Invalid --target-frac: {args.target_frac}; expected a number in (0, 1]")
     if args.smooth < 1:
-        parser.error(f"--smooth must be >= 1, got {args.smooth}")
+        parser.error(f"Invalid --smooth: {args.smooth}; expected an integer >= 1")
     if args.tau_max <= 1:
-        parser.error(f"--tau-max must be > 1, got {args.tau_max}")
+        parser.error(f"Invalid --tau-max: {args.tau_max}; expected a number > 1")
     try:
         default_target, task_targets = parse_targets(args.target)
         runs = plotting.discover_runs([args.sweep])
@@ -705,33 +980,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         except ValueError as exc:
+            if str(exc).startswith("Invalid"):  # a target refused: never plot a wrong one
+                parser.error(str(exc))
             print(f"skipping task {task}: {exc}")
     if not results:
         print("plot_comparison: no task has a completed run", file=sys.stderr)
         return 1
 
+    command = plotting.command_line("scripts/plot_comparison.py", argv)
     out_dir, figures = output_paths(args.out, args.sweep, [res.task for res in results])
     colors = plotting.method_colors(sorted({row.method for res in results for row in res.rows}))
     for res in results:
-        fig_path = plot_task(
-            res,
-            figures[res.task],
-            colors,
-            band=args.band,
-            aux=args.aux,
-            smooth_window=args.smooth,
-            dpi=args.dpi,
-        )
+        n_runs = sum(len(group) for group in res.runs.values())
+        made_by = stamp(command, f"{n_runs} completed run(s) of {res.task}")
+        fig_path = plot_task(res, figures[res.task], colors, made_by=made_by, band=args.band,
+                             aux=args.aux, smooth_window=args.smooth, dpi=args.dpi)  # fmt: skip
+        clip_path = plot_clipping(res, out_dir / f"{res.task}_clipping.png", colors,
+                                  made_by=made_by, band=args.band, dpi=args.dpi)  # fmt: skip
         md, csv_path = out_dir / f"{res.task}_table.md", out_dir / f"{res.task}_table.csv"
-        write_tables(res, md, csv_path)
+        write_tables(res, md, csv_path, made_by)
         print(md.read_text())
-        print(f"wrote {fig_path}, {md}, {csv_path}\n")
+        print(f"wrote {fig_path}, {clip_path}, {md}, {csv_path}\n")
     if not args.no_profile:
-        profile = out_dir / "performance_profile.png"
-        plot_profile(
-            results, profile, colors, tau_max=args.tau_max, quorum=args.quorum, dpi=args.dpi
-        )
-        print(f"wrote {profile} and {profile.with_suffix('.csv')}")
+        with_target = [res for res in results if res.target is not None]
+        left_out = [res.task for res in results if res.target is None]
+        for task in left_out:
+            print(
+                f"performance profile: leaving out {task}, no target known ({config_path_hint(task)})"
+            )
+        if with_target:
+            profile = out_dir / "performance_profile.png"
+            tasks = ", ".join(res.task for res in with_target)
+            plot_profile(with_target, profile, colors, made_by=stamp(command, f"tasks {tasks}"),
+                         left_out=left_out, tau_max=args.tau_max, quorum=args.quorum,
+                         dpi=args.dpi)  # fmt: skip
+            print(f"wrote {profile} and {profile.with_suffix('.csv')}")
+        else:
+            print("performance profile: not drawn, no task has a target")
     return 0
 
 

@@ -119,6 +119,17 @@ class Run:
     def rows(self) -> list[dict[str, Any]]:
         return read_jsonl(self.dir / "metrics.jsonl")
 
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The resolved ``config.yaml`` (empty when missing or unreadable)."""
+        import yaml
+
+        try:
+            value = yaml.safe_load((self.dir / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
     def series(self, key: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of ``key`` in the ``split`` rows, sorted by step, finite values only.
 
@@ -202,6 +213,42 @@ def matches(value: str, patterns: Sequence[str] | None) -> bool:
         return True
     wanted = {p.strip() for item in patterns for p in item.split(",") if p.strip()}
     return value in wanted
+
+
+# An absolute path: POSIX ``/a/b`` (first component starting with a letter, ``_`` or ``.``), home
+# ``~/a`` or Windows ``C:\\a``; never a ratio such as ``8551/516``, ``λ/‖g‖`` or ``(a+b)/2``.
+ABSOLUTE_PATH = re.compile(
+    r"(?<![\w./:~)\]}‖])(?:~/|[A-Za-z]:\\|/(?=[A-Za-z_.]))[^\s,;|()\[\]'\"`]*"
+)
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with every absolute path of this machine replaced by a machine-free name.
+
+    Committed figures and tables must not hold such paths: a path inside the repository becomes
+    repository-relative, any other keeps its last two components (``/home/x/data/cola`` →
+    ``data/cola``).
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        raw = match.group(0)
+        path = Path(raw).expanduser()
+        if path.is_absolute():  # a Windows path never lies inside this POSIX checkout
+            try:
+                return path.resolve().relative_to(ROOT.resolve()).as_posix() or "."
+            except (ValueError, OSError):
+                pass
+        parts = [p for p in re.split(r"[\\/]+", raw) if p not in ("", "~") and not p.endswith(":")]
+        return "/".join(parts[-2:]) or "<path>"
+
+    return ABSOLUTE_PATH.sub(replace, str(text))
+
+
+def command_line(script: str, argv: Sequence[str]) -> str:
+    """``python <script> <args>`` as typed, with absolute paths scrubbed (see :func:`scrub_paths`)."""
+    import shlex
+
+    return " ".join(["python", script, *(shlex.quote(scrub_paths(a)) for a in argv)])
 
 
 def status_note(run: Run) -> str:
@@ -346,8 +393,12 @@ def log_ticks(axis: Any) -> None:
 
 
 def savefig(fig: Any, path: Path, dpi: int = DPI) -> Path:
+    """Save and close ``fig``; every text in it is scrubbed of absolute paths first."""
     import matplotlib.pyplot as plt
+    from matplotlib.text import Text
 
+    for text in fig.findobj(Text):
+        text.set_text(scrub_paths(text.get_text()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.15)  # never cut a long legend

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,6 +33,10 @@ DESCRIPTIONS = {
 }
 
 
+BASELINES = {"sgd", "adam"}  # methods without clipping in the fake sweeps (torch optimizers)
+LRS = {"norm": 0.002, "adam": 0.001, "sgd": 0.01}
+
+
 def make_run(
     sweep: Path,
     task: str,
@@ -46,35 +51,52 @@ def make_run(
     train_metric: bool = False,
     grad_norms: np.ndarray | None = None,
     embedded: bool = True,
+    data_source: str | None = None,
+    comparison: dict | None = None,
+    seconds_per_step: float = 0.1,
+    clip_fraction: list[float] | None = None,
+    clip_threshold: list[float] | None = None,
 ) -> Path:
-    """Write one run directory; the val metric takes the values ``val`` at ``val_steps``."""
+    """Write one run directory as ``train.py`` does; the val metric takes the values ``val`` at
+    ``val_steps``, ``wall_time`` is ``seconds_per_step × step``, and the clipping telemetry of the
+    train rows (logged every 10 steps) is ``clip_fraction``/``clip_threshold`` (a constant 0.1
+    and 1.0 by default; the baselines of ``BASELINES`` log 0 and null, as the trainer does)."""
     run = sweep / task / method / f"seed{seed}"
     run.mkdir(parents=True)
     val_steps = val_steps or [50 * (i + 1) for i in range(len(val))]
     max_steps = val_steps[-1]
     log_steps = list(range(10, max_steps + 1, 10))
     train_loss = train_loss or [2.0 / (1 + 0.05 * s) for s in log_steps]
-    (run / "config.yaml").write_text(
-        f"seed: {seed}\nexperiment_name: fake\nlabel: null\ntask:\n  _target_: tasks.{task}.Task\n"
-        f"optimizer:\n  name: {method}\n  clipping_type: norm\n  clipping_level: 1.0\n"
-        f"step_rule:\n  name: sgd\n  _target_: clip_core.ClippedSGD\n  lr: 0.01\n  momentum: 0.9\n"
-        f"trainer:\n  max_steps: {max_steps}\n"
+    baseline = method in BASELINES
+    optimizer = (
+        f"optimizer:\n  name: torch_{method}\n  torch_optimizer: {method}\n"
+        if baseline
+        else f"optimizer:\n  name: {method}\n  clipping_type: norm\n  clipping_level: 1.0\n"
     )
+    config = (
+        f"seed: {seed}\nexperiment_name: fake\nlabel: null\ntask:\n  _target_: tasks.{task}.Task\n"
+        f"{optimizer}step_rule:\n  name: sgd\n  _target_: clip_core.ClippedSGD\n"
+        f"  lr: {LRS.get(method, 0.01)}\n  momentum: 0.9\ntrainer:\n  max_steps: {max_steps}\n"
+    )
+    if comparison is not None:
+        config += "comparison:\n" + "".join(f"  {k}: {v}\n" for k, v in comparison.items())
+    (run / "config.yaml").write_text(config)
     rows = []
     for i, step in enumerate(log_steps):
+        fraction = 0.0 if baseline else (clip_fraction[i] if clip_fraction else 0.1)
+        threshold = None if baseline else (clip_threshold[i] if clip_threshold else 1.0)
         row = {
             "step": step, "epoch": 0, "split": "train",
             "train_loss": train_loss[min(i, len(train_loss) - 1)], "lr": 0.01,
-            "grad_norm": 1.0 + 0.01 * i, "clip_threshold": 1.0,
-            "clip_fraction": 0.1 if method != "sgd" else 0.0,
-            "wall_time": 0.1 * step, "skipped_steps": 0,
+            "grad_norm": 1.0 + 0.01 * i, "clip_threshold": threshold, "clip_fraction": fraction,
+            "wall_time": seconds_per_step * step, "skipped_steps": 0,
         }  # fmt: skip
         if train_metric:
             row[f"train_{metric}"] = 0.5 + 0.001 * step
         rows.append(row)
     for step, value in zip(val_steps, val):
         rows.append({"step": step, "epoch": 0, "split": "val", f"val_{metric}": value,
-                     "val_loss": 1.0 - value, "wall_time": 0.1 * step})  # fmt: skip
+                     "val_loss": 1.0 - value, "wall_time": seconds_per_step * step})  # fmt: skip
     rows.sort(key=lambda r: (r["step"], r["split"] == "val"))
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     norms = grad_norms if grad_norms is not None else np.linspace(1.0, 2.0, max_steps)
@@ -84,14 +106,16 @@ def make_run(
     hist = {"epoch": 0, "step": max_steps, "edges": edges.tolist(), "counts": counts.tolist()}
     (run / "grad_norm_hist.jsonl").write_text(json.dumps(hist) + "\n")
     best_i = int(np.argmax(val))
+    if data_source is None:
+        data_source = "embedded: fake corpus" if embedded else "real fake data, 100 / 20 rows"
     summary = {
         "status": status, "task": task, "optimizer": method, "step_rule": "sgd",
         "optimizer_description": DESCRIPTIONS.get(method, method), "seed": seed,
         "best": {"metric": metric, "value": val[best_i], "step": val_steps[best_i]},
         "final": {f"val_{metric}": val[-1], "val_loss": 1.0 - val[-1]},
         "final_train_loss": train_loss[-1], "primary_metric": metric,
-        "data_source": "embedded: fake corpus" if embedded else "real data at /data",
-        "model_source": "tiny MLP", "embedded_data": embedded, "wall_seconds": 1.0,
+        "data_source": data_source, "model_source": "tiny MLP", "embedded_data": embedded,
+        "wall_seconds": 1.0,
     }  # fmt: skip
     if status != "failed":
         summary["steps"] = max_steps
@@ -107,6 +131,13 @@ def read_csv(path: Path) -> dict[str, dict[str, str]]:
 
 
 # ----------------------------------------------------------------------------- comparison
+
+
+def git_short_head() -> str:
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    return out.stdout.strip()
 
 
 def test_table_mean_std_over_seeds_matches_numpy(tmp_path: Path, capsys) -> None:
@@ -134,63 +165,143 @@ def test_table_mean_std_over_seeds_matches_numpy(tmp_path: Path, capsys) -> None
         assert float(row["final_train_loss_mean"]) == pytest.approx(loss.mean())
         assert float(row["final_train_loss_std"]) == pytest.approx(loss.std(ddof=1))
         assert row["description"] == DESCRIPTIONS[method]
+        assert float(row["lr"]) == LRS[method]  # step_rule.lr of the runs' config.yaml
+    assert table["norm"]["clipping_level"] == "1" and table["adam"]["clipping_level"] == "—"
     md = (out / "cola_table.md").read_text()
     final_norm = np.array(vals["norm"])[:, -1]
     assert f"{final_norm.mean():.4f} ± {final_norm.std(ddof=1):.4f}" in md
-    assert DESCRIPTIONS["adam"] in md
+    assert f"| norm | {DESCRIPTIONS['norm']} | 0.002 | 1 | 3 |" in md
+    assert f"| adam | {DESCRIPTIONS['adam']} | 0.001 | — | 2 |" in md
+    # No target was given or configured: the table says so instead of inventing one.
+    assert "no target known for cola" in md and "comparison.target" in md
+    assert md.count("| no target | no target |") == 2
 
 
-def test_steps_to_target_is_first_eval_reaching_it(tmp_path: Path) -> None:
+def test_steps_and_wall_seconds_to_target(tmp_path: Path) -> None:
     sweep = tmp_path / "fake"
     steps = [10, 20, 30, 40]
     # target 0.6: seed0 first reaches it at step 30 (0.6 == target counts), seed1 at step 40.
-    make_run(sweep, "t", "norm", 0, val=[0.2, 0.5, 0.6, 0.9], val_steps=steps)
-    make_run(sweep, "t", "norm", 1, val=[0.1, 0.3, 0.5, 0.7], val_steps=steps)
+    make_run(sweep, "t", "norm", 0, val=[0.2, 0.5, 0.6, 0.9], val_steps=steps, seconds_per_step=0.5)
+    make_run(sweep, "t", "norm", 1, val=[0.1, 0.3, 0.5, 0.7], val_steps=steps, seconds_per_step=2.0)
     make_run(sweep, "t", "adam", 0, val=[0.1, 0.2, 0.3, 0.4], val_steps=steps)  # never
     out = tmp_path / "figs"
     assert pc.main([str(sweep), "--out", str(out), "--target", "0.6", "--no-profile", *FAST]) == 0
     table = read_csv(out / "t_table.csv")
     assert float(table["norm"]["steps_to_target_mean"]) == pytest.approx((30 + 40) / 2)
+    # wall_time of the reaching evaluations: 0.5 s/step × 30 and 2 s/step × 40
+    assert float(table["norm"]["wall_seconds_to_target_mean"]) == pytest.approx((15 + 80) / 2)
     assert int(table["norm"]["seeds_reached"]) == 2
     assert math.isnan(float(table["adam"]["steps_to_target_mean"]))
+    assert math.isnan(float(table["adam"]["wall_seconds_to_target_mean"]))
     assert int(table["adam"]["seeds_reached"]) == 0
     md = (out / "t_table.md").read_text()
-    assert "| 35 (2/2 seeds) |" in md
+    assert "| 35 (2/2 seeds) | 47.5 |" in md
     adam_line = next(line for line in md.splitlines() if line.startswith("| adam |"))
-    assert adam_line.endswith("| — |")  # adam never reaches it
+    assert adam_line.endswith("| — | — |")  # adam never reaches it
 
-    # Default target: 0.9 × the best value of any method (0.9) = 0.81 -> only norm seed0, step 40.
+    # --target-frac is an explicit opt-in: 0.9 × the best value of any method (0.9) = 0.81.
     runs = plotting.discover_runs([sweep])
-    result = pc.analyse_task("t", runs)
+    assert pc.analyse_task("t", runs).target is None
+    result = pc.analyse_task("t", runs, target_frac=0.9)
     assert result.target == pytest.approx(0.81)
     row = {r.method: r for r in result.rows}["norm"]
     assert row.steps[0] == 40.0 and math.isnan(row.steps[1])
-    assert row.n_reached == 1 and row.mean_steps == 40.0
+    assert row.walls[0] == pytest.approx(20.0) and row.n_reached == 1 and row.mean_steps == 40.0
     # Lower-is-better metric: the target is best + 10 % and "reaching" means going below it.
-    result = pc.analyse_task("t", runs, metric="loss")
+    result = pc.analyse_task("t", runs, metric="loss", target_frac=0.9)
     assert result.lower and result.target == pytest.approx(0.1 * 1.1)  # best val_loss 0.1
     assert {r.method: r.steps for r in result.rows}["norm"][0] == 40.0
+
+
+def test_target_frac_refuses_a_best_of_zero(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "fake"
+    for method in ("norm", "sgd"):
+        make_run(sweep, "cola", method, 0, val=[0.0, 0.0, 0.0], metric="mcc")
+    with pytest.raises(ValueError, match=r"Invalid --target-frac: 0.9; the best val mcc .* is 0"):
+        pc.analyse_task("cola", plotting.discover_runs([sweep]), target_frac=0.9)
+    with pytest.raises(SystemExit) as exc:
+        pc.main([str(sweep), "--out", str(tmp_path / "o"), "--target-frac", "0.9", *FAST])
+    assert exc.value.code == 2
+    assert "conf/experiment/cola.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "cola_table.md").exists()
+    # An absolute target of 0 is what the user asked for, and is kept.
+    assert pc.analyse_task("cola", plotting.discover_runs([sweep]), target=0.0).target == 0.0
+
+
+def test_targets_from_the_runs_config_and_tasks_without_one(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "fake"
+    steps = [10, 20, 30]
+    # Task x configures comparison: {metric: accuracy, target: 0.5}; task y configures nothing.
+    conf = {"metric": "accuracy", "target": 0.5}
+    make_run(sweep, "x", "A", 0, val=[0.2, 0.5, 0.7], val_steps=steps, comparison=conf)
+    make_run(sweep, "x", "B", 0, val=[0.6, 0.7, 0.8], val_steps=steps, comparison=conf)
+    make_run(sweep, "y", "A", 0, val=[0.2, 0.5, 0.7], val_steps=steps)
+    out = tmp_path / "figs"
+    assert pc.main([str(sweep), "--out", str(out), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "performance profile: leaving out y, no target known" in printed
+    x = read_csv(out / "x_table.csv")
+    assert float(x["A"]["target"]) == 0.5
+    assert (
+        float(x["A"]["steps_to_target_mean"]) == 20 and float(x["B"]["steps_to_target_mean"]) == 10
+    )
+    assert "comparison.target of the runs' config" in (out / "x_table.md").read_text()
+    assert "no target known for y" in (out / "y_table.md").read_text()
+    with open(out / "performance_profile.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {k for k in rows[0] if k not in ("measure", "method", "made_by")} == {"x"}  # y left out
+    by_steps = {r["method"]: float(r["x"]) for r in rows if r["measure"] == "steps"}
+    assert by_steps == {"A": 2.0, "B": 1.0}
+    # --target overrides the configured value; a config for another metric does not apply.
+    runs = plotting.discover_runs([sweep / "x"])
+    assert pc.analyse_task("x", runs, target=0.75).target == 0.75
+    assert pc.analyse_task("x", runs, metric="loss").target is None
+    # Runs of one task that disagree on the target are refused.
+    make_run(sweep, "x", "C", 0, val=[0.1, 0.2, 0.3], val_steps=steps,
+             comparison={"metric": "accuracy", "target": 0.6})  # fmt: skip
+    with pytest.raises(ValueError, match="Invalid comparison for task x"):
+        pc.analyse_task("x", plotting.discover_runs([sweep / "x"]))
+    make_run(sweep, "z", "A", 0, val=[0.1], comparison={"target": "high"})
+    with pytest.raises(ValueError, match=r"Invalid comparison\.target for task z: 'high'"):
+        pc.analyse_task("z", plotting.discover_runs([sweep / "z"]))
+
+
+def read_profile(path: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """``{measure: {method: {task: ratio}}}`` from ``performance_profile.csv``."""
+    ratios: dict[str, dict[str, dict[str, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            tasks = {
+                k: float(v) for k, v in row.items() if k not in ("measure", "method", "made_by")
+            }
+            ratios.setdefault(row["measure"], {})[row["method"]] = tasks
+    return ratios
 
 
 def test_performance_profile_hand_example(tmp_path: Path) -> None:
     sweep = tmp_path / "fake"
     steps = [50, 100, 150, 200, 250, 300]
     # Task x: A reaches 0.5 at step 100, B at 200.  Task y: A at 300, B at 150.
-    make_run(sweep, "x", "A", 0, val=[0.1, 0.5, 0.5, 0.6, 0.6, 0.6], val_steps=steps)
-    make_run(sweep, "x", "B", 0, val=[0.1, 0.2, 0.3, 0.5, 0.6, 0.6], val_steps=steps)
-    make_run(sweep, "y", "A", 0, val=[0.1, 0.1, 0.2, 0.2, 0.3, 0.5], val_steps=steps)
-    make_run(sweep, "y", "B", 0, val=[0.1, 0.2, 0.7, 0.7, 0.7, 0.7], val_steps=steps)
+    # Wall clock: A takes 1 s/step everywhere, B 0.25 s/step on x and 3 s/step on y.
+    make_run(sweep, "x", "A", 0, val=[0.1, 0.5, 0.5, 0.6, 0.6, 0.6], val_steps=steps,
+             seconds_per_step=1.0)  # fmt: skip
+    make_run(sweep, "x", "B", 0, val=[0.1, 0.2, 0.3, 0.5, 0.6, 0.6], val_steps=steps,
+             seconds_per_step=0.25)  # fmt: skip
+    make_run(sweep, "y", "A", 0, val=[0.1, 0.1, 0.2, 0.2, 0.3, 0.5], val_steps=steps,
+             seconds_per_step=1.0)  # fmt: skip
+    make_run(sweep, "y", "B", 0, val=[0.1, 0.2, 0.7, 0.7, 0.7, 0.7], val_steps=steps,
+             seconds_per_step=3.0)  # fmt: skip
     out = tmp_path / "figs"
     assert pc.main([str(sweep), "--out", str(out), "--target", "0.5", *FAST]) == 0
-    ratios = {
-        m: {k: float(v) for k, v in row.items() if k != "method"}
-        for m, row in read_csv(out / "performance_profile.csv").items()
-    }
-    assert ratios == {"A": {"x": 1.0, "y": 2.0}, "B": {"x": 2.0, "y": 1.0}}
+    ratios = read_profile(out / "performance_profile.csv")
+    assert ratios["steps"] == {"A": {"x": 1.0, "y": 2.0}, "B": {"x": 2.0, "y": 1.0}}
+    # seconds: x: A 100 s, B 50 s -> 2, 1;  y: A 300 s, B 450 s -> 1, 1.5
+    assert ratios["wall"] == {"A": {"x": 2.0, "y": 1.0}, "B": {"x": 1.0, "y": 1.5}}
     taus = np.array([1.0, 1.5, 1.99, 2.0, 10.0])
     for method in ("A", "B"):
-        rho = pc.profile_curve(ratios[method], taus)
+        rho = pc.profile_curve(ratios["steps"][method], taus)
         np.testing.assert_allclose(rho, [0.5, 0.5, 0.5, 1.0, 1.0])
+    np.testing.assert_allclose(pc.profile_curve(ratios["wall"]["B"], taus), [0.5, 1, 1, 1, 1])
     assert (out / "performance_profile.png").exists()
 
     # Task-specific targets; B never reaches 0.8 on x, so its ratio there is inf.
@@ -207,6 +318,140 @@ def test_performance_profile_hand_example(tmp_path: Path) -> None:
     assert ratios["A"]["x"] == math.inf and ratios["B"]["x"] == math.inf
     np.testing.assert_allclose(pc.profile_curve(ratios["B"], taus), [0.5] * 5)
     np.testing.assert_allclose(pc.profile_curve(ratios["A"], taus), [0, 0, 0, 0.5, 0.5])
+
+
+def test_profile_denominator_is_every_task_and_labels_are_method_names(
+    tmp_path: Path, monkeypatch
+) -> None:
+    sweep = tmp_path / "fake"
+    steps = [10, 20, 30, 40]
+    # Three tasks. A runs on all three, C only on x, where it is the fastest.
+    for task, a_val in (("x", [0, 0, 1, 1]), ("y", [0, 1, 1, 1]), ("z", [1, 1, 1, 1])):
+        make_run(sweep, task, "A", 0, val=a_val, val_steps=steps)
+    make_run(sweep, "x", "C", 0, val=[1, 1, 1, 1], val_steps=steps)
+    texts = capture_figure_texts(monkeypatch)
+    out = tmp_path / "figs"
+    assert pc.main([str(sweep), "--out", str(out), "--target", "1", *FAST]) == 0
+    ratios = read_profile(out / "performance_profile.csv")["steps"]
+    assert ratios["A"] == {"x": 3.0, "y": 1.0, "z": 1.0}
+    assert ratios["C"] == {"x": 1.0, "y": math.inf, "z": math.inf}
+    taus = np.array([1.0, 2.9, 3.0])
+    # Independent count: tasks with ratio <= tau, over all 3 tasks (never over the tasks run).
+    for method in ("A", "C"):
+        expected = [sum(r <= t for r in ratios[method].values()) / 3 for t in taus]
+        np.testing.assert_allclose(pc.profile_curve(ratios[method], taus), expected)
+    np.testing.assert_allclose(pc.profile_curve(ratios["C"], taus), [1 / 3] * 3)  # not 1.0
+    profile = texts["performance_profile.png"]
+    legend = [t for t in profile if t in ("A", "C")]
+    assert sorted(legend) == ["A", "C"]  # one label per method: its name only
+    caption = " ".join(profile)
+    assert "Denominator: all 3 task(s) of the profile" in caption
+    assert "C ran on x only" in caption
+
+
+def capture_figure_texts(monkeypatch) -> dict[str, list[str]]:
+    """Record every text of every figure as it is written to disk, keyed by file name."""
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    texts: dict[str, list[str]] = {}
+    save = Figure.savefig
+
+    def spy(fig, path, *args, **kwargs):
+        texts[Path(path).name] = [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return texts
+
+
+def test_clipping_figure_means_over_seeds_and_absent_methods(tmp_path: Path, monkeypatch) -> None:
+    sweep = tmp_path / "fake"
+    steps = [50, 100]  # train rows at 10, 20, ..., 100
+    rng = np.random.default_rng(3)
+    fractions = rng.uniform(0, 1, (2, 10))
+    thresholds = rng.uniform(0.5, 2.0, (2, 10))
+    for seed in range(2):
+        make_run(sweep, "t", "norm", seed, val=[0.5, 0.6], val_steps=steps,
+                 clip_fraction=list(fractions[seed]), clip_threshold=list(thresholds[seed]))  # fmt: skip
+    make_run(sweep, "t", "sgd", 0, val=[0.5, 0.6], val_steps=steps)  # no clipping
+    # A peer: measured fraction, no threshold (null in every row).
+    make_run(sweep, "t", "peer", 0, val=[0.5, 0.6], val_steps=steps,
+             clip_fraction=[0.2] * 10, clip_threshold=[None] * 10)  # fmt: skip
+    config = sweep / "t" / "peer" / "seed0" / "config.yaml"
+    config.write_text(config.read_text().replace("clipping_type: norm", "peer: zclip"))
+    texts = capture_figure_texts(monkeypatch)
+    out = tmp_path / "figs"
+    assert pc.main([str(sweep), "--out", str(out), "--no-profile", *FAST]) == 0
+    assert (out / "t_clipping.png").stat().st_size > 5_000
+
+    result = pc.analyse_task("t", plotting.discover_runs([sweep]))
+    bands = pc.clipping_bands(result)
+    fraction, threshold = bands["norm"]
+    np.testing.assert_array_equal(fraction.steps, np.arange(10, 101, 10))
+    np.testing.assert_allclose(fraction.mean, fractions.mean(axis=0))
+    np.testing.assert_allclose(threshold.mean, thresholds.mean(axis=0))
+    np.testing.assert_allclose(fraction.lo, fractions.min(axis=0))
+    assert bands["sgd"] == (None, None)  # its logged zeros are no measurement
+    assert bands["peer"][1] is None
+    np.testing.assert_allclose(bands["peer"][0].mean, [0.2] * 10)
+    labels = texts["t_clipping.png"]
+    assert "sgd  [no clipping: not drawn]" in labels and "peer  [no threshold logged]" in labels
+    assert "norm" in labels
+
+
+def test_provenance_stamp_and_no_absolute_path_in_outputs(tmp_path: Path, monkeypatch) -> None:
+    sweep = tmp_path / "fake"
+    secret = "/home/alice/private/shared/data/cola"
+    source = f"CoLA TSV at {secret}"  # what tasks/cola.py writes for a data_root
+    for method in ("norm", "sgd"):
+        make_run(sweep, "cola", method, 0, val=[0.2, 0.4], embedded=False, data_source=source)
+    make_run(sweep, "cola", "adam", 0, val=[0.1, 0.1], status="failed", data_source=source)
+    (sweep / "cola" / "adam" / "seed0" / "summary.json").write_text(
+        (sweep / "cola" / "adam" / "seed0" / "summary.json")
+        .read_text()
+        .replace("RuntimeError: boom", f"FileNotFoundError: {secret}/train.tsv")
+    )
+    texts = capture_figure_texts(monkeypatch)
+    out = tmp_path / "figs"
+    argv = [str(sweep), "--out", str(out), "--target", "cola=0.3", *FAST]
+    assert pc.main(argv) == 0
+    head = git_short_head()
+    written = {p.name: p.read_text() for p in out.iterdir() if p.suffix in (".md", ".csv")}
+    assert set(texts) == {"cola_comparison.png", "cola_clipping.png", "performance_profile.png"}
+    assert set(written) == {"cola_table.md", "cola_table.csv", "performance_profile.csv"}
+    outputs = {**{k: "\n".join(v) for k, v in texts.items()}, **written}
+    for name, text in outputs.items():
+        assert "/home/alice" not in text and "alice" not in text, name
+        assert str(tmp_path) not in text, name
+        assert f"at commit {head}" in text, name
+        assert "made by `python scripts/plot_comparison.py " in text, name
+    md = written["cola_table.md"].rstrip("\n").splitlines()
+    assert md[-1].startswith("made by `python scripts/plot_comparison.py ")
+    assert "--target cola=0.3" in md[-1] and md[-1].endswith("; 2 completed run(s) of cola")
+    assert "data/cola" in written["cola_table.md"]  # the data is still named
+    title = next(t for t in texts["cola_comparison.png"] if t.startswith("cola: "))
+    assert "CoLA TSV at data/cola" in title
+
+
+def test_scrub_paths_keeps_ratios_and_names_paths_by_their_tail() -> None:
+    root = Path(__file__).resolve().parents[1]
+    kept = ["8551 train / 516 dev", "λ/‖g‖", "(a+b)/2", "nyu-mll/glue (train/validation)",
+            "~25 min", "https://gluebenchmark.com/tasks"]  # fmt: skip
+    for text in kept:
+        assert plotting.scrub_paths(text) == text
+    assert plotting.scrub_paths("CoLA TSV at /home/a/shared/data/cola, 8551/516") == (
+        "CoLA TSV at data/cola, 8551/516"
+    )
+    assert plotting.scrub_paths(f"--out={root}/results/readme/figures") == (
+        "--out=results/readme/figures"
+    )
+    assert (
+        plotting.scrub_paths("~/data/cola/train.tsv; C:\\Users\\b\\cola")
+        == "cola/train.tsv; b/cola"
+    )
+    cmd = plotting.command_line("scripts/plot_comparison.py", [f"{root}/results/readme", "-x"])
+    assert cmd == "python scripts/plot_comparison.py results/readme -x"
 
 
 def test_failed_runs_are_skipped_and_reported(tmp_path: Path, capsys) -> None:
@@ -248,9 +493,11 @@ def test_pngs_are_written_and_non_trivial(tmp_path: Path) -> None:
                     train_metric=train_metric,
                 )
     make_run(sweep, "cola", "norm", 7, val=[0.1, 0.1], status="failed")
-    assert pc.main([str(sweep), "--band", "std", "--smooth", "3", "--dpi", "100"]) == 0
+    argv = [str(sweep), "--band", "std", "--smooth", "3", "--dpi", "100", "--target", "0.5"]
+    assert pc.main(argv) == 0
     figures = sweep / "figures"
-    for name in ("cola_comparison.png", "reddit_comparison.png", "performance_profile.png"):
+    names = ("cola_comparison.png", "reddit_comparison.png", "cola_clipping.png")
+    for name in (*names, "performance_profile.png"):
         path = figures / name
         assert path.stat().st_size > 20_000, name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -274,7 +521,7 @@ def test_top_right_panel_choice_and_provenance(tmp_path: Path) -> None:
     assert key == "grad_norm" and "no training accuracy logged" in title
     assert "EMBEDDED PROXY DATA" in plotting.provenance([r.summary for r in runs["a"]])
     text = plotting.provenance([r.summary for r in runs["b"]])
-    assert "EMBEDDED" not in text and "real data at /data" in text and "tiny MLP" in text
+    assert "EMBEDDED" not in text and "real fake data, 100 / 20 rows" in text and "tiny MLP" in text
 
 
 def test_targets_and_output_paths() -> None:
