@@ -44,7 +44,7 @@ from provenance import stamp  # noqa: E402
 
 ALPHAS = (1.1, 1.3, 1.5, 1.7, 1.9)
 GAUSSIAN = "gaussian"
-LRS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+LRS = (0.001, 0.003, 0.01, 0.03, 0.1)
 LAMBDA_QUANTILES = (0.1, 0.25, 0.5, 0.9)
 TUNE_SEEDS = (0,)
 REPORT_SEEDS = (1, 2, 3, 4, 5)
@@ -84,7 +84,7 @@ class Budget:
     methods: tuple[str, ...]
 
 
-FULL = Budget(500, LRS, ALPHAS, TUNE_SEEDS, REPORT_SEEDS, tuple(METHODS))
+FULL = Budget(250, LRS, ALPHAS, TUNE_SEEDS, REPORT_SEEDS, tuple(METHODS))
 QUICK = Budget(20, (0.003, 0.03), (1.1,), (0,), (1, 2), ("SGD", "Adam", "norm", "auto", "ZClip"))
 
 
