@@ -19,9 +19,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
+import suite.naming  # noqa: F401  registers the run_label resolver of conf/config.yaml
 from suite.checkpoint import CheckpointError
 from suite.distributed import init_distributed, shutdown_distributed
 from suite.trainer import Preempted, Trainer, completed_summary
@@ -37,17 +38,6 @@ USER_ERRORS = (
 )
 
 
-def run_label(label: Any, optimizer: str, step_rule: str, overrides: str) -> str:
-    """Directory name of a method: its label, or optimizer[-step rule][,swept=values]."""
-    if label not in (None, "", "None"):
-        return str(label)
-    name = str(optimizer)
-    if step_rule != "sgd" and not str(optimizer).endswith(step_rule):
-        name += f"-{step_rule}"
-    return f"{name},{overrides}" if overrides else name
-
-
-OmegaConf.register_new_resolver("run_label", run_label, replace=True)
 
 
 def _user_error(exc: BaseException) -> BaseException | None:

@@ -56,8 +56,6 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import clip_core  # noqa: E402
 from clip_core import CLIPPING_TYPES, ClippedAdamW, ClippedOptimizer, ClippedSGD  # noqa: E402

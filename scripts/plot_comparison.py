@@ -60,9 +60,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import plotting
 from plotting import BAND_TEXT, Run
 from provenance import stamp

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +26,6 @@ matplotlib.use("Agg")  # file output only; never needs a display
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 #: directories under a sweep that never hold runs
 IGNORED_DIRS = {"figures", ".hydra", "checkpoints", "__pycache__"}

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import plotting  # noqa: E402
 import sweeps  # noqa: E402

@@ -24,7 +24,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import sweeps  # noqa: E402
 from provenance import stamp  # noqa: E402
