@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def naming(owner: str) -> Iterator[None]:
+    """Append the class the user called to the ``ValueError`` raised inside (once).
+
+    Appended rather than prefixed, so that a message still starts with ``Invalid <key>``.
+    """
+    try:
+        yield
+    except ValueError as error:
+        message = str(error)
+        if message.endswith(f"({owner})"):
+            raise
+        raise ValueError(f"{message} ({owner})") from error
 
 
 def check_choice(name: str, value: object, choices: Iterable[str]) -> None:
@@ -12,7 +30,12 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> None:
 
 
 def _require_number(name: str, value: object, expected: str) -> float:
-    """``value`` as a float; a non-number gets the same message as an out-of-range value."""
+    """``value`` as a float; a non-number gets the same message as an out-of-range value.
+
+    A one-element floating-point tensor counts as a number (a tensor ``lr``, as torch accepts).
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"Invalid {name}: {value!r}; expected {expected}")
     return float(value)
@@ -48,3 +71,9 @@ def check_optional_int(name: str, value: object, minimum: int) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"Invalid {name}: {value!r}; expected None or an integer >= {minimum}")
+
+
+def check_false(name: str, value: object, why: str) -> None:
+    """A torch flag this library accepts only switched off (``differentiable``, ``capturable``)."""
+    if value:
+        raise ValueError(f"Invalid {name}: {value!r}; expected False ({why})")

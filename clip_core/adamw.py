@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch.optim.adamw import adamw as adamw_update
 
-from clip_core._validation import check_interval, check_nonnegative, check_positive
+from clip_core._validation import check_false, check_interval, check_nonnegative, naming
 from clip_core.base import ClippedOptimizer
 from clip_core.clipping import ClipResult
 
@@ -24,26 +24,38 @@ class ClippedAdamW(ClippedOptimizer):
 
     ``clipping_type="none"`` equals ``torch.optim.AdamW(fused=True)`` step for step. A skipped
     step (non-finite gradient) leaves ``t``, ``m``, ``v`` and the parameters untouched.
-    See :class:`~clip_core.base.ClippedOptimizer` for the clipping arguments.
+    Signature and defaults are ``torch.optim.AdamW``'s, plus the clipping arguments of
+    :class:`~clip_core.base.ClippedOptimizer`, whose defaults (``norm`` at ``1.0``) make
+    ``ClippedAdamW(params)`` equal to ``clip_grad_norm_(params, 1.0)`` + ``AdamW(params)``: the
+    recipe Hugging Face's Trainer runs by default. ``clipping_type="none"`` is plain AdamW.
+    ``capturable=True`` (CUDA graphs) is refused: it is untested here.
     """
 
     def __init__(
         self,
         params: Any,
-        lr: float = 1e-3,
+        lr: float | torch.Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         **clipping: Any,
     ) -> None:
-        check_nonnegative("lr", lr)
-        if not isinstance(betas, tuple | list) or len(betas) != 2:
-            raise ValueError(f"Invalid betas: {betas!r}; expected a pair (beta1, beta2)")
-        check_interval("betas[0]", betas[0], 0.0, 1.0, low_open=False, high_open=True)
-        check_interval("betas[1]", betas[1], 0.0, 1.0, low_open=False, high_open=True)
-        check_positive("eps", eps)
-        check_nonnegative("weight_decay", weight_decay)
+        with naming(type(self).__name__):
+            check_nonnegative("lr", lr)
+            if not isinstance(betas, tuple | list) or len(betas) != 2:
+                raise ValueError(f"Invalid betas: {betas!r}; expected a pair (beta1, beta2)")
+            check_interval("betas[0]", betas[0], 0.0, 1.0, low_open=False, high_open=True)
+            check_interval("betas[1]", betas[1], 0.0, 1.0, low_open=False, high_open=True)
+            check_nonnegative("eps", eps)
+            check_nonnegative("weight_decay", weight_decay)
+            check_false("capturable", capturable, "CUDA-graph capture is not supported")
         defaults = {
             "lr": lr,
             "betas": tuple(betas),
@@ -51,7 +63,15 @@ class ClippedAdamW(ClippedOptimizer):
             "weight_decay": weight_decay,
             "amsgrad": bool(amsgrad),
         }
-        super().__init__(params, defaults, **clipping)
+        super().__init__(
+            params,
+            defaults,
+            maximize=maximize,
+            foreach=foreach,
+            differentiable=differentiable,
+            fused=fused,
+            **clipping,
+        )
 
     def _param_state(self, p: torch.Tensor, amsgrad: bool) -> dict[str, torch.Tensor]:
         state = self.state[p]
@@ -87,8 +107,11 @@ class ClippedAdamW(ClippedOptimizer):
                 continue
             amsgrad = group["amsgrad"]
             states = [self._param_state(p, amsgrad) for p in params]
-            if not fused and not self._unfused_prepare(grads, result):
-                continue
+            options: dict[str, Any] = {"foreach": None, "lr": group["lr"]}
+            if not fused:
+                if not self._unfused_prepare(grads, result):
+                    continue
+                options = self._unfused_options(group)
             beta1, beta2 = group["betas"]
             adamw_update(
                 params,
@@ -97,15 +120,14 @@ class ClippedAdamW(ClippedOptimizer):
                 [s["exp_avg_sq"] for s in states],
                 [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
                 [s["step"] for s in states],
-                foreach=None if fused else True,
                 fused=fused,
                 grad_scale=grad_scale,
                 found_inf=result.found_inf if fused else None,
                 amsgrad=amsgrad,
                 beta1=beta1,
                 beta2=beta2,
-                lr=group["lr"],
                 weight_decay=group["weight_decay"],
                 eps=group["eps"],
-                maximize=False,
+                maximize=group["maximize"],
+                **options,
             )

@@ -13,8 +13,16 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
-from clip_core._validation import check_choice, check_optional_int
-from clip_core.clipping import Clipper, ClipResult, ClipRule, ClipStats, preset
+from clip_core._validation import (
+    check_choice,
+    check_false,
+    check_interval,
+    check_nonnegative,
+    check_optional_int,
+    naming,
+)
+from clip_core.clipping import Clipper, ClipResult, ClipRule, ClipStats, Never, preset
+from clip_core.preclip import PreclipCheck
 
 NONFINITE_POLICIES = ("skip", "raise")
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -26,6 +34,25 @@ def fused_supported(params: Iterable[torch.Tensor]) -> bool:
     return all(
         p.device.type in devices and p.dtype in _FUSED_DTYPES and not p.is_sparse for p in params
     )
+
+
+class _StepRecord:
+    """What ``step()`` leaves for the user to read.
+
+    A plain object on purpose: torch.compile keeps the writes a compiled step makes to a plain
+    object's attributes, but drops those made to the optimizer's own attributes.
+    """
+
+    def __init__(self) -> None:
+        self.stats: ClipStats | None = None
+
+
+# Param-group keys of the rule's values, and the check each gets in a param group.
+_RULE_KEYS = {
+    "clipping_level": lambda v: check_nonnegative("clipping_level", v),
+    "beta": lambda v: check_interval("beta", v, 0.0, 1.0, low_open=True, high_open=True),
+    "p_autoclip": lambda v: check_interval("p_autoclip", v, 0.0, 1.0, low_open=True, high_open=False),
+}
 
 
 class ClippedOptimizer(Optimizer):
@@ -44,7 +71,24 @@ class ClippedOptimizer(Optimizer):
             synchronises once per step).
         fused: use torch's fused kernels (default: when the device and dtype allow). The unfused
             fallback reads the skip flag on the host once per param group.
+        foreach: ``None`` (default) takes the fused kernel when ``fused`` allows it, else torch's
+            foreach implementation; ``True`` takes the foreach one and ``False`` torch's
+            per-tensor loop (both are the unfused fallback). ``fused=True`` with ``foreach=True``
+            is refused, as in torch.
+        maximize: maximise the objective (per param group, as in torch).
+        differentiable: accepted only as ``False`` (clipping decisions have no gradient).
+
+    ``clipping_level``, ``beta`` and ``p_autoclip`` (those the rule uses) live in every param
+    group, like ``lr``: change them there, give a param group its own, and a ``state_dict``
+    brings them back. Per-group levels apply to the per-tensor and per-coordinate rules; a
+    global rule clips the norm of all groups together, so its values must agree across groups.
+
+    Works with AMP's ``GradScaler`` the way torch's fused optimizers do
+    (``_step_supports_amp_scaling``): ``scaler.step(opt)`` hands the loss scale and the overflow
+    flag to :meth:`step`, which unscales and skips inside its own passes.
     """
+
+    _step_supports_amp_scaling = True
 
     def __init__(
         self,
@@ -60,45 +104,84 @@ class ClippedOptimizer(Optimizer):
         seed: int | None = None,
         nonfinite: str = "skip",
         fused: bool | None = None,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        **unknown: Any,
     ) -> None:
-        check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
-        check_optional_int("auto_window", auto_window, 1)
-        check_optional_int("seed", seed, 0)
-        if fused not in (None, True, False):
-            raise ValueError(f"Invalid fused: {fused!r}; expected None, True or False")
-        if rule is None:
-            rule = preset(clipping_type, clipping_level, beta, p_autoclip, auto_window)
-        elif isinstance(rule, ClipRule):
-            clipping_type = "custom"
-        else:
-            raise ValueError(f"Invalid rule: {rule!r}; expected a clip_core.ClipRule")
-        super().__init__(params, defaults)
-        all_params = [p for g in self.param_groups for p in g["params"]]
-        _refuse_sharded(all_params)
-        if fused and not fused_supported(all_params):
-            raise ValueError(
-                "fused=True needs floating-point dense parameters on one of "
-                f"{_get_fused_kernels_supported_devices()}; use fused=None or False"
+        name = type(self).__name__
+        if unknown:  # named after the class called, not this base class
+            raise TypeError(
+                f"{name}.__init__() got an unexpected keyword argument {next(iter(unknown))!r}"
             )
-        self.fused = fused_supported(all_params) if fused is None else fused
+        with naming(name):
+            check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
+            check_optional_int("auto_window", auto_window, 1)
+            check_optional_int("seed", seed, 0)
+            for flag, value in (("fused", fused), ("foreach", foreach)):
+                if value is not None and not isinstance(value, bool):
+                    raise ValueError(f"Invalid {flag}: {value!r}; expected None, True or False")
+            if fused and foreach:
+                raise ValueError("Invalid fused=True with foreach=True; expected at most one")
+            check_false("differentiable", differentiable, f"{name} is not differentiable")
+            if rule is None:
+                rule = preset(clipping_type, clipping_level, beta, p_autoclip, auto_window)
+            elif isinstance(rule, ClipRule):
+                clipping_type = "custom"
+            else:
+                raise ValueError(f"Invalid rule: {rule!r}; expected a clip_core.ClipRule")
+            self._rule_keys = tuple(rule.values())
+            defaults = {**defaults, **rule.values(), "maximize": bool(maximize)}
+            super().__init__(params, defaults)
+            all_params = [p for g in self.param_groups for p in g["params"]]
+            _refuse_sharded(all_params)
+            if fused and not fused_supported(all_params):
+                raise ValueError(
+                    "Invalid fused: True; expected floating-point dense parameters on one of "
+                    f"{_get_fused_kernels_supported_devices()} (or fused=None or False)"
+                )
+        if fused is None:
+            fused = foreach is None and fused_supported(all_params)
+        self.fused = fused
+        self.foreach = foreach
         self.clipping_type = clipping_type
         self.nonfinite = nonfinite
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
         device = all_params[0].device if all_params else torch.device("cpu")
         self.clipper = Clipper(rule, seed=seed, device=device)
+        # Counters are tensors updated in place: torch.compile keeps those updates, while a
+        # Python int would be lost (see _StepRecord) or recompile the step at every value.
         self.skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
-        self.attempted_steps = 0  # host counter of step() calls that had gradients
-        self.last_clip_stats: ClipStats | None = None
+        self.attempted_steps = torch.zeros((), dtype=torch.int64, device=device)
+        self._record = _StepRecord()
+        self._preclip = PreclipCheck(name)
+
+    @property
+    def last_clip_stats(self) -> ClipStats | None:
+        """Telemetry of the last step (device tensors; see :class:`~clip_core.ClipStats`)."""
+        return self._record.stats
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        for key in ("lr", "weight_decay", "momentum"):
-            value = self.param_groups[-1].get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and not value >= 0:
-                raise ValueError(
-                    f"Invalid {key}: {value!r} in a param group; expected a value >= 0"
-                )
+        with naming(type(self).__name__):
+            for p in param_group["params"] if isinstance(param_group, dict) else []:
+                if isinstance(p, torch.Tensor) and p.layout != torch.strided:
+                    raise ValueError(
+                        f"Invalid parameter: a {p.layout} tensor; expected dense parameters "
+                        "(sparse gradients have no fused clipped step)"
+                    )
+            super().add_param_group(param_group)
+            group = self.param_groups[-1]
+            for key in ("lr", "weight_decay", "momentum", "dampening"):
+                if key in group:
+                    try:
+                        check_nonnegative(key, group[key])
+                    except ValueError:
+                        raise ValueError(
+                            f"Invalid {key}: {group[key]!r} in a param group; expected a value >= 0"
+                        ) from None
+            for key in self._rule_keys:
+                _RULE_KEYS[key](group[key])
 
     # -- the step ------------------------------------------------------------------------------
     def _gather(self) -> list[tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor]]]:
@@ -106,40 +189,100 @@ class ClippedOptimizer(Optimizer):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             for p in params:
-                if p.grad.is_sparse:
-                    raise ValueError(f"{type(self).__name__} does not support sparse gradients")
+                if p.grad.is_sparse:  # a dense parameter of nn.Embedding(sparse=True)
+                    raise ValueError(
+                        f"Invalid gradient: sparse; expected dense gradients ({type(self).__name__}"
+                        " has no sparse step: build the embedding with sparse=False)"
+                    )
             groups.append((group, params, [p.grad for p in params]))
         return groups
+
+    def _rule_levels(self, groups: list[Any]) -> list[float] | None:
+        """Bring the rule's values (λ, β, p) in from the param groups.
+
+        Returns each gradient's λ when the groups' levels differ (per-tensor and per-coordinate
+        rules), else None. A global rule clips the norm of all groups together, so a value that
+        differs between groups has no meaning there and is refused.
+        """
+        first, levels = self.param_groups[0], None
+        for key in self._rule_keys:
+            value = first[key]
+            if all(g[key] == value for g in self.param_groups[1:]):
+                continue
+            if key == "clipping_level" and self.clipper.rule.granularity != "global":
+                levels = [float(g[key]) for g, params, _ in groups for _ in params]
+                continue
+            raise ValueError(
+                f"Invalid {key}: {[g[key] for g in self.param_groups]} across param groups; "
+                "expected one value for all groups"
+                + (
+                    " (a global rule clips the norm of all groups together; per-group "
+                    "clipping_level needs granularity 'tensor' or 'coordinate')"
+                    if key == "clipping_level"
+                    else ""
+                )
+                + f" ({type(self).__name__})"
+            )
+        self.clipper.rule = self.clipper.rule.with_values(**{k: first[k] for k in self._rule_keys})
+        return levels
 
     def _threshold_scale(self) -> torch.Tensor | None:
         """Factor on a fixed clipping level (SSTM clips at ``λ/α_{k+1}``); ``None`` for 1."""
         return None
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Clip the stochastic gradient and take one step. No host synchronisation (see class doc)."""
+    def step(
+        self,
+        closure: Callable[[], Any] | None = None,
+        *,
+        grad_scale: torch.Tensor | None = None,
+        found_inf: torch.Tensor | None = None,
+    ) -> Any:
+        """Clip the stochastic gradient and take one step. No host synchronisation (see class doc).
+
+        ``grad_scale`` (AMP's loss scale ``S``: the gradients hold ``S·g``) and ``found_inf``
+        (1.0 to skip the step) are what ``GradScaler.step`` hands over, as attributes of the
+        optimizer of the same names; clipping sees ``g``, and a flagged step is skipped and
+        counted in ``skipped_steps``.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
         groups = self._gather()
         grads = [g for _, _, gs in groups for g in gs]
         if not grads:
             return loss
+        levels = self._rule_levels(groups)
         measured = None
         if self.nonfinite == "raise":  # checked before any gradient is touched
             measured = self.clipper.measure(grads)
-            if not bool(torch.isfinite(measured[1])):
+            # a step GradScaler flags is its to skip (it lowers the scale), not an error
+            flagged = found_inf is not None and bool(found_inf)
+            if not flagged and not bool(torch.isfinite(measured[1])):
                 raise FloatingPointError(
                     f"non-finite gradient (global norm {float(measured[1])}) at step "
-                    f"{self.attempted_steps} of {type(self).__name__}; pass nonfinite='skip' "
-                    "to skip it"
+                    f"{int(self.attempted_steps)} of {type(self).__name__}; pass "
+                    "nonfinite='skip' to skip it"
                 )
-        result = self.clipper.clip(grads, self._threshold_scale(), measured)
+        result = self.clipper.clip(
+            grads,
+            self._threshold_scale(),
+            measured,
+            levels=levels,
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+        )
         self._update(groups, result)
-        self.skipped_steps += result.found_inf.to(torch.int64)
-        self.attempted_steps += 1
-        self.last_clip_stats = result.stats
+        self.skipped_steps.add_(result.found_inf.to(torch.int64))
+        self.attempted_steps.add_(1)
+        self._record.stats = result.stats
+        if not torch.compiler.is_compiling() and not isinstance(self.clipper.rule.decision, Never):
+            self._preclip.observe(result.stats)
         return loss
 
     def _update(
@@ -167,13 +310,28 @@ class ClippedOptimizer(Optimizer):
         torch._foreach_mul_([g for _, _, gs in groups for g in gs], result.scale)
         return None
 
-    def _unfused_prepare(self, grads: list[torch.Tensor], result: ClipResult) -> bool:
-        """For the unfused fallback: apply the global factor in place; return False to skip."""
+    def _unfused_prepare(
+        self, grads: list[torch.Tensor], result: ClipResult, apply_scale: bool = True
+    ) -> bool:
+        """For the unfused fallback: apply the global factor in place; return False to skip.
+
+        ``apply_scale=False`` when :meth:`_fused_grad_scale` has already applied it.
+        """
         if bool(result.found_inf):  # the one host read of the fallback path
             return False
-        if result.scale is not None:
+        if result.scale is not None and apply_scale:
             torch._foreach_mul_(grads, result.scale)
         return True
+
+    def _unfused_options(self, group: dict[str, Any]) -> dict[str, Any]:
+        """``foreach`` and ``lr`` for torch's unfused functional step of ``group``."""
+        lr = group["lr"]
+        # torch's unfused paths take a tensor lr only when capturable: read it (this path
+        # reads the skip flag on the host anyway)
+        return {
+            "foreach": self.foreach is not False,
+            "lr": float(lr) if isinstance(lr, torch.Tensor) else lr,
+        }
 
     # -- persistence ---------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
@@ -188,8 +346,9 @@ class ClippedOptimizer(Optimizer):
         state["clip_state"] = {
             "clipper": self.clipper.state_dict(),
             "skipped_steps": self.skipped_steps.clone(),
-            "attempted_steps": self.attempted_steps,
+            "attempted_steps": self.attempted_steps.clone(),
             "rule": repr(self.clipper.rule),
+            "rule_kind": self.clipper.rule.kind(),  # λ, β and p are in the param groups
             "extra": self._extra_state(),
         }
         return state
@@ -201,15 +360,25 @@ class ClippedOptimizer(Optimizer):
             raise ValueError(
                 f"state_dict has no 'clip_state': it was not saved by a {type(self).__name__}"
             )
-        if clip_state["rule"] != repr(self.clipper.rule):
+        # The kind of rule must match; its values come from the saved param groups, as lr does
+        # (older states without "rule_kind" must match exactly).
+        saved, ours = clip_state.get("rule_kind"), self.clipper.rule.kind()
+        if saved is None:
+            saved, ours = clip_state["rule"], repr(self.clipper.rule)
+        if saved != ours:
             raise ValueError(
-                f"state_dict was saved with clipping rule {clip_state['rule']}, "
-                f"but this optimizer uses {self.clipper.rule!r}"
+                f"state_dict was saved with clipping rule {saved}, but this "
+                f"{type(self).__name__} uses {ours}; only clipping_level, beta and p_autoclip "
+                "may differ"
             )
         super().load_state_dict(state_dict)
+        for group in self.param_groups:  # keys a state saved by an older version lacks
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
         self.clipper.load_state_dict(clip_state["clipper"])
-        self.skipped_steps = clip_state["skipped_steps"].to(self.clipper.device)
-        self.attempted_steps = int(clip_state["attempted_steps"])
+        device = self.clipper.device
+        self.skipped_steps = torch.as_tensor(clip_state["skipped_steps"]).to(device)
+        self.attempted_steps = torch.as_tensor(clip_state["attempted_steps"]).to(device)
         self._load_extra_state(clip_state["extra"])
 
     # -- conveniences --------------------------------------------------------------------------

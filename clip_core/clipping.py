@@ -20,7 +20,7 @@ as per-tensor ``auto``, is ``ClipRule(PercentileThreshold(p), Always(), "tensor"
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -123,6 +123,46 @@ class ClipRule:
                 "which is not kept per coordinate; use granularity 'global' or 'tensor'"
             )
 
+    def kind(self) -> str:
+        """The rule without its values (λ, β, p): what a loaded state_dict must match."""
+        threshold, decision = self.threshold, self.decision
+        source = type(threshold).__name__
+        if isinstance(threshold, PercentileThreshold):
+            source += f"(window={threshold.window})"
+        how = type(decision).__name__
+        if isinstance(decision, Stochastic):
+            how += f"(power={decision.power})"
+        return f"{source} x {how} x {self.granularity}"
+
+    def values(self) -> dict[str, float]:
+        """The rule's values under the param-group keys that hold them."""
+        out = {}
+        if isinstance(self.threshold, FixedThreshold):
+            out["clipping_level"] = self.threshold.level
+        else:
+            out["p_autoclip"] = self.threshold.p
+        if isinstance(self.decision, Stochastic):
+            out["beta"] = self.decision.beta
+        return out
+
+    def with_values(
+        self,
+        clipping_level: float | None = None,
+        beta: float | None = None,
+        p_autoclip: float | None = None,
+    ) -> ClipRule:
+        """The same kind of rule with new values (``self`` when nothing changes)."""
+        threshold, decision = self.threshold, self.decision
+        if isinstance(threshold, FixedThreshold) and clipping_level not in (None, threshold.level):
+            threshold = FixedThreshold(clipping_level)
+        if isinstance(threshold, PercentileThreshold) and p_autoclip not in (None, threshold.p):
+            threshold = replace(threshold, p=p_autoclip)
+        if isinstance(decision, Stochastic) and beta not in (None, decision.beta):
+            decision = replace(decision, beta=beta)
+        if threshold is self.threshold and decision is self.decision:
+            return self
+        return ClipRule(threshold, decision, self.granularity)
+
 
 def preset(
     clipping_type: str,
@@ -206,7 +246,8 @@ class Clipper:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(self.seed)
         self.history: SortedHistory | None = None
-        self._level: torch.Tensor | None = None  # λ on the device, made once
+        self._level: torch.Tensor | None = None  # λ on the device, made once per value
+        self._level_key: tuple[Any, ...] | None = None
 
     # -- measuring ---------------------------------------------------------------------------
     def measure(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +256,11 @@ class Clipper:
 
     # -- thresholds and decisions ------------------------------------------------------------
     def _threshold(
-        self, stat: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor | None
+        self,
+        stat: torch.Tensor,
+        valid: torch.Tensor,
+        scale: torch.Tensor | None,
+        levels: list[float] | None,
     ) -> torch.Tensor:
         source = self.rule.threshold
         if isinstance(source, PercentileThreshold):
@@ -228,14 +273,23 @@ class Clipper:
                 )
             self.history.push(stat, valid)
             return self.history.quantile(source.p)
-        return self._fixed_level(stat.dtype, scale)
+        return self._fixed_level(stat.dtype, scale, levels)
 
-    def _fixed_level(self, dtype: torch.dtype, scale: torch.Tensor | None) -> torch.Tensor:
-        if self._level is None or self._level.dtype != dtype:
+    def _fixed_level(
+        self, dtype: torch.dtype, scale: torch.Tensor | None, levels: list[float] | None = None
+    ) -> torch.Tensor:
+        """λ as a 0-d device tensor, or ``[n]`` for per-tensor ``levels``; times ``scale``."""
+        level = self.rule.threshold.level  # type: ignore[union-attr]
+        key = (dtype, level if levels is None else tuple(levels))
+        if self._level_key != key:
             # in the statistic's dtype, so float64 gradients see λ itself, not float32(λ); filled
             # on the device (torch.tensor(..., device=cuda) would copy from the host and sync)
-            level = self.rule.threshold.level  # type: ignore[union-attr]
-            self._level = torch.full((), level, dtype=dtype, device=self.device)
+            def fill(value: float) -> torch.Tensor:
+                return torch.full((), value, dtype=dtype, device=self.device)
+
+            self._level = fill(level) if levels is None else torch.stack([fill(v) for v in levels])
+            self._level_key = key
+        assert self._level is not None
         return self._level if scale is None else self._level * scale.to(dtype)
 
     def _clip_mask(self, stat: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -250,34 +304,57 @@ class Clipper:
         probability = torch.pow(decision.beta, ratio**decision.power)
         return exceeds & (u < probability)
 
+    @staticmethod
+    def _valid(total_norm: torch.Tensor, found_inf: torch.Tensor | None) -> torch.Tensor:
+        valid = torch.isfinite(total_norm)
+        return valid if found_inf is None else valid & (found_inf.to(valid.device) == 0)
+
     # -- the public entry --------------------------------------------------------------------
     def clip(
         self,
         grads: list[torch.Tensor],
         threshold_scale: torch.Tensor | None = None,
         measured: tuple[torch.Tensor, torch.Tensor] | None = None,
+        *,
+        levels: list[float] | None = None,
+        grad_scale: torch.Tensor | None = None,
+        found_inf: torch.Tensor | None = None,
     ) -> ClipResult:
         """Measure and clip ``grads``.
 
         ``threshold_scale`` multiplies a fixed level (SSTM clips at ``λ/α_{k+1}``); percentile
         thresholds are already in gradient units and are not scaled. ``measured`` is the
-        :meth:`measure` of ``grads`` when the caller has already taken it.
+        :meth:`measure` of ``grads`` when the caller has already taken it. ``levels`` gives each
+        gradient its own fixed λ (per-tensor and per-coordinate rules only).
+
+        ``grad_scale`` and ``found_inf`` come from AMP's ``GradScaler``: the gradients hold
+        ``S·g`` with ``S = grad_scale``, and ``found_inf`` is the scaler's overflow flag. Norms,
+        thresholds, the history and the telemetry are in units of ``g``; the returned factor
+        includes ``1/S``, so the step rule's one pass both unscales and clips.
         """
         if self.rule.granularity == "coordinate":
-            return self._clip_coordinatewise(grads, threshold_scale, measured)
+            return self._clip_coordinatewise(
+                grads, threshold_scale, measured, levels, grad_scale, found_inf
+            )
         norms, total_norm = measured if measured is not None else self.measure(grads)
-        valid = torch.isfinite(total_norm)
+        inv = None if grad_scale is None else grad_scale.to(total_norm.dtype).reciprocal()
+        if inv is not None:
+            norms, total_norm = norms * inv, total_norm * inv
+        valid = self._valid(total_norm, found_inf)
         if self.rule.granularity == "global":
-            threshold = self._threshold(total_norm, valid, threshold_scale)
+            threshold = self._threshold(total_norm, valid, threshold_scale, None)
             mask = self._clip_mask(total_norm, threshold)
             alpha = torch.where(mask, threshold / total_norm, 1.0)
             scale = None if isinstance(self.rule.decision, Never) else alpha
+            if inv is not None:
+                scale = inv if scale is None else scale * inv
             fraction = 1.0 - alpha
         else:
-            threshold = self._threshold(norms, valid, threshold_scale)
+            threshold = self._threshold(norms, valid, threshold_scale, levels)
             mask = self._clip_mask(norms, threshold)
             alpha = torch.where(mask, threshold / norms, 1.0)
-            torch._foreach_mul_(grads, [a.to(g.device) for a, g in zip(alpha.unbind(0), grads)])
+            factors = alpha if inv is None else alpha * inv
+            torch._foreach_mul_(grads, [a.to(g.device) for a, g in zip(factors.unbind(0), grads)])
             kept = torch.linalg.vector_norm(alpha * norms)
             fraction = torch.where(total_norm > 0, 1.0 - kept / total_norm, 0.0)
             scale = None
@@ -288,48 +365,66 @@ class Clipper:
         grads: list[torch.Tensor],
         threshold_scale: torch.Tensor | None,
         measured: tuple[torch.Tensor, torch.Tensor] | None,
+        levels: list[float] | None,
+        grad_scale: torch.Tensor | None,
+        found_inf: torch.Tensor | None,
     ) -> ClipResult:
         """Clip each coordinate in place; measures ``‖g‖`` before and after for the telemetry.
 
         The threshold is a fixed level (a percentile needs no per-coordinate history), known
         before measuring. On CPU each piece of about 1 MiB is measured, clipped and measured
         again while it is in the core's cache, so the three passes cost about one read and one
-        write of memory.
+        write of memory. Under AMP the gradients hold ``S·g``: they are clipped at ``S·λ`` and
+        the ``1/S`` is left to the step rule (returned as the factor).
         """
         dtype = norm_dtype(grads)
-        threshold = self._fixed_level(dtype, threshold_scale)
-        fixed = threshold_scale is None
+        threshold = self._fixed_level(dtype, threshold_scale, levels)
+        limit = threshold if grad_scale is None else threshold * grad_scale.to(dtype)
+        fixed = threshold_scale is None and grad_scale is None  # λ itself: clamp by host floats
+        level = self.rule.threshold.level  # type: ignore[union-attr]
+
+        def clip_one(i: int, g: torch.Tensor) -> None:
+            host = (level if levels is None else levels[i]) if fixed else None
+            self._clip_coordinates(g, limit[i] if limit.dim() else limit, host)
+
         if measured is None and blas_measurable(grads):
             before, after = [], []
-            for piece in (piece for g in grads for piece in cache_sized_pieces(g)):
-                before.append(squared_norm(piece, dtype))
-                self._clip_coordinates(piece, threshold, fixed)
-                after.append(squared_norm(piece, dtype))
+            for i, g in enumerate(grads):
+                for piece in cache_sized_pieces(g):
+                    before.append(squared_norm(piece, dtype))
+                    clip_one(i, piece)
+                    after.append(squared_norm(piece, dtype))
             total_norm = torch.stack(before).sum().sqrt()
             kept = torch.stack(after).sum().sqrt()
         else:
             total_norm = (measured if measured is not None else self.measure(grads))[1]
-            for g in grads:
-                self._clip_coordinates(g, threshold, fixed)
+            for i, g in enumerate(grads):
+                clip_one(i, g)
             kept = self.measure(grads)[1]
-        valid = torch.isfinite(total_norm)
+        inv = None
+        if grad_scale is not None:
+            inv = grad_scale.to(dtype).reciprocal()
+            total_norm, kept = total_norm * inv, kept * inv
+        valid = self._valid(total_norm, found_inf)
         fraction = torch.where(total_norm > 0, 1.0 - kept / total_norm, 0.0)
-        return _result(None, total_norm, valid, threshold, fraction)
+        return _result(inv, total_norm, valid, threshold, fraction)
 
-    def _clip_coordinates(self, g: torch.Tensor, threshold: torch.Tensor, fixed: bool) -> None:
-        """Clip the coordinates of one tensor (or piece of one) in place."""
+    def _clip_coordinates(self, g: torch.Tensor, limit: torch.Tensor, host: float | None) -> None:
+        """Clip the coordinates of one tensor (or piece of one) in place at ``limit``.
+
+        ``host`` is the same limit as a Python float when there is one (the fastest clamp).
+        """
         decision = self.rule.decision
         if isinstance(decision, Never):
             return
         if isinstance(decision, Always):
-            if fixed:  # host scalar λ: clamp(g, -λ, λ) == g·min(1, λ/|g|), one pass
-                level = self.rule.threshold.level  # type: ignore[union-attr]
-                g.clamp_(-level, level)
+            if host is not None:  # clamp(g, -λ, λ) == g·min(1, λ/|g|), one pass
+                g.clamp_(-host, host)
             else:
-                t = threshold.to(g.device)
+                t = limit.to(g.device)
                 g.clamp_(-t, t)
             return
-        t = threshold.to(g.device, g.dtype)
+        t = limit.to(g.device, g.dtype)
         magnitude = g.abs()
         mask = self._clip_mask(magnitude, t)
         g.copy_(torch.where(mask, torch.sign(g) * t, g))

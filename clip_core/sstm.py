@@ -6,6 +6,7 @@ Gradient Clipping", NeurIPS 2020.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from clip_core._validation import (
     check_nonnegative,
     check_optional_int,
     check_positive,
+    naming,
 )
 from clip_core.base import ClippedOptimizer
 from clip_core.clipping import ClipResult
@@ -41,8 +43,11 @@ class ClippedSSTM(ClippedOptimizer):
     ``restart_every = N`` (R-clipped-SSTM): after ``N`` steps restart from the stage's last ``y``
     (``k = 0``, ``A = 0``, ``y = z = x``); each next stage is ``⌈restart_coeff · previous⌉`` steps.
 
-    ``k`` and ``A_k`` live on the device, so a skipped step (non-finite gradient) leaves the
-    whole state untouched without synchronising. All param groups must share ``lr``, ``L``, ``nu``.
+    ``k`` and ``A_k`` live on the device and are updated in place (so compiled steps keep them),
+    and a skipped step (non-finite gradient) leaves the whole state untouched without
+    synchronising. All param groups share ``lr``, ``L`` and ``nu`` (equal to a relative 1e-9, so
+    a scheduler's rounding does not matter); a group added without them takes the current ones.
+    ``maximize=True`` (per group) ascends.
     """
 
     def __init__(
@@ -56,16 +61,22 @@ class ClippedSSTM(ClippedOptimizer):
         restart_coeff: float = 1.5,
         **clipping: Any,
     ) -> None:
-        check_nonnegative("lr", lr)
-        check_positive("L", L)
-        check_interval("nu", nu, 0.0, 1.0, low_open=False, high_open=False)
-        check_interval(
-            "a_k_ratio_upper_bound", a_k_ratio_upper_bound, 0.0, 1.0, low_open=True, high_open=False
-        )
-        check_optional_int("restart_every", restart_every, 1)
-        check_interval(
-            "restart_coeff", restart_coeff, 1.0, float("inf"), low_open=False, high_open=True
-        )
+        with naming(type(self).__name__):
+            check_nonnegative("lr", lr)
+            check_positive("L", L)
+            check_interval("nu", nu, 0.0, 1.0, low_open=False, high_open=False)
+            check_interval(
+                "a_k_ratio_upper_bound",
+                a_k_ratio_upper_bound,
+                0.0,
+                1.0,
+                low_open=True,
+                high_open=False,
+            )
+            check_optional_int("restart_every", restart_every, 1)
+            check_interval(
+                "restart_coeff", restart_coeff, 1.0, float("inf"), low_open=False, high_open=True
+            )
         defaults = {"lr": lr, "L": L, "nu": nu}
         super().__init__(params, defaults, **clipping)
         self.ratio_bound = float(a_k_ratio_upper_bound)
@@ -79,12 +90,20 @@ class ClippedSSTM(ClippedOptimizer):
         self._stage_len = torch.tensor(stage, dtype=dtype, device=device)
         self._restarts = torch.zeros((), dtype=torch.int64, device=device)
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if self.param_groups and isinstance(param_group, dict):
+            # one (lr, L, nu) for the whole method: a new group takes the current ones (a
+            # scheduler may have moved lr away from the default)
+            current = self.param_groups[0]
+            param_group = {**{k: current[k] for k in ("lr", "L", "nu")}, **param_group}
+        super().add_param_group(param_group)
+
     # -- coefficients ----------------------------------------------------------------------------
-    def _hyper(self) -> tuple[float, float, float]:
+    def _hyper(self) -> tuple[Any, float, float]:
         first = self.param_groups[0]
         lr, L, nu = first["lr"], first["L"], first["nu"]
         for group in self.param_groups[1:]:
-            if (group["lr"], group["L"], group["nu"]) != (lr, L, nu):
+            if not all(_same(group[k], first[k]) for k in ("lr", "L", "nu")):
                 raise ValueError(
                     "ClippedSSTM needs the same lr, L and nu in every param group; got "
                     f"{(lr, L, nu)} and {(group['lr'], group['L'], group['nu'])}"
@@ -131,8 +150,10 @@ class ClippedSSTM(ClippedOptimizer):
             step = step * result.scale
         for g in grads:  # a skipped step multiplies the gradient by 0: make that 0, not NaN
             torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
-        # z^{k+1} = z^k − α_{k+1}·clip(g)
-        torch._foreach_addcmul_(zs, grads, [step.to(zs[0].dtype)] * len(zs), value=-1.0)
+        # z^{k+1} = z^k − α_{k+1}·clip(g)  (+ with maximize)
+        descend, ascend = (-step).to(zs[0].dtype), step.to(zs[0].dtype)
+        signed = [ascend if group["maximize"] else descend for group, ps, _ in groups for _ in ps]
+        torch._foreach_addcmul_(zs, grads, signed)
         # y^{k+1} = (A_k y^k + α_{k+1} z^{k+1}) / A_{k+1} = lerp(y^k, z^{k+1}, α_{k+1}/A_{k+1})
         torch._foreach_lerp_(ys, zs, (alpha / A_next * keep).to(ys[0].dtype))
         k = self._k + keep
@@ -144,12 +165,14 @@ class ClippedSSTM(ClippedOptimizer):
             k = torch.where(restart, 0.0, k)
             A = torch.where(restart, 0.0, A)
             grown = torch.ceil(self._stage_len * self.restart_coeff)
-            self._stage_len = torch.where(restart, grown, self._stage_len)
-            self._restarts += restart.to(torch.int64)
-        self._k, self._A = k, A
+            self._stage_len.copy_(torch.where(restart, grown, self._stage_len))
+            self._restarts.add_(restart.to(torch.int64))
+        # in place: torch.compile drops a reassignment of the optimizer's attributes
+        self._k.copy_(k)
+        self._A.copy_(A)
 
         # x^{k+2} = lerp(y^{k+1}, z^{k+1}, α_{k+2}/A_{k+2}) becomes the parameters
-        _, alpha, A_next = self._coefficients(k, A)
+        _, alpha, A_next = self._coefficients(self._k, self._A)
         torch._foreach_copy_(params, ys)
         torch._foreach_lerp_(params, zs, (alpha / A_next).to(params[0].dtype))
 
@@ -179,3 +202,10 @@ class ClippedSSTM(ClippedOptimizer):
         self._A = state["A"].to(device)
         self._stage_len = state["stage_len"].to(device)
         self._restarts = state["restarts"].to(device)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal hyper-parameters, to a relative 1e-9 (a tensor lr: the same tensor, or equal)."""
+    if a is b:
+        return True
+    return math.isclose(float(a), float(b), rel_tol=1e-9)

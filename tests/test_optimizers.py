@@ -551,7 +551,41 @@ BAD_ARGS = [
     ),
     (ClippedSGD, {"momentum": -0.9}, "Invalid momentum: -0.9; expected a value >= 0"),
     (ClippedSGD, {"weight_decay": -1e-4}, "Invalid weight_decay: -0.0001; expected a value >= 0"),
-    (ClippedSGD, {"nesterov": True}, "Invalid nesterov=True with momentum=0.0; needs momentum > 0"),
+    (
+        ClippedSGD,
+        {"nesterov": True},
+        "Invalid nesterov=True with momentum=0.0, dampening=0.0; needs momentum > 0 and "
+        "dampening 0 (ClippedSGD)",
+    ),
+    (
+        ClippedSGD,
+        {"nesterov": True, "momentum": 0.9, "dampening": 0.1},
+        "Invalid nesterov=True with momentum=0.9, dampening=0.1",
+    ),
+    (ClippedSGD, {"dampening": -0.1}, "Invalid dampening: -0.1; expected a value >= 0 (ClippedSGD)"),
+    (
+        ClippedSGD,
+        {"differentiable": True},
+        "Invalid differentiable: True; expected False (ClippedSGD is not differentiable) (ClippedSGD)",
+    ),
+    (
+        ClippedSSTM,
+        {"differentiable": True},
+        "Invalid differentiable: True; expected False (ClippedSSTM is not differentiable)",
+    ),
+    (
+        ClippedAdamW,
+        {"capturable": True},
+        "Invalid capturable: True; expected False (CUDA-graph capture is not supported) "
+        "(ClippedAdamW)",
+    ),
+    (
+        ClippedAdamW,
+        {"fused": True, "foreach": True},
+        "Invalid fused=True with foreach=True; expected at most one (ClippedAdamW)",
+    ),
+    (ClippedAdamW, {"foreach": 1}, "Invalid foreach: 1; expected None, True or False"),
+    (ClippedSGD, {"lr": torch.tensor(-0.1)}, "Invalid lr: tensor(-0.1000); expected a value >= 0"),
     (
         ClippedAdamW,
         {"betas": (1.0, 0.999)},
@@ -562,7 +596,7 @@ BAD_ARGS = [
         {"betas": (0.9, -0.1)},
         "Invalid betas[1]: -0.1; expected a value in [0.0, 1.0)",
     ),
-    (ClippedAdamW, {"eps": 0.0}, "Invalid eps: 0.0; expected a value > 0"),
+    (ClippedAdamW, {"eps": -1e-8}, "Invalid eps: -1e-08; expected a value >= 0 (ClippedAdamW)"),
     (
         ClippedSGD,
         {"nonfinite": "ignore"},

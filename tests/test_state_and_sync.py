@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import clip_core.history
+import clip_core.preclip
 from clip_core import CLIPPING_TYPES, ClippedAdamW, ClippedSGD, ClippedSSTM
 from clip_core.clipping import ClipResult
 from tests.sync_helpers import SyncRecorder
@@ -280,6 +281,8 @@ def test_step_makes_no_host_sync(rule, clipping_type, window, monkeypatch):
     # the auto history's device path, which CUDA runs (CPU tensors default to the host path,
     # which reads values by design: on CPU there is no device to wait for)
     monkeypatch.setattr(clip_core.history.SortedHistory, "host_path_on_cpu", False)
+    # likewise the pre-clipped-gradient check's one read at step 8 (deferred on CUDA)
+    monkeypatch.setattr(clip_core.preclip.PreclipCheck, "read_on_cpu", False)
     model = make_model()
     opt = SYNC_RULES[rule](groups_of(model), clipping_type=clipping_type, auto_window=window)
     assert opt.nonfinite == "skip" and (opt.fused or rule == "sstm")
