@@ -216,6 +216,12 @@ class ClipResult(NamedTuple):
     stats: ClipStats
 
 
+@torch.compiler.disable  # torch.compile cannot trace a torch.Generator: one graph break
+def _uniform(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Uniform draws shaped like ``like`` from the optimizer's own generator."""
+    return torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
 def _result(
     scale: torch.Tensor | None,
     total_norm: torch.Tensor,
@@ -299,7 +305,7 @@ class Clipper:
         exceeds = stat > threshold
         if isinstance(decision, Always):
             return exceeds
-        u = torch.rand(stat.shape, generator=self.generator, device=stat.device, dtype=stat.dtype)
+        u = _uniform(stat, self.generator)
         ratio = threshold / stat  # < 1 wherever it matters (stat > threshold)
         probability = torch.pow(decision.beta, ratio**decision.power)
         return exceeds & (u < probability)

@@ -143,6 +143,8 @@ class SortedHistory:
             self._push_device(values.reshape(self.num_units, 1).to(self._buf.dtype), valid)
         self.pushes += 1
 
+    # torch.compile cannot trace the host path's reads: it runs eagerly, one graph break each
+    @torch.compiler.disable
     def _push_host(self, values: torch.Tensor, valid: torch.Tensor) -> None:
         # Python floats and bisect over the NumPy rows: every call into torch or NumPy costs
         # tens of microseconds here, on caches the step's large passes have just emptied.
@@ -214,6 +216,7 @@ class SortedHistory:
         assert self._buf is not None
         return self._quantile_host(q) if self._host else self._quantile_device(q)
 
+    @torch.compiler.disable
     def _quantile_host(self, q: float) -> torch.Tensor:
         n = int(self._np_count)
         n = n if self.window is None else min(n, self.window)
