@@ -51,7 +51,9 @@ class _StepRecord:
 _RULE_KEYS = {
     "clipping_level": lambda v: check_nonnegative("clipping_level", v),
     "beta": lambda v: check_interval("beta", v, 0.0, 1.0, low_open=True, high_open=True),
-    "p_autoclip": lambda v: check_interval("p_autoclip", v, 0.0, 1.0, low_open=True, high_open=False),
+    "p_autoclip": lambda v: check_interval(
+        "p_autoclip", v, 0.0, 1.0, low_open=True, high_open=False
+    ),
 }
 
 

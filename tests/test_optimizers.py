@@ -562,7 +562,11 @@ BAD_ARGS = [
         {"nesterov": True, "momentum": 0.9, "dampening": 0.1},
         "Invalid nesterov=True with momentum=0.9, dampening=0.1",
     ),
-    (ClippedSGD, {"dampening": -0.1}, "Invalid dampening: -0.1; expected a value >= 0 (ClippedSGD)"),
+    (
+        ClippedSGD,
+        {"dampening": -0.1},
+        "Invalid dampening: -0.1; expected a value >= 0 (ClippedSGD)",
+    ),
     (
         ClippedSGD,
         {"differentiable": True},
