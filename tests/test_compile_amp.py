@@ -271,3 +271,40 @@ def test_compiled_step_equals_eager(kind, clipping_type):
 def test_inductor_compiled_step_equals_eager(kind, clipping_type):
     assert clipping_type in CLIPPING_TYPES
     assert_compiled_equals_eager(kind, clipping_type, "inductor", rtol=1e-6)
+
+
+# -- where the compiled step breaks its graph (the README's table) -------------------------------
+def graph_breaks(kind: str, clipping_type: str) -> tuple[int, set[str]]:
+    model = make_model()
+    opt = CLASSES[kind](list(model.parameters()), clipping_type)
+    x, y = batch(0)
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    opt.step()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(opt.step)()
+    reasons = {str(r.reason).split("\n")[0] for r in explained.break_reasons}
+    return explained.graph_count, reasons
+
+
+@pytest.mark.parametrize(
+    ("kind", "clipping_type", "graphs", "reason"),
+    [
+        ("sstm", "norm", 1, None),  # the whole step is one graph
+        ("sstm", "coord_wise", 1, None),
+        ("sgd", "norm", 3, "compiler.disable"),  # torch's fused kernel runs eagerly
+        ("adamw", "layer_wise", 2, "compiler.disable"),
+        ("sstm", "linear_stoch_norm", 6, "compiler.disable"),  # the generator draw
+    ],
+)
+def test_graph_breaks_are_as_documented(kind, clipping_type, graphs, reason):
+    count, reasons = graph_breaks(kind, clipping_type)
+    assert count == graphs
+    assert all(reason in r for r in reasons) if reason else not reasons
+
+
+def test_device_path_auto_history_traces_without_breaks(monkeypatch):
+    """The history's device path (what CUDA runs) compiles into the SSTM step's one graph."""
+    from clip_core.history import SortedHistory
+
+    monkeypatch.setattr(SortedHistory, "host_path_on_cpu", False)
+    assert graph_breaks("sstm", "auto") == (1, set())
