@@ -302,6 +302,19 @@ def test_graph_breaks_are_as_documented(kind, clipping_type, graphs, reason):
     assert all(reason in r for r in reasons) if reason else not reasons
 
 
+def test_sstm_step_compiles_as_one_graph():
+    model = make_model()
+    opt = CLASSES["sstm"](list(model.parameters()), "norm")
+    torch._dynamo.reset()
+    step = torch.compile(opt.step, fullgraph=True, backend="eager")
+    for t in range(2):
+        opt.zero_grad()
+        x, y = batch(t)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        step()
+    assert int(opt.attempted_steps) == 2 and int(opt.restarts) == 1  # restart_every=2
+
+
 def test_device_path_auto_history_traces_without_breaks(monkeypatch):
     """The history's device path (what CUDA runs) compiles into the SSTM step's one graph."""
     from clip_core.history import SortedHistory
