@@ -18,7 +18,10 @@ Contenders, per model and step rule (SGD with momentum 0.9, AdamW):
   from a prefilled history of ``--history`` norms;
 * the memory-traffic floor: one ``torch._foreach_add_(a, g)`` pass over model-sized arrays (three
   array passes), scaled to the passes a clipped step needs at the least;
-* with ``--components`` (default on): pieces of the clipped steps timed alone.
+* with ``--components`` (default on): pieces of the clipped steps timed alone;
+* with ``--compiled``: ``torch.compile(opt.step)`` of the clipped ``norm`` step and of torch's
+  foreach optimizer (torch's recommended compiled path), beside the eager steps; the compile
+  happens in the first warm-up round (about a minute per contender on CPU).
 
 All contenders of a model run in one process, round-robin (one step each per round, the order
 shuffled every round with a fixed seed) so that load drift and the cache state a predecessor
@@ -278,6 +281,7 @@ class Contender:
     peak_extra: int | None = None
     note: str = ""
     alloc_note: str = ""
+    compiled: bool = False  # a torch.compile'd step: not probed (a probe mode would recompile it)
 
     @property
     def median_ms(self) -> float:
@@ -312,7 +316,13 @@ def clipping_level(ctype: str, w: Workload) -> float:
 
 
 def build_contenders(
-    w: Workload, rules: list[str], types: list[str], history: int, room: int, components: bool
+    w: Workload,
+    rules: list[str],
+    types: list[str],
+    history: int,
+    room: int,
+    components: bool,
+    compiled: bool = False,
 ) -> list[Contender]:
     out: list[Contender] = []
     lam = 0.5 * w.grad_norm
@@ -356,10 +366,29 @@ def build_contenders(
                     optimizer=opt,
                 )
             )
+        if compiled:
+            opt = make_torch_optimizer(rule, "foreach", params)
+            w.share_state(opt, rule, step_on_device=False)
+            passes, counting = PASSES[(rule, "foreach")]
+            out.append(
+                Contender(
+                    w.name,
+                    rule,
+                    f"{label}(foreach), compiled",
+                    "variant",
+                    torch.compile(opt.step),
+                    passes,
+                    counting,
+                    optimizer=opt,
+                    compiled=True,
+                )
+            )
         variants = [(ctype, "clip_core") for ctype in types]
         if "auto" in types and w.device.type == "cpu":
             # the auto history's device path (the one CUDA runs) beside the CPU default
             variants.append(("auto", "variant"))
+        if compiled and "norm" in types:
+            variants.append(("norm", "compiled"))
         for ctype, kind in variants:
             level = clipping_level(ctype, w)
             if rule == "sgd":
@@ -391,18 +420,22 @@ def build_contenders(
                 note = f"history {history}"
                 name += ", device-path history" if device_path else ""
             passes, counting = clip_core_passes(rule, ctype)
+            step, is_compiled = copt.step, kind == "compiled"
+            if is_compiled:
+                name, kind, step = f"{name}, compiled", "variant", torch.compile(copt.step)
             out.append(
                 Contender(
                     w.name,
                     rule,
                     name,
                     kind,
-                    copt.step,
+                    step,
                     passes,
                     counting,
                     ctype=ctype,
                     optimizer=copt,
                     note=note,
+                    compiled=is_compiled,
                 )
             )
     out.append(
@@ -641,6 +674,9 @@ def run_rounds(
 def probe_contenders(contenders: list[Contender], w: Workload, cuda: bool) -> None:
     """Untimed extra steps: allocations, host reads, syncs and peak memory of one step each."""
     for c in contenders:
+        if c.compiled:
+            c.state_bytes = state_bytes(c)
+            continue
         w.restore_grads()
         probe = StepProbe()
         with probe:
@@ -1016,6 +1052,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time pieces of the clipped step alone",
     )
     ap.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also time torch.compile'd steps (clipped norm, and torch's foreach optimizer)",
+    )
+    ap.add_argument(
         "--restore-grads",
         action="store_true",
         help="copy fresh gradients in before every step (untimed) so every step really clips",
@@ -1075,7 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
         repeats = rounds[1] if args.repeats is None else args.repeats
         room = warmup + repeats + 8
         contenders = build_contenders(
-            w, args.rules, args.types, args.history, room, args.components
+            w, args.rules, args.types, args.history, room, args.components, args.compiled
         )
         log(
             f"{model}: {w.numel / 1e6:.1f}M parameters in {len(shapes)} tensors ({source}), "
