@@ -132,16 +132,16 @@ class ClippedOptimizer(Optimizer):
                 clipping_type = "custom"
             else:
                 raise ValueError(f"Invalid rule: {rule!r}; expected a clip_core.ClipRule")
-            self._rule_keys = tuple(rule.values())
-            defaults = {**defaults, **rule.values(), "maximize": bool(maximize)}
-            super().__init__(params, defaults)
-            all_params = [p for g in self.param_groups for p in g["params"]]
-            _refuse_sharded(all_params)
-            if fused and not fused_supported(all_params):
-                raise ValueError(
-                    "Invalid fused: True; expected floating-point dense parameters on one of "
-                    f"{_get_fused_kernels_supported_devices()} (or fused=None or False)"
-                )
+        self._rule_keys = tuple(rule.values())  # λ, β, p live in the param groups (as lr does)
+        defaults = {**defaults, **rule.values(), "maximize": bool(maximize)}
+        super().__init__(params, defaults)
+        all_params = [p for g in self.param_groups for p in g["params"]]
+        _refuse_sharded(all_params)
+        if fused and not fused_supported(all_params):
+            raise ValueError(
+                "fused=True needs floating-point dense parameters on one of "
+                f"{_get_fused_kernels_supported_devices()}; use fused=None or False"
+            )
         if fused is None:
             fused = foreach is None and fused_supported(all_params)
         self.fused = fused

@@ -4,6 +4,7 @@ Trainers clip by default (Hugging Face ``Trainer(max_grad_norm=1.0)``, Lightning
 ``gradient_clip_val``); a clipped optimizer behind them sees norms that are all equal to the
 trainer's threshold and has nothing left to clip. The sign is unmistakable: over the first steps
 every global norm is the same value (to 1e-4) while this optimizer's own rule removes nothing.
+A stream of one identical gradient (a benchmark reusing it) looks the same and is warned too.
 """
 
 from __future__ import annotations
@@ -85,5 +86,5 @@ class PreclipCheck:
                 "gradient_clip_val, clip_grad_norm_). Turn that clipping off "
                 "(max_grad_norm=0, gradient_clip_val=None) so that the optimizer's rule applies.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=6,  # the caller of opt.step() (through torch's wrappers)
             )

@@ -1081,6 +1081,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--device cuda: CUDA is not available")
     cuda = device.type == "cuda"
     threads = args.threads or os.cpu_count() or 1
+    # the same gradient every step looks pre-clipped to the optimizers' check: it is, by design
+    warnings.filterwarnings("ignore", message=".*look clipped before the optimizer")
     torch.set_num_threads(threads)
 
     def log(msg: str) -> None:
