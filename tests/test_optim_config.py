@@ -190,3 +190,18 @@ def test_one_multirun_sweeps_baseline_and_clipped_method_on_one_lr_grid(tmp_path
         for s in runs.values()
     }
     assert seen == {("torch_sgd", "0.03"), ("torch_sgd", "0.1"), ("norm", "0.03"), ("norm", "0.1")}
+
+
+def test_default_run_is_the_cola_recipe():
+    """``python train.py``: MiniLM on CoLA with AdamW 5e-5 and the norm clipped at 1 (README)."""
+    import suite.naming  # noqa: F401
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config")
+    assert cfg.task._target_ == "tasks.cola.ColaTask" and cfg.trainer.max_steps == 150
+    opt = build_optimizer(cfg, _model().parameters(), 0)
+    assert type(opt) is ClippedAdamW and opt.param_groups[0]["lr"] == 5e-5
+    assert opt.clipper.rule.threshold.level == 1.0 and cfg.optimizer.clipping_type == "norm"
+    # a user's step rule still wins over the task's recipe
+    cfg = _cfg("step_rule=sgd")
+    assert cfg.step_rule.name == "sgd"
