@@ -1,13 +1,39 @@
 """Measure the stochastic-gradient noise of a task (Zhang et al., 2020, "Why are adaptive methods
-good for attention models?"): the norms of ``g_i − ḡ`` where ``g_i`` are mini-batch gradients and
-``ḡ`` a large-batch reference gradient, at initialisation or at a run's final checkpoint.
+good for attention models?"): ``g_i − ḡ`` where ``g_i`` are mini-batch gradients and ``ḡ`` a
+reference gradient averaged over many mini-batches, at initialisation or at a checkpoint.
 
-    python scripts/noise_probe.py results/default/cola/norm/seed0 --at end
     python scripts/noise_probe.py --overrides task=cola --at start
+    python scripts/noise_probe.py results/default/cola/norm/seed0 --at end
+    python scripts/noise_probe.py results/default/cola/norm/seed0 --checkpoint copy_of_last.pt
 
-Writes ``<run dir or --out>/noise_probe_<at>/noise_probe.npz`` (``noise_norms``, ``grad_norms``,
-``noise_coords``: a fixed random sample of noise coordinates) and ``noise_probe.json``, which
-``scripts/plot_heavy_tail.py`` reads.
+Over training (start, mid-run, end): the trainer keeps one checkpoint, ``last.pt``, and a run
+whose budget grows continues from its final checkpoint, so probe, grow the budget, probe again:
+
+    python train.py task=toy trainer.max_steps=100 trainer.checkpoint_every=50
+    python scripts/noise_probe.py results/default/toy/norm/seed0 --at start
+    python scripts/noise_probe.py results/default/toy/norm/seed0 --at end     # step 100
+    python train.py task=toy trainer.max_steps=200 trainer.checkpoint_every=50
+    python scripts/noise_probe.py results/default/toy/norm/seed0 --at end     # step 200
+
+(with the constant scheduler the continued run is the uninterrupted 200-step run; a schedule
+that depends on ``trainer.max_steps`` differs in its first part).
+
+Tail estimates. For a fixed random sample of coordinates of every parameter tensor, the noise is
+recorded over all probe batches, giving a matrix ``(batches, coords)``. Each coordinate is
+centred on its median and divided by its median absolute deviation (``standardize_columns``), so
+coordinates of different scales, within and across tensors, pool into one sample: pooling raw
+coordinates makes Gaussian noise of unequal scales look heavy-tailed (the estimator this
+replaces read 1.51 for Gaussian label noise on ``task=toy``). The α-stable index
+(``noise_coords_stable_alpha``) sums blocks of consecutive *batches of one coordinate*
+(``alpha_stable_index(mode="columns")``), never coordinates of one batch, which are dependent.
+The Hill index (the median over coordinates of each coordinate's Hill estimate, k = √batches;
+pooled coordinates would let one extreme batch fill the top order statistics with dependent
+values) and the Hill index of the noise norms ‖g_i − ḡ‖ are reported too, each with a 90%
+bootstrap interval over groups of probe batches, and both indices per parameter tensor.
+
+Writes ``<run dir or --out>/noise_probe_<start|stepN>/noise_probe.npz`` (``noise_norms``,
+``grad_norms``, ``noise_coords``, ``coord_tensor``: the tensor of each column) and
+``noise_probe.json``, which ``scripts/plot_heavy_tail.py`` reads.
 """
 
 from __future__ import annotations
@@ -17,6 +43,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,9 +52,18 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clip_core.heavy_tail import alpha_stable_index, tail_summary  # noqa: E402
+from clip_core.heavy_tail import (  # noqa: E402
+    alpha_stable_index,
+    bootstrap_interval,
+    hill_columns,
+    hill_estimator,
+    standardize_columns,
+    tail_summary,
+)
 from suite.checkpoint import checkpoint_path  # noqa: E402
 from suite.records import atomic_write_json  # noqa: E402
+
+LEVEL = 0.9  # coverage of the bootstrap intervals
 
 
 def _compose(overrides: list[str]):
@@ -46,6 +82,8 @@ def _flat_grad(params: list[torch.Tensor]) -> torch.Tensor:
 
 
 def probe(cfg, model_state, *, reference_batches: int, batches: int, coords: int, seed: int):
+    """Mini-batch gradients against a ``reference_batches``-batch mean, at ``coords``
+    coordinates of every parameter tensor; returns ``(task info, tensors, arrays)``."""
     from hydra.utils import instantiate
 
     torch.manual_seed(seed)
@@ -54,7 +92,8 @@ def probe(cfg, model_state, *, reference_batches: int, batches: int, coords: int
     if model_state is not None:
         task.model.load_state_dict(model_state)
     task.model.train()  # the noise the optimizer sees, dropout included
-    params = [p for p in task.model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in task.model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
 
     def gradients(count: int, epoch_offset: int):
         done, epoch = 0, epoch_offset
@@ -73,20 +112,105 @@ def probe(cfg, model_state, *, reference_batches: int, batches: int, coords: int
     for g in gradients(reference_batches, 10_000):  # batches disjoint from the probe's order
         reference = g.clone() if reference is None else reference.add_(g)
     reference /= reference_batches
+    # The same number of coordinates from every tensor, so a small tensor (a bias, a norm's
+    # scale) is measured too rather than drowned by the large ones.
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(reference.numel(), generator=gen)[:coords]
+    index, owner, tensors, offset = [], [], [], 0
+    for t, (name, p) in enumerate(named):
+        pick = torch.randperm(p.numel(), generator=gen)[:coords]
+        index.append(offset + pick)
+        owner.append(torch.full((pick.numel(),), t))
+        tensors.append({"name": name, "shape": list(p.shape), "coords": int(pick.numel())})
+        offset += p.numel()
+    idx = torch.cat(index)
     noise_norms, grad_norms, samples = [], [], []
     for g in gradients(batches, 0):
         noise = g - reference
         noise_norms.append(float(noise.norm()))
         grad_norms.append(float(g.norm()))
         samples.append(noise[idx].numpy())
-    return info, {
-        "noise_norms": np.asarray(noise_norms),
-        "grad_norms": np.asarray(grad_norms),
-        "noise_coords": np.stack(samples),
-        "reference_norm": float(reference.norm()),
+    return (
+        info,
+        tensors,
+        {
+            "noise_norms": np.asarray(noise_norms),
+            "grad_norms": np.asarray(grad_norms),
+            "noise_coords": np.stack(samples).astype(np.float32),
+            "coord_tensor": torch.cat(owner).numpy().astype(np.int32),
+            "reference_norm": float(reference.norm()),
+        },
+    )
+
+
+def _interval(data: np.ndarray, statistic, *, block: int, resamples: int, seed: int):
+    if resamples < 2:
+        return None
+    try:
+        return list(
+            bootstrap_interval(
+                data, statistic, block=block, level=LEVEL, resamples=resamples, seed=seed
+            )
+        )
+    except ValueError:  # too few probe batches for two groups
+        return None
+
+
+def tail_estimates(
+    coords: np.ndarray,
+    coord_tensor: np.ndarray,
+    noise_norms: np.ndarray,
+    tensors: list[dict[str, Any]],
+    *,
+    k1: int | None = None,
+    resamples: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The tail indices of one probe (see the module docstring); ``resamples=0``: no intervals."""
+    z, kept = standardize_columns(coords)
+    batches = z.shape[0]
+    k1 = k1 or max(2, int(np.sqrt(batches)))
+
+    def stable(m: np.ndarray) -> float:
+        return alpha_stable_index(m, k1, mode="columns")
+
+    def hill(m: np.ndarray) -> float:
+        return float(np.nanmedian(hill_columns(m)))
+
+    out: dict[str, Any] = {
+        "noise_coords_stable_alpha": stable(z),
+        "noise_coords_stable_alpha_ci90": _interval(
+            z, stable, block=k1, resamples=resamples, seed=seed
+        ),
+        "noise_coords_hill_alpha": hill(z),
+        "noise_coords_hill_alpha_ci90": _interval(
+            z, hill, block=k1, resamples=resamples, seed=seed
+        ),
+        "noise_norm_hill_alpha_ci90": _interval(
+            noise_norms, hill_estimator, block=k1, resamples=resamples, seed=seed
+        ),
+        # The estimator this probe replaced, kept for comparison: raw coordinates pooled.
+        "noise_coords_stable_alpha_unstandardised": alpha_stable_index(coords.reshape(-1)),
+        "stable_k1": k1,
+        "coords_used": int(kept.sum()),
+        "coords_dropped": int((~kept).sum()),
     }
+    owners = coord_tensor[kept]
+    per_tensor = []
+    for t, meta in enumerate(tensors):
+        cols = z[:, owners == t]
+        row = {**meta, "coords_used": int(cols.shape[1])}
+        if cols.shape[1]:
+            row["stable_alpha"], row["hill_alpha"] = stable(cols), hill(cols)
+        per_tensor.append(row)
+    out["tensors"] = per_tensor
+    values = [r["stable_alpha"] for r in per_tensor if "stable_alpha" in r]
+    if values:
+        out["tensor_stable_alpha_spread"] = {
+            "min": float(np.min(values)),
+            "median": float(np.median(values)),
+            "max": float(np.max(values)),
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,19 +227,31 @@ def main(argv: list[str] | None = None) -> int:
         "--at",
         choices=["start", "end"],
         default="start",
-        help="initial model, or the run's final checkpoint (needs trainer.checkpoint_every>0)",
+        help="initial model, or the run's latest checkpoint (needs trainer.checkpoint_every>0)",
     )
     parser.add_argument(
-        "--reference-batches", type=int, default=32, help="mini-batches averaged into ḡ"
+        "--checkpoint", type=Path, help="probe the weights of this checkpoint file instead"
     )
     parser.add_argument(
-        "--batches", type=int, default=200, help="mini-batch gradients to compare with ḡ"
+        "--reference-batches", type=int, default=64, help="mini-batches averaged into ḡ (64)"
     )
     parser.add_argument(
-        "--coords", type=int, default=2000, help="noise coordinates kept per mini-batch"
+        "--batches", type=int, default=200, help="mini-batch gradients to compare with ḡ (200)"
     )
     parser.add_argument(
-        "--out", type=Path, help="output directory (default: <run dir>/noise_probe_<at>)"
+        "--coords", type=int, default=64, help="noise coordinates kept per parameter tensor (64)"
+    )
+    parser.add_argument(
+        "--k1", type=int, help="batches per block of the α-stable estimator (default √batches)"
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=200,
+        help="bootstrap resamples for the 90%% intervals (200; 0: none)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output directory (default: <run dir>/noise_probe_<start|stepN>)"
     )
     args = parser.parse_args(argv)
     if args.run_dir is None and not args.overrides:
@@ -123,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("reference_batches", "batches", "coords"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.bootstrap < 0 or args.bootstrap == 1:
+        parser.error(f"--bootstrap must be 0 or >= 2, got {args.bootstrap}")
+    if args.k1 is not None and not 2 <= args.k1 <= args.batches // 2:
+        parser.error(f"--k1 must be in [2, batches // 2 = {args.batches // 2}], got {args.k1}")
     if args.run_dir is not None:
         config_path = args.run_dir / "config.yaml"
         if not config_path.exists():
@@ -130,19 +270,23 @@ def main(argv: list[str] | None = None) -> int:
         cfg = OmegaConf.load(config_path)
     else:
         cfg = _compose(args.overrides)
-    state, source = None, "initialisation"
-    if args.at == "end":
+    state, source, step = None, "initialisation", 0
+    ckpt = args.checkpoint
+    if ckpt is None and args.at == "end":
         if args.run_dir is None:
             parser.error("--at end needs a run directory with a checkpoint")
         ckpt = checkpoint_path(args.run_dir)
+    if ckpt is not None:
         if not ckpt.exists():
             parser.error(f"no checkpoint at {ckpt}; train with trainer.checkpoint_every > 0")
         payload = torch.load(ckpt, map_location="cpu", weights_only=False)
-        state, source = payload["model"], f"{ckpt} (step {payload['step']})"
-    out = args.out or ((args.run_dir or Path("results/noise_probe")) / f"noise_probe_{args.at}")
+        step = int(payload["step"])
+        state, source = payload["model"], f"checkpoint {ckpt.name} (step {step})"
+    name = "noise_probe_start" if ckpt is None else f"noise_probe_step{step}"
+    out = args.out or ((args.run_dir or Path("results/noise_probe")) / name)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    info, arrays = probe(
+    info, tensors, arrays = probe(
         cfg,
         state,
         reference_batches=args.reference_batches,
@@ -153,24 +297,39 @@ def main(argv: list[str] | None = None) -> int:
     np.savez(
         out / "noise_probe.npz", **{k: v for k, v in arrays.items() if isinstance(v, np.ndarray)}
     )
-    summary = tail_summary(arrays["noise_norms"]).as_dict()
-    # Şimşekli et al. treat the noise coordinates as i.i.d. samples of one α-stable law
-    stable_alpha = alpha_stable_index(arrays["noise_coords"].reshape(-1))
+    estimates = tail_estimates(
+        arrays["noise_coords"].astype(np.float64),
+        arrays["coord_tensor"],
+        arrays["noise_norms"],
+        tensors,
+        k1=args.k1,
+        resamples=args.bootstrap,
+        seed=int(cfg.seed),
+    )
     meta = {
         "task": cfg.task.get("_target_"),
         "data_source": info.data_source,
         "model_source": info.model_source,
         "embedded_data": info.embedded,
         "checkpoint": source,
+        "step": step,
         "reference_batches": args.reference_batches,
         "batches": args.batches,
+        "coords_per_tensor": args.coords,
         "reference_grad_norm": arrays["reference_norm"],
-        "noise_norm_summary": summary,
-        "noise_coords_stable_alpha": stable_alpha,
+        "noise_norm_summary": tail_summary(arrays["noise_norms"]).as_dict(),
+        **estimates,
+        "bootstrap": {
+            "resamples": args.bootstrap,
+            "level": LEVEL,
+            "unit": f"groups of {estimates['stable_k1']} consecutive probe batches",
+        },
         "seconds": time.time() - t0,
     }
     atomic_write_json(out / "noise_probe.json", meta)
-    print(json.dumps(meta, indent=2, default=str))
+    brief = {k: v for k, v in meta.items() if k != "tensors"}
+    print(json.dumps(brief, indent=2, default=str))
+    print(f"wrote {out}")
     return 0
 
 
