@@ -13,7 +13,13 @@ Estimators
 * :func:`alpha_stable_index` -- the α-stable index estimator of Mohammadi,
   Mohammadpour & Ogata (2015) as used by Şimşekli, Sagun & Gürbüzbalaban (2019).
   It assumes the (centred) noise is symmetric α-stable, so it always returns a value
-  in (0, 2]; α = 2 is the Gaussian case.
+  in (0, 2]; α = 2 is the Gaussian case.  ``mode="columns"`` takes noise recorded at many
+  coordinates over many mini-batches and blocks down one coordinate at a time.
+
+For such ``(batches, coordinates)`` noise matrices, :func:`standardize_columns` puts the
+coordinates on one scale (median / MAD), :func:`hill_columns` gives one Hill index per
+coordinate, and :func:`bootstrap_interval` a percentile interval of any of these over
+groups of rows (``scipy.stats.bootstrap``).
 
 Input policy (shared by every function)
 ---------------------------------------
@@ -464,11 +470,12 @@ def bootstrap_interval(
 
     x = _to_numpy(data, "bootstrap_interval")
     block = _check_int(block, "block")
-    groups = x.shape[0] // block if x.ndim else 0
-    if block < 1 or groups < 2:
+    rows = x.shape[0] if x.ndim else 0
+    groups = rows // block if block >= 1 else 0
+    if groups < 2:
         raise ValueError(
             f"Invalid block: {block}; expected an integer >= 1 leaving at least 2 groups "
-            f"of rows (data has {x.shape[0] if x.ndim else 0} rows)"
+            f"of rows (data has {rows} rows)"
         )
     if not 0 < level < 1:
         raise ValueError(f"Invalid level: {level!r}; expected a value in (0, 1)")

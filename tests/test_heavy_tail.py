@@ -19,11 +19,14 @@ from clip_core.heavy_tail import (
     GaussianFit,
     TailSummary,
     alpha_stable_index,
+    bootstrap_interval,
     default_hill_k,
     empirical_ccdf,
     gaussian_fit,
+    hill_columns,
     hill_curve,
     hill_estimator,
+    standardize_columns,
     tail_summary,
 )
 
@@ -380,3 +383,131 @@ def test_empirical_ccdf():
     tail = slice(100_000, 199_000)
     slope = np.polyfit(np.log(xs[tail]), np.log(p[tail]), 1)[0]
     assert slope == pytest.approx(-2.0, rel=0.05)
+
+
+# ------------------------------------------- noise over many batches: columns, bootstrap
+
+
+def scaled_columns(noise: np.ndarray, seed: int) -> np.ndarray:
+    """Give every column its own scale: log-scales with spread 1, as across network layers."""
+    return noise * np.exp(np.random.default_rng(seed).normal(size=noise.shape[1]))
+
+
+def test_columns_mode_ignores_unequal_scales():
+    gauss = scaled_columns(np.random.default_rng(30).standard_normal((2000, 100)), 31)
+    # Pooling raw coordinates reads a scale mixture of Gaussians as heavy-tailed ...
+    assert alpha_stable_index(gauss) < 1.7
+    # ... blocks down one column at a time read the Gaussian law it is.
+    assert alpha_stable_index(gauss, mode="columns") == pytest.approx(2.0, abs=0.05)
+    heavy = scaled_columns(sas(1.4, 200_000, seed=32).reshape(2000, 100), 33)
+    assert alpha_stable_index(heavy, mode="columns") == pytest.approx(1.4, abs=STABLE_ATOL)
+
+
+def test_columns_mode_is_not_fooled_by_dependent_coordinates():
+    # The coordinates of one mini-batch share its noise: here every row is one Gaussian draw
+    # plus small independent parts. Row-major blocks add near-copies (sums grow like the
+    # number of copies, not its square root); blocks down a column add independent values.
+    rng = np.random.default_rng(34)
+    gauss = rng.standard_normal((4000, 1)) + 0.05 * rng.standard_normal((4000, 50))
+    assert alpha_stable_index(gauss) < 1.5
+    assert alpha_stable_index(gauss, mode="columns") == pytest.approx(2.0, abs=0.1)
+
+
+def test_columns_mode_small_exact_value():
+    # K1=2, column a: blocks (1, 3), (−2, 4); column b: blocks (2, 2), (1, −3).
+    x = np.array([[1.0, 2.0], [3.0, 2.0], [-2.0, 1.0], [4.0, -3.0]])
+    log_y = np.log([4.0, 2.0, 4.0, 2.0]).mean()
+    log_x = np.log(np.abs(x)).mean()
+    expected = 1.0 / ((log_y - log_x) / math.log(2))
+    assert alpha_stable_index(x, k1=2, mode="columns", clip=False) == pytest.approx(expected)
+    # a trailing row that does not fill a block is dropped; a non-finite column is dropped
+    padded = np.vstack([np.column_stack([x, np.full(4, np.nan)]), [9.0, 9.0, 9.0]])
+    assert alpha_stable_index(padded, k1=2, mode="columns", clip=False) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="k1=3 is out of range: need 2 <= k1 <= K//2 = 2"):
+        alpha_stable_index(x, k1=3, mode="columns")
+    with pytest.raises(ValueError, match="at least 4 rows in at least one finite column"):
+        alpha_stable_index(np.full((10, 2), np.nan), mode="columns")
+
+
+def test_standardize_columns_matches_numpy():
+    rng = np.random.default_rng(35)
+    x = rng.standard_t(2, (301, 6)) * [1.0, 10.0, 0.1, 1.0, 1.0, 3.0] + 5.0
+    x[:, 3] = 0.0  # a dead coordinate: no scale
+    x[:200, 4] = 1.5  # mostly constant: MAD 0
+    x[7, 5] = np.inf
+    z, kept = standardize_columns(torch.from_numpy(x))
+    np.testing.assert_array_equal(kept, [True, True, True, False, False, False])
+    for out, j in zip(z.T, (0, 1, 2)):
+        med = np.median(x[:, j])
+        mad = np.median(np.abs(x[:, j] - med))
+        np.testing.assert_allclose(out, (x[:, j] - med) / mad, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"shape \(5,\)"):
+        standardize_columns(np.ones(5))
+
+
+def test_hill_columns_matches_the_one_dimensional_estimator():
+    x = np.random.default_rng(36).standard_t(2, (500, 7))
+    for k in (None, 3, 499):
+        got = hill_columns(x, k)
+        want = [hill_estimator(x[:, j], k) for j in range(x.shape[1])]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    x[:, 2] = 0.0
+    x[:490, 3] = 0.0  # only 10 nonzero values: too few for k = 23
+    got = hill_columns(x)
+    assert np.isnan(got[2]) and np.isnan(got[3]) and np.isfinite(got[[0, 1, 4, 5, 6]]).all()
+    assert hill_columns(np.ones((10, 2)), 3).tolist() == [math.inf, math.inf]
+    with pytest.raises(ValueError, match="k=500 is out of range: need 1 <= k <= n-1 = 499"):
+        hill_columns(x, 500)
+    with pytest.raises(ValueError, match="must be finite"):
+        hill_columns(np.array([[1.0, np.nan], [2.0, 3.0]]))
+
+
+def numpy_bootstrap(x, statistic, block, resamples, level, seed):
+    """Percentile bootstrap of groups of ``block`` consecutive rows, written out directly."""
+    rng = np.random.default_rng(seed)
+    groups = x[: len(x) // block * block].reshape(len(x) // block, block, *x.shape[1:])
+    reps = [
+        statistic(groups[rng.integers(0, len(groups), len(groups))].reshape(-1, *x.shape[1:]))
+        for _ in range(resamples)
+    ]
+    return np.percentile(reps, [50 * (1 - level), 50 * (1 + level)])
+
+
+@pytest.mark.parametrize("block", [1, 10])
+def test_bootstrap_interval_matches_a_direct_numpy_bootstrap(block):
+    rng = np.random.default_rng(37)
+    # Groups of 10 equal rows: resampling single rows pretends there are 10x more data.
+    x = np.repeat(rng.standard_normal(300), 10)
+    got = bootstrap_interval(x, np.mean, block=block, level=0.9, resamples=3000, seed=1)
+    want = numpy_bootstrap(x, np.mean, block, 3000, 0.9, seed=2)
+    width = want[1] - want[0]
+    np.testing.assert_allclose(got, want, atol=0.08 * width)
+    # The textbook interval of a mean of 300 independent groups: ± 1.645 s / √300.
+    half = 1.645 * np.std(x[::10], ddof=1) / math.sqrt(300)
+    if block == 10:
+        assert width == pytest.approx(2 * half, rel=0.1)
+    else:
+        assert width == pytest.approx(2 * half / math.sqrt(10), rel=0.1)
+
+
+def test_bootstrap_interval_of_a_tail_index_on_rows():
+    x = sas(1.5, 40_000, seed=38).reshape(400, 100)
+    low, high = bootstrap_interval(
+        x, lambda m: alpha_stable_index(m, 20, mode="columns"), block=20, resamples=200, seed=3
+    )
+    assert low < alpha_stable_index(x, 20, mode="columns") < high
+    assert low < 1.5 < high and high - low < 0.3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"block": 0}, "Invalid block: 0; expected an integer >= 1 leaving at least 2 groups"),
+        ({"block": 6}, r"Invalid block: 6; .*\(data has 10 rows\)"),
+        ({"level": 1.0}, r"Invalid level: 1.0; expected a value in \(0, 1\)"),
+        ({"resamples": 1}, "Invalid resamples: 1; expected an integer >= 2"),
+    ],
+)
+def test_bootstrap_interval_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bootstrap_interval(np.arange(10.0), np.mean, **kwargs)
