@@ -3,6 +3,7 @@
     python scripts/plot_heavy_tail.py results/exp/toy/sgd/seed0 --out heavy_tail.png
     python scripts/plot_heavy_tail.py results/exp --task cola,reddit --method sgd --group task
     python scripts/plot_heavy_tail.py results/noise/cola results/noise/reddit --out noise.png
+    python scripts/plot_heavy_tail.py results/exp --over-training --out tail_over_training.png
 
 Inputs (any mix):
 
@@ -12,8 +13,14 @@ Inputs (any mix):
 * noise-probe directories of ``scripts/noise_probe.py`` (``noise_probe.npz`` + a ``.json`` with
   ``task``, ``data_source``, ``model_source``, ``checkpoint``) or the ``.npz`` itself: the norms
   of mini-batch gradient minus a large-batch reference gradient, ``‖g_i − ḡ‖``, at one set of
-  weights — the more faithful measurement of the noise. With ``noise_coords`` (a sample of noise
-  coordinates) the α-stable index of Şimşekli et al. (2019) is reported too.
+  weights — the more faithful measurement of the noise. With ``noise_coords`` (noise at sampled
+  coordinates over the probe's batches) the α-stable index of Şimşekli et al. (2019) is reported
+  too, of the coordinates standardised one by one (``noise_probe.py`` explains why).
+
+``--over-training`` draws instead the tail index of the gradient noise against the training step
+of each probe (``noise_probe.py`` at the start, mid-run and end of runs), one line per task, with
+the probes' 90% bootstrap intervals: the α-stable index and the Hill index of the standardised
+noise coordinates.
 
 Each panel shows on top the density histogram with the maximum-likelihood Gaussian for contrast
 and the Hill tail index α̂ (``clip_core.heavy_tail``) in the legend; below, the empirical
@@ -45,6 +52,7 @@ from clip_core.heavy_tail import (
     alpha_stable_index,
     empirical_ccdf,
     gaussian_fit,
+    standardize_columns,
     tail_summary,
 )
 
@@ -62,7 +70,7 @@ class Source:
     task: str
     method: str | None
     values: np.ndarray
-    coords: np.ndarray | None = None  # signed noise coordinates (probes)
+    coords: np.ndarray | None = None  # signed noise coordinates, (batches, coords) (probes)
     meta: dict[str, Any] = field(default_factory=dict)
     what: str = RUN_WHAT
     xlabel: str = RUN_XLABEL
@@ -76,7 +84,7 @@ class Panel:
     sources: list[Source]
     values: np.ndarray
     summary: TailSummary
-    stable_alpha: float | None  # α-stable index of the noise coordinates, when available
+    stable_alpha: float | None  # α-stable index of the standardised noise coordinates, if any
 
     @property
     def what(self) -> str:
@@ -112,9 +120,7 @@ def load_probe(path: Path, array: str = "noise_norms") -> Source:
             raise ValueError(f"{npz_path}: no array {array!r} (has {sorted(data.files)})")
         values = np.asarray(data[array], dtype=np.float64).reshape(-1)
         coords = (
-            np.asarray(data["noise_coords"], dtype=np.float64).reshape(-1)
-            if "noise_coords" in data
-            else None
+            np.asarray(data["noise_coords"], dtype=np.float64) if "noise_coords" in data else None
         )
     # A probe inside a run directory (noise_probe.py RUN_DIR) belongs to that run.
     run = plotting.load_run(folder.parent) if plotting.is_run_dir(folder.parent) else None
@@ -233,11 +239,13 @@ def make_panels(
         else:
             names = sorted({s.method or s.name for s in members})
             title = f"{first.task}: {len(members)} {first.kind}s pooled ({', '.join(names)})"
-        coords = [s.coords for s in members if s.coords is not None]
+        coords = [s.coords for s in members if s.coords is not None and s.coords.ndim == 2]
         stable = None
         if coords:
+            rows = min(c.shape[0] for c in coords)  # pooled probes: their common batches
             try:
-                stable = alpha_stable_index(np.concatenate(coords))
+                z, _ = standardize_columns(np.hstack([c[:rows] for c in coords]))
+                stable = alpha_stable_index(z, mode="columns")
             except ValueError:
                 stable = None
         panels.append(
@@ -301,7 +309,7 @@ def draw_panel(ax_hist: Any, ax_ccdf: Any, panel: Panel) -> None:
                 [],
                 [],
                 ls="none",
-                label=f"α-stable index of noise coords = {panel.stable_alpha:.2f}",
+                label=f"α-stable index of standardised noise coords = {panel.stable_alpha:.2f}",
             )
         )
     beyond = int(np.count_nonzero(x > upper))
@@ -397,6 +405,149 @@ def format_table(panels: Sequence[Panel]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------- over training
+
+#: the probe's estimates drawn by --over-training: JSON key (with ``<key>_ci90``) and axis label
+TRAINING_INDICES = (
+    ("noise_coords_stable_alpha", "α-stable index (2 = Gaussian)"),
+    ("noise_coords_hill_alpha", "Hill index (median over coordinates)"),
+)
+
+
+@dataclass
+class TailSeries:
+    """One task's (or run's) probes in step order: each index with its 90% interval."""
+
+    label: str
+    steps: np.ndarray
+    values: dict[str, np.ndarray]
+    low: dict[str, np.ndarray]
+    high: dict[str, np.ndarray]
+    meta: list[dict[str, Any]]
+
+
+def tail_series(
+    paths: Sequence[Path],
+    *,
+    tasks: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+) -> tuple[list[TailSeries], list[str]]:
+    """The probes under ``paths`` grouped by run (a probe outside a run: by task), labelled by
+    task — or by run where a task has several — and ``(series, notes on what was skipped)``."""
+    groups: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
+    notes: list[str] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        found = (
+            [path] if path.name == "noise_probe.json" else sorted(path.rglob("noise_probe.json"))
+        )
+        for file in found:
+            meta = plotting.read_json(file) or {}
+            if TRAINING_INDICES[0][0] not in meta or "step" not in meta:
+                notes.append(f"skipped {file.parent}: a probe without per-coordinate estimates")
+                continue
+            run = (
+                plotting.load_run(file.parent.parent)
+                if plotting.is_run_dir(file.parent.parent)
+                else None
+            )
+            task = task_from_target(meta.get("task", "")) if meta.get("task") else "unknown"
+            if not plotting.matches(task, tasks) or (
+                methods and not plotting.matches(run.method if run else "", methods)
+            ):
+                continue
+            key = (task, run.name if run else task)
+            groups.setdefault(key, []).append((int(meta["step"]), meta))
+    per_task: dict[str, int] = {}
+    for task, _ in groups:
+        per_task[task] = per_task.get(task, 0) + 1
+    series = []
+    for (task, name), probes in sorted(groups.items()):
+        probes.sort(key=lambda item: item[0])
+        metas = [m for _, m in probes]
+
+        def column(key: str, metas: list[dict[str, Any]] = metas) -> np.ndarray:
+            return np.array([plotting.as_float(m.get(key)) for m in metas])
+
+        def bound(key: str, side: int, metas: list[dict[str, Any]] = metas) -> np.ndarray:
+            return np.array(
+                [plotting.as_float((m.get(f"{key}_ci90") or [math.nan] * 2)[side]) for m in metas]
+            )
+
+        keys = [k for k, _ in TRAINING_INDICES]
+        series.append(
+            TailSeries(
+                label=task if per_task[task] == 1 else name,
+                steps=np.array([step for step, _ in probes]),
+                values={k: column(k) for k in keys},
+                low={k: bound(k, 0) for k in keys},
+                high={k: bound(k, 1) for k in keys},
+                meta=metas,
+            )
+        )
+    return series, notes
+
+
+def draw_tail_over_training(axes: Sequence[Any], series: Sequence[TailSeries]) -> None:
+    """One axis per index of :data:`TRAINING_INDICES`; one line with error bars per series."""
+    colors = plotting.method_colors([s.label for s in series])
+    for ax, (key, ylabel) in zip(axes, TRAINING_INDICES):
+        for s in series:
+            v = s.values[key]
+            # a probe without intervals (--bootstrap 0) draws its point without a bar
+            below = np.nan_to_num(v - s.low[key], nan=0.0)
+            above = np.nan_to_num(s.high[key] - v, nan=0.0)
+            ax.errorbar(
+                s.steps,
+                v,
+                yerr=np.vstack([below, above]),
+                marker="o",
+                capsize=3,
+                color=colors[s.label],
+                label=s.label,
+            )
+        if key == "noise_coords_stable_alpha":
+            ax.axhline(2.0, color="0.5", ls=":", lw=1)
+        ax.set_xlabel("training step of the probed weights")
+        ax.set_ylabel(ylabel)
+        plotting.style_axes(ax)
+    axes[0].legend(fontsize=8, loc="best")
+
+
+def plot_tail_over_training(
+    series: Sequence[TailSeries], out: Path, *, dpi: int = plotting.DPI
+) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TRAINING_INDICES), figsize=(12, 4.6))
+    draw_tail_over_training(axes, series)
+    metas = [m for s in series for m in s.meta]
+    batches = sorted({m.get("batches") for m in metas if m.get("batches")})
+    fig.suptitle(
+        "Tail index of the gradient noise over training (noise probe: standardised noise "
+        f"coordinates over {', '.join(map(str, batches))} mini-batches; bars: 90% bootstrap "
+        "intervals)\n" + plotting.wrap(plotting.provenance(metas), 150),
+        fontsize=9.5,
+    )
+    return plotting.savefig(fig, out, dpi)
+
+
+def format_training_table(series: Sequence[TailSeries]) -> str:
+    header = f"{'series':<32} {'step':>7} {'α-stable [90% CI]':>22} {'Hill [90% CI]':>22}"
+    lines = [header, "-" * len(header)]
+    for s in series:
+        for i, step in enumerate(s.steps):
+            cells = [
+                f"{s.values[k][i]:.2f} [{s.low[k][i]:.2f}, {s.high[k][i]:.2f}]"
+                for k, _ in TRAINING_INDICES
+            ]
+            lines.append(
+                f"{plotting.shorten(s.label, 32):<32} {step:>7} {cells[0]:>22} {cells[1]:>22}"
+            )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -435,6 +586,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also use runs that are not completed (marked in the title)",
     )
+    parser.add_argument(
+        "--over-training",
+        action="store_true",
+        help="plot the probes' tail indices against their training step, one line per task",
+    )
     parser.add_argument("--ncols", type=int, default=3, help="panels per row (3)")
     parser.add_argument("--dpi", type=int, default=plotting.DPI)
     return parser
@@ -445,6 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.ncols < 1:
         parser.error(f"--ncols must be >= 1, got {args.ncols}")
+    if args.over_training:
+        return over_training_main(parser, args)
     try:
         sources, notes = discover_sources(
             args.paths,
@@ -474,6 +632,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = first / "figures" / "heavy_tail.png"
     plot_panels(panels, out, ncols=args.ncols, dpi=args.dpi)
     print(format_table(panels))
+    print(f"wrote {out}")
+    return 0
+
+
+def over_training_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        series, notes = tail_series(args.paths, tasks=args.task, methods=args.method)
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
+    for note in notes:
+        print(note)
+    if not series:
+        print("plot_heavy_tail: no noise probe with per-coordinate estimates", file=sys.stderr)
+        return 1
+    out = args.out
+    if out is None:
+        first = args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent
+        out = first / "figures" / "tail_over_training.png"
+    plot_tail_over_training(series, out, dpi=args.dpi)
+    print(format_training_table(series))
     print(f"wrote {out}")
     return 0
 

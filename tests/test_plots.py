@@ -565,7 +565,8 @@ def test_heavy_tail_hill_alpha_of_pareto_norms(tmp_path: Path, capsys) -> None:
         probe / "noise_probe.npz",
         noise_norms=rng.pareto(3.0, 20_000) + 1.0,
         grad_norms=rng.uniform(1, 2, 20_000),
-        noise_coords=rng.normal(size=(200, 100)),
+        # Gaussian coordinates of unequal scales (log-scale spread 1, as across layers)
+        noise_coords=rng.normal(size=(200, 100)) * np.exp(rng.normal(size=100)),
     )
     (probe / "noise_probe.json").write_text(json.dumps({
         "task": "tasks.toy.ToyRegressionTask", "data_source": "generated: toy",
@@ -599,3 +600,68 @@ def test_heavy_tail_hill_alpha_of_pareto_norms(tmp_path: Path, capsys) -> None:
     assert sorted(s.name for s in sources) == ["toy/sgd/seed0", "toy/sgd/seed1"]
     (pooled,) = ph.make_panels(sources, "task")
     assert pooled.summary.n == 100_500 and "2 runs pooled" in pooled.title
+
+
+def _probe_json(folder: Path, task: str, step: int, stable: float, hill: float, ci=True) -> None:
+    folder.mkdir(parents=True)
+    meta = {
+        "task": f"tasks.{task}.Task", "data_source": f"generated: {task}", "model_source": "m",
+        "checkpoint": f"step {step}", "step": step, "batches": 400,
+        "noise_coords_stable_alpha": stable, "noise_coords_hill_alpha": hill,
+        "noise_coords_stable_alpha_ci90": [stable - 0.1, stable + 0.05] if ci else None,
+        "noise_coords_hill_alpha_ci90": [hill - 0.5, hill + 0.25] if ci else None,
+    }  # fmt: skip
+    (folder / "noise_probe.json").write_text(json.dumps(meta))
+
+
+def test_tail_index_over_training(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "sweep"
+    run = make_run(sweep, "toy", "sgd", 0, val=[0.5, 0.6])
+    # probes written out of step order, inside the run; one task's probes outside any run
+    for step, stable, hill in ((100, 1.4, 1.5), (0, 1.9, 4.0), (50, 1.6, 2.0)):
+        name = "noise_probe_start" if step == 0 else f"noise_probe_step{step}"
+        _probe_json(run / name, "toy", step, stable, hill)
+    _probe_json(tmp_path / "noise" / "cola" / "a", "cola", 0, 1.3, 1.2)
+    _probe_json(tmp_path / "noise" / "cola" / "b", "cola", 200, 1.2, 1.1, ci=False)
+    old = tmp_path / "noise" / "old"
+    old.mkdir()
+    (old / "noise_probe.json").write_text(json.dumps({"task": "tasks.toy.Task"}))
+
+    out = tmp_path / "over.png"
+    paths = [str(sweep), str(tmp_path / "noise")]
+    assert ph.main([*paths, "--over-training", "--out", str(out), "--dpi", "80"]) == 0
+    printed = capsys.readouterr().out
+    assert out.stat().st_size > 10_000
+    assert f"skipped {old}" in printed
+    assert "1.40 [1.30, 1.45]" in printed  # toy at step 100: α-stable with its interval
+
+    series, _ = ph.tail_series([sweep, tmp_path / "noise"])
+    by_label = {s.label: s for s in series}
+    assert sorted(by_label) == ["cola", "toy"]
+    toy = by_label["toy"]
+    np.testing.assert_array_equal(toy.steps, [0, 50, 100])
+    np.testing.assert_allclose(toy.values["noise_coords_stable_alpha"], [1.9, 1.6, 1.4])
+    np.testing.assert_allclose(toy.low["noise_coords_hill_alpha"], [3.5, 1.5, 1.0])
+    cola = by_label["cola"]
+    np.testing.assert_array_equal(cola.steps, [0, 200])
+    assert np.isnan(cola.high["noise_coords_stable_alpha"][1])  # no interval: no bar
+
+    # The drawn series: one error-bar line per task and index, with the probes' values.
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2)
+    ph.draw_tail_over_training(axes, series)
+    for ax, key in zip(axes, ("noise_coords_stable_alpha", "noise_coords_hill_alpha")):
+        drawn = {c.get_label(): c.lines[0].get_xydata() for c in ax.containers}
+        assert sorted(drawn) == ["cola", "toy"]
+        for label, xy in drawn.items():
+            np.testing.assert_allclose(xy[:, 0], by_label[label].steps)
+            np.testing.assert_allclose(xy[:, 1], by_label[label].values[key])
+    plt.close(fig)
+
+    # Several runs of a task: one line per run, labelled by run.
+    other = make_run(sweep, "toy", "norm", 0, val=[0.5, 0.6])
+    _probe_json(other / "noise_probe_start", "toy", 0, 1.8, 3.0)
+    series, _ = ph.tail_series([sweep], tasks=["toy"])
+    assert sorted(s.label for s in series) == ["toy/norm/seed0", "toy/sgd/seed0"]
+    assert [s.label for s in ph.tail_series([sweep], methods=["norm"])[0]] == ["toy"]
