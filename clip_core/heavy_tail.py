@@ -445,8 +445,9 @@ def bootstrap_interval(
     level: float = 0.9,
     resamples: int = 200,
     seed: int = 0,
+    method: Literal["percentile", "normal"] = "percentile",
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(data)`` (``scipy.stats.bootstrap``).
+    """Bootstrap interval of ``statistic(data)`` (``scipy.stats.bootstrap``).
 
     The resampled units are groups of ``block`` consecutive rows of ``data`` (axis 0; the
     trailing ``len(data) mod block`` rows are left out), drawn with replacement and
@@ -461,10 +462,16 @@ def bootstrap_interval(
         level: coverage of the two-sided interval, in (0, 1).
         resamples: bootstrap replicates (>= 2).
         seed: seed of the resampling generator.
+        method: ``"percentile"``: the ``(1 − level)/2`` and ``(1 + level)/2`` percentiles
+            of the replicates; ``"normal"``: ``θ̂ ± z·SE`` with θ̂ the statistic of the
+            (trimmed) data, SE the replicates' standard deviation and z the normal
+            quantile — for statistics whose replicates are shifted by the resampling itself,
+            such as the Hill estimator, where repeated rows tie in the top order statistics
+            and push the replicates upwards (by 1-2.5 standard errors for Gaussian noise of
+            196 batches x 256 coordinates).
 
     Returns:
-        ``(low, high)``: the ``(1 − level)/2`` and ``(1 + level)/2`` percentiles of the
-        replicates.
+        ``(low, high)``.
     """
     from scipy import stats
 
@@ -481,6 +488,8 @@ def bootstrap_interval(
         raise ValueError(f"Invalid level: {level!r}; expected a value in (0, 1)")
     if _check_int(resamples, "resamples") < 2:
         raise ValueError(f"Invalid resamples: {resamples!r}; expected an integer >= 2")
+    if method not in ("percentile", "normal"):
+        raise ValueError(f"Invalid method: {method!r}; expected one of percentile, normal")
     grouped = x[: groups * block].reshape(groups, block, *x.shape[1:])
 
     def on_groups(index: np.ndarray) -> float:
@@ -496,6 +505,10 @@ def bootstrap_interval(
         method="percentile",
         rng=np.random.default_rng(seed),
     )
+    if method == "normal":
+        estimate = on_groups(np.arange(groups))
+        half = stats.norm.ppf(0.5 + level / 2) * float(result.standard_error)
+        return estimate - half, estimate + half
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 

@@ -490,6 +490,25 @@ def test_bootstrap_interval_matches_a_direct_numpy_bootstrap(block):
         assert width == pytest.approx(2 * half / math.sqrt(10), rel=0.1)
 
 
+def test_normal_bootstrap_interval_matches_numpy_and_suits_hill():
+    # A probe's shape: 200 batches x 256 coordinates, groups of 14 batches.
+    rng = np.random.default_rng(39)
+    x = rng.standard_normal((196, 256))
+
+    def hill(m):
+        return float(np.median(hill_columns(m)))
+
+    low, high = bootstrap_interval(x, hill, block=14, resamples=300, seed=4, method="normal")
+    groups = x.reshape(14, 14, 256)
+    reps = [hill(groups[rng.integers(0, 14, 14)].reshape(-1, 256)) for _ in range(300)]
+    half = 1.645 * np.std(reps, ddof=1)  # direct NumPy: θ̂ ± 1.645 × the replicates' std
+    assert (low + high) / 2 == pytest.approx(hill(x), rel=1e-12)
+    assert (high - low) / 2 == pytest.approx(half, rel=0.2)
+    # Why not percentiles: repeated rows tie in the top order statistics and push the Hill
+    # replicates upwards, here by more than the replicates' spread (seeds 0-5: 1.2-2.5 SE).
+    assert np.mean(reps) > hill(x) + 0.5 * np.std(reps)
+
+
 def test_bootstrap_interval_of_a_tail_index_on_rows():
     x = sas(1.5, 40_000, seed=38).reshape(400, 100)
     low, high = bootstrap_interval(
@@ -506,6 +525,7 @@ def test_bootstrap_interval_of_a_tail_index_on_rows():
         ({"block": 6}, r"Invalid block: 6; .*\(data has 10 rows\)"),
         ({"level": 1.0}, r"Invalid level: 1.0; expected a value in \(0, 1\)"),
         ({"resamples": 1}, "Invalid resamples: 1; expected an integer >= 2"),
+        ({"method": "bca"}, "Invalid method: 'bca'; expected one of percentile, normal"),
     ],
 )
 def test_bootstrap_interval_bad_arguments(kwargs, match):

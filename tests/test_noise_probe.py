@@ -86,6 +86,7 @@ def test_probe_reads_the_injected_tail_index(noise_probe, tmp_path, law, index):
         "resamples": 100,
         "level": 0.9,
         "unit": f"groups of {meta['stable_k1']} consecutive probe batches",
+        "intervals": {"stable": "percentile", "hill": "normal"},
     }
 
 
