@@ -41,8 +41,8 @@ def _probe(noise_probe, out, *args):
 #   1.47 that way).
 # * num_train=131072 and 4000 probe batches of 32: every probe batch holds distinct points, so
 #   the batches are independent; 4000 of them put the estimator's spread over data seeds at
-#   about ±0.05 (seeds 0-2 read 1.38-1.47 for df 1.5, 1.15-1.21 for df 1.2, 1.25-1.34 for
-#   α 1.3, 1.53-1.65 for α 1.6, >= 1.92 for df 1000). About 4 s per probe.
+#   about ±0.05 (seeds 0-2 read 1.40-1.47 for df 1.5, 1.15-1.19 for df 1.2, 1.25-1.34 for
+#   α 1.3, 1.54-1.63 for α 1.6, >= 1.95 for df 1000). About 4 s per probe.
 CALIBRATION = (
     "task=toy",
     "task.model=linear",
