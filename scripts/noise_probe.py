@@ -268,9 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.run_dir is None and not args.overrides:
         parser.error("give a run directory or --overrides")
-    for name in ("reference_batches", "batches", "coords"):
+    for name in ("reference_batches", "coords"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.batches < 4:  # the α-stable estimator needs two blocks of at least two batches
+        parser.error(f"--batches must be >= 4, got {args.batches}")
     if args.bootstrap < 0 or args.bootstrap == 1:
         parser.error(f"--bootstrap must be 0 or >= 2, got {args.bootstrap}")
     if args.k1 is not None and not 2 <= args.k1 <= args.batches // 2:

@@ -427,6 +427,19 @@ def test_columns_mode_small_exact_value():
         alpha_stable_index(x, k1=3, mode="columns")
     with pytest.raises(ValueError, match="at least 4 rows in at least one finite column"):
         alpha_stable_index(np.full((10, 2), np.nan), mode="columns")
+    # A median-centred column of an even count has a ±m pair; a block holding it sums to 0
+    # and is left out; mostly-zero block sums (discrete data) are an error.
+    cancel = np.vstack([x, [[-1.0, 5.0], [1.0, 7.0]]])
+    log_y = np.log([4.0, 2.0, 4.0, 2.0, 12.0]).mean()
+    log_x = np.log(np.abs(cancel)).mean()
+    expected = 1.0 / ((log_y - log_x) / math.log(2))
+    assert alpha_stable_index(cancel, k1=2, mode="columns", clip=False) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="3 of 4 block sums are exactly zero"):
+        alpha_stable_index(
+            np.array([[1.0], [-1.0], [2.0], [-2.0], [1.0], [-1.0], [1.0], [1.0]]),
+            k1=2,
+            mode="columns",
+        )
 
 
 def test_standardize_columns_matches_numpy():
