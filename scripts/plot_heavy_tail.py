@@ -432,8 +432,9 @@ def tail_series(
     tasks: Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
 ) -> tuple[list[TailSeries], list[str]]:
-    """The probes under ``paths`` grouped by run (a probe outside a run: by task), labelled by
-    task — or by run where a task has several — and ``(series, notes on what was skipped)``."""
+    """The probes under ``paths`` grouped by run (a probe outside a run: by task and data
+    source), labelled by task — or by run / data source where a task has several — and
+    ``(series, notes on what was skipped)``."""
     groups: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
     notes: list[str] = []
     for path in map(Path, paths):
@@ -457,7 +458,8 @@ def tail_series(
                 methods and not plotting.matches(run.method if run else "", methods)
             ):
                 continue
-            key = (task, run.name if run else task)
+            # outside a run, probes of one task differ by their data (e.g. the toy noise law)
+            key = (task, run.name if run else f"{task} — {meta.get('data_source', '')}")
             groups.setdefault(key, []).append((int(meta["step"]), meta))
     per_task: dict[str, int] = {}
     for task, _ in groups:
@@ -512,7 +514,6 @@ def draw_tail_over_training(axes: Sequence[Any], series: Sequence[TailSeries]) -
         ax.set_xlabel("training step of the probed weights")
         ax.set_ylabel(ylabel)
         plotting.style_axes(ax)
-    axes[0].legend(fontsize=8, loc="best")
 
 
 def plot_tail_over_training(
@@ -520,8 +521,12 @@ def plot_tail_over_training(
 ) -> Path:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(TRAINING_INDICES), figsize=(12, 4.6))
+    fig, axes = plt.subplots(
+        1, len(TRAINING_INDICES), figsize=(12, 4.6 + 0.2 * len(series)), layout="constrained"
+    )
     draw_tail_over_training(axes, series)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
     metas = [m for s in series for m in s.meta]
     batches = sorted({m.get("batches") for m in metas if m.get("batches")})
     fig.suptitle(
@@ -534,7 +539,7 @@ def plot_tail_over_training(
 
 
 def format_training_table(series: Sequence[TailSeries]) -> str:
-    header = f"{'series':<32} {'step':>7} {'α-stable [90% CI]':>22} {'Hill [90% CI]':>22}"
+    header = f"{'series':<56} {'step':>7} {'α-stable [90% CI]':>22} {'Hill [90% CI]':>22}"
     lines = [header, "-" * len(header)]
     for s in series:
         for i, step in enumerate(s.steps):
@@ -543,7 +548,7 @@ def format_training_table(series: Sequence[TailSeries]) -> str:
                 for k, _ in TRAINING_INDICES
             ]
             lines.append(
-                f"{plotting.shorten(s.label, 32):<32} {step:>7} {cells[0]:>22} {cells[1]:>22}"
+                f"{plotting.shorten(s.label, 56):<56} {step:>7} {cells[0]:>22} {cells[1]:>22}"
             )
     return "\n".join(lines)
 

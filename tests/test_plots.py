@@ -665,3 +665,11 @@ def test_tail_index_over_training(tmp_path: Path, capsys) -> None:
     series, _ = ph.tail_series([sweep], tasks=["toy"])
     assert sorted(s.label for s in series) == ["toy/norm/seed0", "toy/sgd/seed0"]
     assert [s.label for s in ph.tail_series([sweep], methods=["norm"])[0]] == ["toy"]
+    # Probes outside runs: one line per data source of a task (e.g. the toy noise laws).
+    _probe_json(tmp_path / "noise" / "cola" / "c", "cola", 0, 1.9, 5.0)
+    meta = json.loads((tmp_path / "noise" / "cola" / "c" / "noise_probe.json").read_text())
+    meta["data_source"] = "real CoLA"
+    (tmp_path / "noise" / "cola" / "c" / "noise_probe.json").write_text(json.dumps(meta))
+    series, _ = ph.tail_series([tmp_path / "noise"])
+    labels = {s.label: list(s.steps) for s in series}
+    assert labels == {"cola — generated: cola": [0, 200], "cola — real CoLA": [0]}
