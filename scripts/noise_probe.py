@@ -211,8 +211,10 @@ def tail_estimates(
     for t, meta in enumerate(tensors):
         cols = z[:, owners == t]
         row = {**meta, "coords_used": int(cols.shape[1])}
-        if cols.shape[1]:
+        try:
             row["stable_alpha"], row["hill_alpha"] = stable(cols), hill(cols)
+        except ValueError as exc:  # no usable coordinate (sparse or dead tensor)
+            row["skipped"] = str(exc)
         per_tensor.append(row)
     out["tensors"] = per_tensor
     values = [r["stable_alpha"] for r in per_tensor if "stable_alpha" in r]

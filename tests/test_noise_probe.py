@@ -154,6 +154,23 @@ def test_noise_probe_at_the_end_of_a_run_and_mid_run(noise_probe, tmp_path):
     assert json.loads((out / "noise_probe.json").read_text())["step"] == 40
 
 
+def test_dead_and_sparse_coordinates_are_left_out(noise_probe):
+    """A tensor whose sampled coordinates never move (dead units, unused embedding rows) has no
+    scale: it is reported as skipped and does not enter the pooled estimates."""
+    rng = np.random.default_rng(0)
+    coords = rng.standard_normal((400, 6)) * [1.0, 5.0, 0.2, 1.0, 1.0, 1.0]
+    coords[:, 4:] = 0.0
+    coords[::50, 5] = 3.0  # nonzero in 2% of the batches: zero median deviation
+    owner = np.array([0, 0, 0, 1, 2, 2])
+    tensors = [{"name": n} for n in ("live", "one", "dead")]
+    out = noise_probe.tail_estimates(coords, owner, np.ones(400) + rng.random(400), tensors)
+    assert out["coords_used"] == 4 and out["coords_dropped"] == 2
+    assert out["noise_coords_stable_alpha"] >= 1.85  # Gaussian columns of unequal scales
+    live, one, dead = out["tensors"]
+    assert live["coords_used"] == 3 and one["coords_used"] == 1 and "stable_alpha" in one
+    assert dead["coords_used"] == 0 and "stable_alpha" not in dead and dead["skipped"]
+
+
 def test_noise_probe_rejects_a_directory_that_is_not_a_run(noise_probe, tmp_path, capsys):
     with pytest.raises(SystemExit):
         noise_probe.main([str(tmp_path), "--at", "start"])
