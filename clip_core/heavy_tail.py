@@ -451,7 +451,8 @@ def bootstrap_interval(
     seed: int = 0,
     method: Literal["percentile", "normal"] = "percentile",
 ) -> tuple[float, float]:
-    """Bootstrap interval of ``statistic(data)`` (``scipy.stats.bootstrap``).
+    """Bootstrap interval of ``statistic(data)`` (``scipy.stats.bootstrap``; needs SciPy >= 1.15,
+    which the ``suite`` extra installs).
 
     The resampled units are groups of ``block`` consecutive rows of ``data`` (axis 0; the
     trailing ``len(data) mod block`` rows are left out), drawn with replacement and
