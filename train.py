@@ -38,8 +38,6 @@ USER_ERRORS = (
 )
 
 
-
-
 def _user_error(exc: BaseException) -> BaseException | None:
     """The user-facing cause of ``exc`` (Hydra wraps constructor errors), if it is one."""
     seen = exc

@@ -50,7 +50,6 @@ import torch
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from clip_core.heavy_tail import (  # noqa: E402
     alpha_stable_index,
@@ -69,7 +68,7 @@ LEVEL = 0.9  # coverage of the bootstrap intervals
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    import train  # noqa: F401  registers the run_label resolver
+    import suite.naming  # noqa: F401  registers the run_label resolver
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=False)

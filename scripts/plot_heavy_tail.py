@@ -41,10 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # clip_core
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # plotting
-
 import plotting
 
 from clip_core.heavy_tail import (
