@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import plotting
+from provenance import stamp
 
 from clip_core.heavy_tail import (
     TailSummary,
@@ -378,7 +379,7 @@ def plot_panels(
         ax_ccdf = fig.add_axes((left, (ccdf_top - ccdf_h) / height, w, ccdf_h / height))
         draw_panel(ax_hist, ax_ccdf, panel)
         ax_hist.set_title(heading, fontsize=8.5, loc="left")
-    return plotting.savefig(fig, out, dpi)
+    return plotting.savefig(fig, out, dpi, made_by=MADE_BY)
 
 
 # ----------------------------------------------------------------------------------- table
@@ -531,7 +532,7 @@ def plot_tail_over_training(
         "intervals)\n" + plotting.wrap(plotting.provenance(metas), 150),
         fontsize=9.5,
     )
-    return plotting.savefig(fig, out, dpi)
+    return plotting.savefig(fig, out, dpi, made_by=MADE_BY)
 
 
 def format_training_table(series: Sequence[TailSeries]) -> str:
@@ -597,9 +598,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the footnote of every figure this run writes: the command and the commit
+MADE_BY = ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global MADE_BY
     parser = build_parser()
     args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    MADE_BY = stamp("python scripts/plot_heavy_tail.py " + " ".join(map(str, words)))
     if args.ncols < 1:
         parser.error(f"--ncols must be >= 1, got {args.ncols}")
     if args.over_training:

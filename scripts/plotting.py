@@ -389,11 +389,16 @@ def log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def savefig(fig: Any, path: Path, dpi: int = DPI) -> Path:
-    """Save and close ``fig``; every text in it is scrubbed of absolute paths first."""
+def savefig(fig: Any, path: Path, dpi: int = DPI, made_by: str | None = None) -> Path:
+    """Save and close ``fig``; every text in it is scrubbed of absolute paths first.
+
+    ``made_by`` (a :func:`provenance.stamp`) goes below the figure as its footnote.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.text import Text
 
+    if made_by:
+        fig.text(0.01, 0.0, made_by, fontsize=7, color="0.3", va="top", ha="left")
     for text in fig.findobj(Text):
         text.set_text(scrub_paths(text.get_text()))
     path = Path(path)
