@@ -6,6 +6,7 @@ clipped gradients (or a global factor to fuse in) and a ``found_inf`` flag to sk
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
+from clip_core import sharding
 from clip_core._validation import (
     check_choice,
     check_false,
@@ -136,7 +138,8 @@ class ClippedOptimizer(Optimizer):
         defaults = {**defaults, **rule.values(), "maximize": bool(maximize)}
         super().__init__(params, defaults)
         all_params = [p for g in self.param_groups for p in g["params"]]
-        _refuse_sharded(all_params)
+        # DTensor (FSDP2) parameters: whole-model norms by one all-reduce (clip_core.sharding)
+        self._sharding = sharding.plan(all_params, rule, type(self).__name__)
         if fused and not fused_supported(all_params):
             raise ValueError(
                 "fused=True needs floating-point dense parameters on one of "
@@ -150,8 +153,11 @@ class ClippedOptimizer(Optimizer):
         self.nonfinite = nonfinite
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
+            if self._sharding is not None:  # every rank must draw the same decisions
+                seed = self._sharding.agree_on_seed(seed)
         device = all_params[0].device if all_params else torch.device("cpu")
-        self.clipper = Clipper(rule, seed=seed, device=device)
+        reduce = None if self._sharding is None else self._sharding.all_reduce
+        self.clipper = Clipper(rule, seed=seed, device=device, reduce=reduce)
         # Counters are tensors updated in place: torch.compile keeps those updates, while a
         # Python int would be lost (see _StepRecord) or recompile the step at every value.
         self.skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
@@ -255,7 +261,9 @@ class ClippedOptimizer(Optimizer):
             grad_scale = getattr(self, "grad_scale", None)
         if found_inf is None:
             found_inf = getattr(self, "found_inf", None)
-        groups = self._gather()
+        groups = sharded = self._gather()
+        if self._sharding is not None:  # clip and update the local slices
+            groups = self._sharding.localize(sharded)
         grads = [g for _, _, gs in groups for g in gs]
         if not grads:
             return loss
@@ -279,7 +287,12 @@ class ClippedOptimizer(Optimizer):
             grad_scale=grad_scale,
             found_inf=found_inf,
         )
-        self._update(groups, result)
+        with (
+            contextlib.nullcontext()
+            if self._sharding is None
+            else self._sharding.local_state(self, sharded, groups)
+        ):
+            self._update(groups, result)
         self.skipped_steps.add_(result.found_inf.to(torch.int64))
         self.attempted_steps.add_(1)
         self._record.stats = result.stats
@@ -388,17 +401,3 @@ class ClippedOptimizer(Optimizer):
         """The recorded statistic history of an ``auto`` rule, oldest first (synchronises)."""
         history = self.clipper.history
         return None if history is None or history.sorted is None else history.values().squeeze(0)
-
-
-def _refuse_sharded(params: list[torch.Tensor]) -> None:
-    """FSDP2/DTensor shards hold a slice of each tensor: a local norm is not the model's norm."""
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # torch built without distributed support
-        return
-    if any(isinstance(p, DTensor) for p in params):
-        raise ValueError(
-            "clip_core optimizers do not support DTensor (FSDP2-sharded) parameters: the global "
-            "gradient norm would be that of the local shard, not of the whole model. Use "
-            "DistributedDataParallel, or FSDP with full (unsharded) gradients."
-        )

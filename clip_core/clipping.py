@@ -28,6 +28,7 @@ import torch
 from clip_core._validation import check_choice, check_interval, check_nonnegative
 from clip_core.history import SortedHistory
 from clip_core.norms import (
+    Reduce,
     blas_measurable,
     cache_sized_pieces,
     norm_dtype,
@@ -245,8 +246,12 @@ class Clipper:
     (as ``clip_grad_norm_`` / ``clip_grad_value_`` do).
     """
 
-    def __init__(self, rule: ClipRule, *, seed: int, device: torch.device) -> None:
+    def __init__(
+        self, rule: ClipRule, *, seed: int, device: torch.device, reduce: Reduce | None = None
+    ) -> None:
         self.rule = rule
+        # sums local squared norms over the shards of sharded gradients (clip_core.sharding)
+        self.reduce = reduce
         self.seed = int(seed)
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
@@ -258,7 +263,7 @@ class Clipper:
     # -- measuring ---------------------------------------------------------------------------
     def measure(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-tensor norms ``[n]`` and the global norm (0-d): :func:`~clip_core.norms.tensor_norms`."""
-        return tensor_norms(grads, self.device)
+        return tensor_norms(grads, self.device, self.reduce)
 
     # -- thresholds and decisions ------------------------------------------------------------
     def _threshold(
@@ -400,8 +405,9 @@ class Clipper:
                     before.append(squared_norm(piece, dtype))
                     clip_one(i, piece)
                     after.append(squared_norm(piece, dtype))
-            total_norm = torch.stack(before).sum().sqrt()
-            kept = torch.stack(after).sum().sqrt()
+            total_norm, kept = self._whole_norms(
+                torch.stack(before).sum(), torch.stack(after).sum()
+            )
         else:
             total_norm = (measured if measured is not None else self.measure(grads))[1]
             for i, g in enumerate(grads):
@@ -414,6 +420,14 @@ class Clipper:
         valid = self._valid(total_norm, found_inf)
         fraction = torch.where(total_norm > 0, 1.0 - kept / total_norm, 0.0)
         return _result(inv, total_norm, valid, threshold, fraction)
+
+    def _whole_norms(
+        self, before: torch.Tensor, after: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Norms before and after clipping from their squares, summed over shards in one collective."""
+        if self.reduce is None:
+            return before.sqrt(), after.sqrt()
+        return self.reduce(torch.stack([before, after])).sqrt().unbind(0)
 
     def _clip_coordinates(self, g: torch.Tensor, limit: torch.Tensor, host: float | None) -> None:
         """Clip the coordinates of one tensor (or piece of one) in place at ``limit``.

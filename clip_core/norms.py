@@ -6,7 +6,12 @@ gradient is float64 (``_foreach_norm`` refuses to narrow float64 to float32).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+#: Sums local squared norms over the shards of sharded tensors (:mod:`clip_core.sharding`).
+Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 _BLAS_DTYPES = (torch.float32, torch.float64)
 # Pieces this size stay in a core's cache between passes (L2 is 2 MiB a core here; 1 MiB pieces
@@ -57,13 +62,20 @@ def squared_norm(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def tensor_norms(
-    grads: list[torch.Tensor], device: torch.device
+    grads: list[torch.Tensor], device: torch.device, reduce: Reduce | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor norms ``[n]`` on ``device`` and the global norm (0-d), from one read pass."""
+    """Per-tensor norms ``[n]`` on ``device`` and the global norm (0-d), from one read pass.
+
+    ``reduce`` sums local squared norms over the shards of sharded gradients (one collective).
+    """
     dtype = norm_dtype(grads)
     if blas_measurable(grads):
         squares = torch.stack([squared_norm(g, dtype) for g in grads])
+        if reduce is not None:
+            squares = reduce(squares)
         return squares.sqrt(), squares.sum().sqrt()
     norms = torch._foreach_norm(grads, 2, dtype=dtype)
     norms = torch.stack([n.to(device, non_blocking=True) for n in norms])
+    if reduce is not None:
+        norms = reduce(norms.square()).sqrt()
     return norms, torch.linalg.vector_norm(norms)
