@@ -97,7 +97,7 @@ def params_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def factories() -> dict[str, Any]:
     out = {}
     for t in CLIPPING_TYPES:
-        kw = dict(clipping_type=t, clipping_level=LEVELS.get(t, 0.4), beta=0.5, p_autoclip=0.5)
+        kw = dict(clipping_type=t, clipping_level=LEVELS.get(t, 0.4), beta=0.15, p_autoclip=0.5)
         out[f"sgd/{t}"] = lambda p, kw=kw: ClippedSGD(p, lr=0.05, momentum=0.9, seed=3, **kw)
         out[f"adamw/{t}"] = lambda p, kw=kw: ClippedAdamW(p, lr=0.01, seed=3, **kw)
         if t in ("norm", "auto"):
