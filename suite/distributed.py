@@ -1,12 +1,19 @@
-"""Data-parallel set-up from the environment ``torchrun`` provides (gloo on CPU, NCCL on GPU)."""
+"""Data-parallel and sharded set-up from the environment ``torchrun`` provides (gloo on CPU, NCCL on
+GPU): ``trainer.strategy=ddp`` (DistributedDataParallel) or ``fsdp2`` (``fully_shard``), and the
+whole-model state dicts that checkpoints hold under either."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from clip_core import ClippedOptimizer
+from clip_core.sharding import full_state_dict, is_sharded, load_full_state_dict
 
 
 @dataclass(frozen=True)
@@ -52,3 +59,101 @@ def resolve_device(name: str, ctx: DistContext) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise ValueError(f"Invalid trainer.device: {name!r}; expected one of auto, cpu, cuda")
+
+
+STRATEGIES = ("ddp", "fsdp2")
+
+
+def wrap_model(
+    module: nn.Module, strategy: str, ctx: DistContext, device: torch.device
+) -> nn.Module:
+    """The model the training step runs: ``module`` itself in one process; under torchrun a
+    ``DistributedDataParallel`` wrapper (``ddp``), or ``module`` sharded in place with FSDP2's
+    ``fully_shard`` (``fsdp2``: each member of every ``nn.ModuleList``, e.g. the transformer
+    layers, is one shard group, the rest of the model another)."""
+    if not ctx.enabled:
+        return module
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (ctx.world_size,))
+    for sub in module.modules():
+        if isinstance(sub, nn.ModuleList):
+            for block in sub:
+                fully_shard(block, mesh=mesh)
+    fully_shard(module, mesh=mesh)
+    return module
+
+
+def is_sharded_model(module: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
+def full_model_state(module: nn.Module) -> dict[str, Any]:
+    """The whole model's state dict on rank 0's CPU (a collective when sharded)."""
+    if not is_sharded_model(module):
+        return module.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(module, options=options)
+
+
+def load_full_model_state(module: nn.Module, state: dict[str, Any]) -> None:
+    if not is_sharded_model(module):
+        module.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
+
+
+def full_optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's whole state (a collective when sharded), clip state included."""
+    if not is_sharded_model(module):
+        return optimizer.state_dict()
+    if isinstance(optimizer, ClippedOptimizer):
+        return full_state_dict(optimizer)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(module, optimizer, options=options)
+
+
+def load_full_optimizer_state(
+    module: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    if not is_sharded_model(module):
+        optimizer.load_state_dict(state)
+    elif isinstance(optimizer, ClippedOptimizer):
+        load_full_state_dict(optimizer, state)
+    else:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(module, optimizer, state, options=options)
+
+
+def whole(value: torch.Tensor) -> torch.Tensor:
+    """A plain tensor of ``value`` (a DTensor, e.g. a baseline's norm of sharded gradients, is
+    gathered)."""
+    return value.full_tensor() if is_sharded(value) else value
+
+
+def agree(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """True on every rank if it is true on any (e.g. a preemption signal seen by one rank)."""
+    if not ctx.enabled:
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value)

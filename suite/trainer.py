@@ -6,6 +6,7 @@ clipping telemetry stay on the device until a logging window is flushed.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import random
 import sys
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from clip_core import ClippedOptimizer
+from clip_core._validation import check_choice
 from suite.checkpoint import (
     CheckpointError,
     PreemptionGuard,
@@ -30,7 +32,18 @@ from suite.checkpoint import (
     restore_random_states,
     save_checkpoint,
 )
-from suite.distributed import DistContext, resolve_device
+from suite.distributed import (
+    STRATEGIES,
+    DistContext,
+    agree,
+    full_model_state,
+    full_optimizer_state,
+    load_full_model_state,
+    load_full_optimizer_state,
+    resolve_device,
+    whole,
+    wrap_model,
+)
 from suite.loggers import WandbLogger
 from suite.optim import build_optimizer, build_scheduler, describe_optimizer
 from suite.records import RunRecord, read_json
@@ -54,6 +67,7 @@ def check_trainer_config(cfg: DictConfig) -> None:
         value = t.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"Invalid trainer.{key}: {value!r}; expected an integer >= 1")
+    check_choice("trainer.strategy", t.get("strategy", "ddp"), STRATEGIES)
     every = t.get("checkpoint_every")
     if not isinstance(every, int) or every < 0:
         raise ValueError(
@@ -116,13 +130,13 @@ class Trainer:
         seed_everything(cfg.seed)
         self.task: Task = instantiate(cfg.task, _convert_="all")
         self.info: TaskInfo = self.task.setup(self.device, cfg.seed)
-        model = self.module = self.task.model  # checkpoints hold the unwrapped module
-        if self.ctx.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.task.model = DistributedDataParallel(model, device_ids=ids)
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        # The task keeps its bare module (it evaluates that); the trainer keeps the model the
+        # training step runs (a DDP wrapper, or the module sharded in place by fully_shard).
+        self.module = self.task.model
+        strategy = cfg.trainer.get("strategy", "ddp")
+        self.wrapped = wrap_model(self.module, strategy, self.ctx, self.device)
+        self.sharded = self.ctx.enabled and strategy == "fsdp2"
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(cfg, self.params, seed=cfg.seed)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.summary["optimizer_description"] = describe_optimizer(self.optimizer)
@@ -163,8 +177,8 @@ class Trainer:
         return {
             "fingerprint": _fingerprint(self.cfg),
             "step": step,
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": full_model_state(self.module),
+            "optimizer": full_optimizer_state(self.module, self.optimizer),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "random": random_states(),
             "grad_norms": list(self.grad_norms),
@@ -177,7 +191,11 @@ class Trainer:
         }
 
     def _save(self, step: int) -> None:
-        if self.ctx.is_main:
+        if self.sharded:  # gathering the whole state is a collective: every rank takes part
+            state = self._state(step)
+            if self.ctx.is_main:
+                save_checkpoint(checkpoint_path(self.record.dir), state)
+        elif self.ctx.is_main:
             save_checkpoint(checkpoint_path(self.record.dir), self._state(step))
 
     def _try_resume(self) -> int:
@@ -186,8 +204,8 @@ class Trainer:
             self.record.reset()
             return 0
         payload = load_checkpoint(path, _fingerprint(self.cfg))
-        self.module.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        load_full_model_state(self.module, payload["model"])
+        load_full_optimizer_state(self.module, self.optimizer, payload["optimizer"])
         if self.scheduler is not None and payload["scheduler"] is not None:
             self.scheduler.load_state_dict(payload["scheduler"])
         restore_random_states(payload["random"])
@@ -214,7 +232,7 @@ class Trainer:
         if stats is not None:
             return stats.grad_norm, stats.threshold.float().mean(), stats.clip_fraction
         nan = torch.full((), float("nan"), device=self.device)
-        return self._baseline_norm, nan, torch.zeros((), device=self.device)
+        return whole(self._baseline_norm), nan, torch.zeros((), device=self.device)
 
     def _flush(
         self, window: list[dict[str, torch.Tensor]], step: int, epoch: int
@@ -252,6 +270,15 @@ class Trainer:
         if self.wandb is not None:
             self.wandb.log_histogram(norms, step)
         self.epoch_norm_start = len(self.grad_norms)
+
+    @contextlib.contextmanager
+    def _training_model(self):
+        """The task's forward pass runs the wrapped model (DDP's gradient all-reduce hooks)."""
+        self.task.model = self.wrapped
+        try:
+            yield
+        finally:
+            self.task.model = self.module
 
     def _evaluate(self, step: int, epoch: int) -> dict[str, Any]:
         metrics = self.task.evaluate()
@@ -311,7 +338,7 @@ class Trainer:
 
     def _loop(self, start: int, guard: PreemptionGuard) -> int:
         cfg, t = self.cfg, self.cfg.trainer
-        model = self.task.model
+        model = self.wrapped
         steps_per_epoch = self.task.steps_per_epoch(self.ctx.world_size)
         step = start
         window = self.window
@@ -332,7 +359,8 @@ class Trainer:
                 epoch, offset, seed=cfg.seed, rank=self.ctx.rank, world_size=self.ctx.world_size
             )
             for batch in batches:
-                loss, metrics = self.task.loss(batch)
+                with self._training_model():
+                    loss, metrics = self.task.loss(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if not isinstance(self.optimizer, ClippedOptimizer):
@@ -371,7 +399,7 @@ class Trainer:
                         bar.set_postfix(postfix, refresh=False)
                 if t.checkpoint_every and (step % t.checkpoint_every == 0 or step == t.max_steps):
                     self._save(step)  # the final one lets a longer budget continue this run
-                if guard.received is not None:
+                if self._preempted(guard, step):
                     self._save(step)
                     bar.close()
                     self.summary.update(status="preempted", steps=step, signal=guard.received)
@@ -384,6 +412,15 @@ class Trainer:
         if self.epoch_norm_start < len(self.grad_norms):
             self._epoch_histogram(step // steps_per_epoch, step)
         return step
+
+    def _preempted(self, guard: PreemptionGuard, step: int) -> bool:
+        """Whether to stop here. Sharded ranks save together, so they agree on the step: at the
+        end of a logging window (one flag all-reduced per window, none per step)."""
+        if not self.sharded:
+            return guard.received is not None
+        if step % self.cfg.trainer.log_every:
+            return False
+        return agree(guard.received is not None, self.ctx, self.device)
 
     def _finish(self) -> None:
         if getattr(self, "_finished", False):

@@ -285,6 +285,8 @@ class ColaTask(Task):
         corpus_seed: seed of the generated corpus. Fixed by default so that, like real CoLA, all
             runs see the same data and seeds vary only initialisation and batch order;
             ``null`` ties it to the run seed instead.
+        dropout: ``null`` keeps the model's dropout; a probability replaces every dropout rate
+            (``0`` makes a data-parallel run equal a one-process run on the global batch).
     """
 
     name = "cola"
@@ -303,6 +305,7 @@ class ColaTask(Task):
         embedded_train_size: int = 3000,
         embedded_dev_size: int = 400,
         corpus_seed: int | None = 0,
+        dropout: float | None = None,
     ) -> None:
         if data_root is not None and (
             not isinstance(data_root, (str, os.PathLike)) or not str(data_root)
@@ -325,6 +328,11 @@ class ColaTask(Task):
         _check_int("embedded_dev_size", embedded_dev_size, 1)
         if corpus_seed is not None:
             _check_int("corpus_seed", corpus_seed, 0)
+        if dropout is not None and not (
+            isinstance(dropout, int | float) and not isinstance(dropout, bool) and 0 <= dropout < 1
+        ):
+            raise ValueError(f"Invalid dropout: {dropout!r}; expected null or a value in [0, 1)")
+        self.dropout = dropout
         self.data_root = None if data_root is None else str(data_root)
         self.model_name_or_path = None if model_name_or_path is None else str(model_name_or_path)
         self.batch_size = batch_size
@@ -394,6 +402,10 @@ class ColaTask(Task):
             raise ValueError(
                 f"max_length={self.max_length} exceeds the model's {max_pos} positions"
             )
+        if self.dropout is not None:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = float(self.dropout)
         self.model = model.to(self.device).train()  # from_pretrained returns eval mode
         self._train, self._dev = self._encode(train), self._encode(dev)
         for split in (self._train, self._dev):

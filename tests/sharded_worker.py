@@ -83,7 +83,9 @@ def train(model, opt, data, rank: int | None) -> list[list[float]]:
         torch.nn.functional.mse_loss(model(x), y).backward()
         opt.step()
         s = opt.last_clip_stats
-        stats.append([float(s.grad_norm), float(s.threshold.float().mean()), float(s.clip_fraction)])
+        stats.append(
+            [float(s.grad_norm), float(s.threshold.float().mean()), float(s.clip_fraction)]
+        )
     return stats
 
 
@@ -215,9 +217,7 @@ def refusals(rank: int, mesh: Any) -> dict[str, str]:
                 make_model().parameters(), optimizer_class=ClippedSGD, lr=0.1
             )
         ),
-        "mixed": message(
-            lambda: ClippedSGD([*sharded.parameters(), *plain.parameters()], lr=0.1)
-        ),
+        "mixed": message(lambda: ClippedSGD([*sharded.parameters(), *plain.parameters()], lr=0.1)),
         "coord_stoch": message(lambda: ClippedSGD(sharded.parameters(), lr=0.1, rule=coord_stoch)),
     }
 

@@ -25,16 +25,16 @@ def ranks(tmp_path_factory):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.start_processes(
-        sharded_worker.run, args=(2, port, str(out)), nprocs=2, start_method="spawn"
-    )
+    mp.start_processes(sharded_worker.run, args=(2, port, str(out)), nprocs=2, start_method="spawn")
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
 def _assert_params_close(a, b):
     assert a.keys() == b.keys()
     for key in a:
-        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(
+            a[key].numpy(), b[key].numpy(), rtol=1e-5, atol=1e-6, err_msg=key
+        )
 
 
 @pytest.mark.parametrize("case", sorted(sharded_worker.factories()))
