@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,26 @@ def run_train(results: Path, *overrides: str, timeout: float = 300) -> subproces
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def run_torchrun(
+    results: Path, *overrides: str, nproc: int = 2, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=<nproc> train.py ...`` (gloo on CPU), on a free port."""
+    command = train_command(results, *overrides)
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command[1:2] = [
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        f"--master_port={port}",
+        command[1],
+    ]
+    return subprocess.run(
+        command, cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=timeout
     )
 
 

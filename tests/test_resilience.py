@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 
@@ -15,6 +14,7 @@ from tests.suite_helpers import (
     ROOT,
     final_params,
     metric_rows,
+    run_torchrun,
     run_train,
     train_command,
     train_env,
@@ -156,20 +156,7 @@ def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, optim
     )
     single = run_train(tmp_path / "single", *args)
     assert single.returncode == 0, single.stderr[-2000:]
-    command = train_command(tmp_path / "ddp", *args)
-    with socket.socket() as sock:  # a free port for the rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command[1:2] = [
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={port}",
-        command[1],
-    ]
-    ddp = subprocess.run(
-        command, cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=300
-    )
+    ddp = run_torchrun(tmp_path / "ddp", *args)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     a, b = _run_dir(tmp_path / "single", "run"), _run_dir(tmp_path / "ddp", "run")
     summary = json.loads((b / "summary.json").read_text())

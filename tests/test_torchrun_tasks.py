@@ -1,0 +1,112 @@
+"""Every task under ``torchrun --nproc_per_node=2`` (gloo), with an evaluation inside the budget;
+parameters equal to a one-process run on the same global batch; ``trainer.strategy=fsdp2``;
+checkpoint and resume under both strategies."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from suite.trainer import check_trainer_config
+from tests.suite_helpers import final_params, run_torchrun, run_train
+
+pytestmark = pytest.mark.slow
+
+TRAINER = {"max_steps": 4, "eval_every": 2, "log_every": 2, "checkpoint_every": 4}
+BUDGET = (
+    "trainer.max_steps=4",
+    "trainer.eval_every=2",
+    "trainer.log_every=2",
+    "trainer.checkpoint_every=4",
+    "trainer.device=cpu",
+    "label=run",
+)
+COLA = (
+    "task=cola",
+    "task.dropout=0",  # per-rank dropout masks cannot equal one process's
+    "task.batch_size=4",
+    "task.max_length=16",
+    "task.embedded_train_size=32",
+    "task.embedded_dev_size=16",
+    "task.eval_batch_size=16",
+)
+# BatchNorm normalises each rank's half batch (SyncBatchNorm needs a GPU): completion only.
+BATCHNORM = {
+    "imagenet": ("task=imagenet", "task.batch_size=8", "task.max_val_items=16"),
+    "voc": (
+        "task=voc",
+        "task.batch_size=4",
+        "task.image_size=32",
+        "task.embedded_train_size=16",
+        "task.embedded_val_size=4",
+        "task.eval_batch_size=4",
+    ),
+}
+
+
+def _run_dir(results, task):
+    return results / "default" / task / "run" / "seed0"
+
+
+def _completed(results, task, args, **kwargs):
+    proc = run_torchrun(results, *args, **kwargs)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = _run_dir(results, task)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert 2 in [r["step"] for r in rows if r["split"] == "val"]  # an evaluation ran
+    return run_dir
+
+
+def _assert_same_training(a, b):
+    np.testing.assert_allclose(
+        np.load(a / "grad_norms.npy"), np.load(b / "grad_norms.npy"), rtol=1e-5
+    )
+    pa, pb = final_params(a), final_params(b)
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        np.testing.assert_allclose(pa[key], pb[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def _resumed(results, task, args):
+    """Two processes: half the budget, then the same command with the full budget resumes."""
+    _completed(results, task, (*args, "trainer.max_steps=2"))
+    again = run_torchrun(results, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stdout and "at step 2" in again.stdout
+    return _run_dir(results, task)
+
+
+def test_reddit_under_ddp_equals_one_process_and_resumes(tmp_path):
+    args = ("task=reddit", "task.dropout=0", *BUDGET, "optimizer=quadratic_stoch_auto")
+    single = run_train(tmp_path / "single", *args)
+    assert single.returncode == 0, single.stderr[-2000:]
+    resumed = _resumed(tmp_path / "ddp", "reddit", (*args, "trainer.strategy=ddp"))
+    _assert_same_training(_run_dir(tmp_path / "single", "reddit"), resumed)
+
+
+def test_cola_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
+    args = (*COLA, *BUDGET, "optimizer=quadratic_stoch_auto")
+    single = run_train(tmp_path / "single", *args)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = _completed(tmp_path / "ddp", "cola", (*args, "trainer.strategy=ddp"))
+    _assert_same_training(_run_dir(tmp_path / "single", "cola"), ddp)
+    fsdp2 = _resumed(tmp_path / "fsdp2", "cola", (*args, "trainer.strategy=fsdp2"))
+    _assert_same_training(_run_dir(tmp_path / "single", "cola"), fsdp2)
+
+
+@pytest.mark.parametrize("task", sorted(BATCHNORM))
+def test_batchnorm_tasks_complete_under_torchrun(tmp_path, task):
+    _completed(tmp_path, task, (*BATCHNORM[task], *BUDGET, "optimizer=norm"))
+
+
+def test_invalid_strategy_is_a_clear_error():
+    cfg = OmegaConf.create({"trainer": {**TRAINER, "strategy": "zero"}, "seed": 0})
+    expected = "Invalid trainer.strategy: 'zero'; expected one of ddp, fsdp2"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        check_trainer_config(cfg)
