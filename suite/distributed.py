@@ -32,7 +32,14 @@ class DistContext:
 
 
 def init_distributed(device_type: str) -> DistContext:
-    """Join the process group when launched by torchrun (``WORLD_SIZE > 1``), else single process."""
+    """Join the process group when launched by torchrun (``WORLD_SIZE > 1``) or as one of several
+    SLURM tasks of a submitit job (``hydra.launcher.tasks_per_node``/``nodes``), else single
+    process."""
+    if "WORLD_SIZE" not in os.environ and _submitit_tasks() > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from SLURM; every GPU stays visible
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
@@ -40,6 +47,12 @@ def init_distributed(device_type: str) -> DistContext:
         backend = "nccl" if device_type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _submitit_tasks() -> int:
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return 1
+    return int(os.environ.get("SLURM_NTASKS", "1"))
 
 
 def shutdown_distributed(ctx: DistContext) -> None:

@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import subprocess
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from suite.trainer import check_trainer_config
-from tests.suite_helpers import final_params, run_torchrun, run_train
+from tests.suite_helpers import (
+    ROOT,
+    final_params,
+    run_torchrun,
+    run_train,
+    train_command,
+    train_env,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -110,3 +119,36 @@ def test_invalid_strategy_is_a_clear_error():
     expected = "Invalid trainer.strategy: 'zero'; expected one of ddp, fsdp2"
     with pytest.raises(ValueError, match=re.escape(expected)):
         check_trainer_config(cfg)
+
+
+def test_submitit_slurm_tasks_join_one_process_group(tmp_path):
+    """Two SLURM tasks of one submitit job (tasks_per_node=2), as srun starts them."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    slurm = {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "1",
+        "SLURM_NTASKS": "2",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_NODELIST": "localhost",
+        "MASTER_PORT": str(port),
+    }
+    command = train_command(tmp_path, "task=toy", *BUDGET)
+    procs = [
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**train_env(), **slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    summary = json.loads((_run_dir(tmp_path, "toy") / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2
