@@ -9,14 +9,13 @@ import re
 import socket
 import subprocess
 
-import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from suite.trainer import check_trainer_config
 from tests.suite_helpers import (
     ROOT,
-    final_params,
+    assert_same_training,
     run_torchrun,
     run_train,
     train_command,
@@ -72,16 +71,6 @@ def _completed(results, task, args, **kwargs):
     return run_dir
 
 
-def _assert_same_training(a, b):
-    np.testing.assert_allclose(
-        np.load(a / "grad_norms.npy"), np.load(b / "grad_norms.npy"), rtol=1e-5
-    )
-    pa, pb = final_params(a), final_params(b)
-    assert pa.keys() == pb.keys()
-    for key in pa:
-        np.testing.assert_allclose(pa[key], pb[key], rtol=1e-5, atol=1e-6, err_msg=key)
-
-
 def _resumed(results, task, args):
     """Two processes: half the budget, then the same command with the full budget resumes."""
     _completed(results, task, (*args, "trainer.max_steps=2"))
@@ -96,7 +85,7 @@ def test_reddit_under_ddp_equals_one_process_and_resumes(tmp_path):
     single = run_train(tmp_path / "single", *args)
     assert single.returncode == 0, single.stderr[-2000:]
     resumed = _resumed(tmp_path / "ddp", "reddit", (*args, "trainer.strategy=ddp"))
-    _assert_same_training(_run_dir(tmp_path / "single", "reddit"), resumed)
+    assert_same_training(_run_dir(tmp_path / "single", "reddit"), resumed)
 
 
 def test_cola_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
@@ -104,9 +93,9 @@ def test_cola_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
     single = run_train(tmp_path / "single", *args)
     assert single.returncode == 0, single.stderr[-2000:]
     ddp = _completed(tmp_path / "ddp", "cola", (*args, "trainer.strategy=ddp"))
-    _assert_same_training(_run_dir(tmp_path / "single", "cola"), ddp)
+    assert_same_training(_run_dir(tmp_path / "single", "cola"), ddp)
     fsdp2 = _resumed(tmp_path / "fsdp2", "cola", (*args, "trainer.strategy=fsdp2"))
-    _assert_same_training(_run_dir(tmp_path / "single", "cola"), fsdp2)
+    assert_same_training(_run_dir(tmp_path / "single", "cola"), fsdp2)
 
 
 @pytest.mark.parametrize("task", sorted(BATCHNORM))
