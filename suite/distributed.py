@@ -4,7 +4,9 @@ whole-model state dicts that checkpoints hold under either."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +109,22 @@ def is_sharded_model(module: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(module, FSDPModule)
+
+
+@contextlib.contextmanager
+def whole_parameters(module: nn.Module) -> Iterator[None]:
+    """Inside, a sharded module holds its whole parameters, so a task can evaluate it with any
+    method, not only ``forward`` (e.g. reddit's layer-wise inference); a no-op otherwise."""
+    from torch.distributed.fsdp import FSDPModule
+
+    groups = [m for m in module.modules() if isinstance(m, FSDPModule)]
+    for group in groups:
+        group.unshard()
+    try:
+        yield
+    finally:
+        for group in groups:
+            group.reshard()
 
 
 def full_model_state(module: nn.Module) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from suite.distributed import (
     load_full_optimizer_state,
     resolve_device,
     whole,
+    whole_parameters,
     wrap_model,
 )
 from suite.loggers import WandbLogger
@@ -281,7 +282,8 @@ class Trainer:
             self.task.model = self.module
 
     def _evaluate(self, step: int, epoch: int) -> dict[str, Any]:
-        metrics = self.task.evaluate()
+        with whole_parameters(self.module):  # all ranks evaluate (gathering is a collective)
+            metrics = self.task.evaluate()
         row = {
             "step": step,
             "epoch": epoch,

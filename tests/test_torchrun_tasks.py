@@ -66,9 +66,13 @@ def _completed(results, task, args, **kwargs):
     run_dir = _run_dir(results, task)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["world_size"] == 2
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert 2 in [r["step"] for r in rows if r["split"] == "val"]  # an evaluation ran
+    assert 2 in _val_metric(run_dir, "step")  # an evaluation ran
     return run_dir
+
+
+def _val_metric(run_dir, key):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r[key] for r in rows if r["split"] == "val"]
 
 
 def _resumed(results, task, args):
@@ -80,12 +84,17 @@ def _resumed(results, task, args):
     return _run_dir(results, task)
 
 
-def test_reddit_under_ddp_equals_one_process_and_resumes(tmp_path):
+def test_reddit_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
     args = ("task=reddit", "task.dropout=0", *BUDGET, "optimizer=quadratic_stoch_auto")
     single = run_train(tmp_path / "single", *args)
     assert single.returncode == 0, single.stderr[-2000:]
     resumed = _resumed(tmp_path / "ddp", "reddit", (*args, "trainer.strategy=ddp"))
     assert_same_training(_run_dir(tmp_path / "single", "reddit"), resumed)
+    # its evaluation calls a method of the bare module other than forward (layer-wise inference)
+    fsdp2 = _completed(tmp_path / "fsdp2", "reddit", (*args, "trainer.strategy=fsdp2"))
+    assert_same_training(_run_dir(tmp_path / "single", "reddit"), fsdp2)
+    single_accuracy = _val_metric(_run_dir(tmp_path / "single", "reddit"), "val_accuracy")
+    assert _val_metric(fsdp2, "val_accuracy") == pytest.approx(single_accuracy, abs=1e-3)
 
 
 def test_cola_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
