@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,7 @@ def run_train(results: Path, *overrides: str, timeout: float = 300) -> subproces
     )
 
 
-def run_torchrun(
-    results: Path, *overrides: str, nproc: int = 2, timeout: float = 300
-) -> subprocess.CompletedProcess:
+def torchrun_command(results: Path, *overrides: str, nproc: int = 2) -> list[str]:
     """``torchrun --nproc_per_node=<nproc> train.py ...`` (gloo on CPU), on a free port."""
     command = train_command(results, *overrides)
     with socket.socket() as sock:  # a free port for the rendezvous
@@ -62,8 +61,19 @@ def run_torchrun(
         f"--master_port={port}",
         command[1],
     ]
+    return command
+
+
+def run_torchrun(
+    results: Path, *overrides: str, nproc: int = 2, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        command, cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=timeout
+        torchrun_command(results, *overrides, nproc=nproc),
+        cwd=ROOT,
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -98,3 +108,20 @@ def assert_same_training(a: Path, b: Path) -> None:
     assert pa.keys() == pb.keys()
     for key in pa:
         np.testing.assert_allclose(pa[key], pb[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def wait_for_step(run_dir, step, proc, timeout=120.0):
+    """Block until the run has logged ``step`` (or died)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.stderr.read()[-2000:]}")
+        path = run_dir / "metrics.jsonl"
+        if path.exists() and any(
+            json.loads(line).get("step", 0) >= step
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} not reached in {timeout} s")

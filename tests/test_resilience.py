@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from tests.suite_helpers import (
     run_train,
     train_command,
     train_env,
+    wait_for_step,
 )
 
 pytestmark = pytest.mark.slow
@@ -28,23 +28,6 @@ RUN = ("task=toy", "trainer.max_steps=120", "trainer.checkpoint_every=10", "trai
 
 def _run_dir(results, optimizer):
     return results / "default" / "toy" / optimizer / "seed0"
-
-
-def _wait_for_step(run_dir, step, proc, timeout=120.0):
-    """Block until the run has logged ``step`` (or died)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended early: {proc.stderr.read()[-2000:]}")
-        path = run_dir / "metrics.jsonl"
-        if path.exists() and any(
-            json.loads(line).get("step", 0) >= step
-            for line in path.read_text().splitlines()
-            if line.strip()
-        ):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"step {step} not reached in {timeout} s")
 
 
 def _assert_same_run(a, b):
@@ -76,7 +59,7 @@ def test_sigkill_at_an_arbitrary_step_then_resume_is_bit_identical(tmp_path, opt
     killed = tmp_path / "killed"
     run_dir = _run_dir(killed, optimizer)
     proc = _start(killed, *RUN, f"optimizer={optimizer}")
-    _wait_for_step(run_dir, 47, proc)  # past the checkpoint at 40, before the one at 50
+    wait_for_step(run_dir, 47, proc)  # past the checkpoint at 40, before the one at 50
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (
@@ -100,7 +83,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_identically(tmp_path)
     stopped = tmp_path / "stopped"
     run_dir = _run_dir(stopped, "linear_stoch_norm")
     proc = _start(stopped, *RUN, "optimizer=linear_stoch_norm")
-    _wait_for_step(run_dir, 33, proc)
+    wait_for_step(run_dir, 33, proc)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert proc.returncode != 0

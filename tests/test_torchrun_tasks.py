@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 
@@ -18,8 +19,10 @@ from tests.suite_helpers import (
     assert_same_training,
     run_torchrun,
     run_train,
+    torchrun_command,
     train_command,
     train_env,
+    wait_for_step,
 )
 
 pytestmark = pytest.mark.slow
@@ -150,3 +153,30 @@ def test_submitit_slurm_tasks_join_one_process_group(tmp_path):
         assert proc.returncode == 0, err[-3000:]
     summary = json.loads((_run_dir(tmp_path, "toy") / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["world_size"] == 2
+
+
+def test_sigterm_under_fsdp2_saves_at_a_window_end_and_resumes(tmp_path):
+    args = ("task=toy", *BUDGET, "optimizer=quadratic_stoch_auto", "trainer.strategy=fsdp2")
+    args = (*args, "trainer.max_steps=30", "trainer.checkpoint_every=30", "trainer.eval_every=10")
+    single = run_train(tmp_path / "single", *args)
+    assert single.returncode == 0, single.stderr[-2000:]
+    run_dir = _run_dir(tmp_path / "two", "toy")
+    proc = subprocess.Popen(
+        torchrun_command(tmp_path / "two", *args),
+        cwd=ROOT,
+        env={**train_env(), "TORCH_CLIP_TOY_STEP_DELAY": "0.05"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_step(run_dir, 7, proc)
+    proc.send_signal(signal.SIGTERM)  # torchrun hands it to both ranks
+    proc.communicate(timeout=120)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "preempted"
+    stopped = summary["steps"]
+    assert 7 <= stopped < 30 and stopped % 2 == 0  # the end of a logging window
+    again = run_torchrun(tmp_path / "two", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"at step {stopped}" in again.stdout
+    assert_same_training(_run_dir(tmp_path / "single", "toy"), run_dir)
