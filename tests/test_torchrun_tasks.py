@@ -78,6 +78,12 @@ def _val_metric(run_dir, key):
     return [r[key] for r in rows if r["split"] == "val"]
 
 
+def _one_process(results, task, args):
+    proc = run_train(results, *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return _run_dir(results, task)
+
+
 def _resumed(results, task, args):
     """Two processes: half the budget, then the same command with the full budget resumes."""
     _completed(results, task, (*args, "trainer.max_steps=2"))
@@ -89,25 +95,23 @@ def _resumed(results, task, args):
 
 def test_reddit_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
     args = ("task=reddit", "task.dropout=0", *BUDGET, "optimizer=quadratic_stoch_auto")
-    single = run_train(tmp_path / "single", *args)
-    assert single.returncode == 0, single.stderr[-2000:]
+    single = _one_process(tmp_path / "single", "reddit", args)
     resumed = _resumed(tmp_path / "ddp", "reddit", (*args, "trainer.strategy=ddp"))
-    assert_same_training(_run_dir(tmp_path / "single", "reddit"), resumed)
+    assert_same_training(single, resumed)
     # its evaluation calls a method of the bare module other than forward (layer-wise inference)
     fsdp2 = _completed(tmp_path / "fsdp2", "reddit", (*args, "trainer.strategy=fsdp2"))
-    assert_same_training(_run_dir(tmp_path / "single", "reddit"), fsdp2)
-    single_accuracy = _val_metric(_run_dir(tmp_path / "single", "reddit"), "val_accuracy")
-    assert _val_metric(fsdp2, "val_accuracy") == pytest.approx(single_accuracy, abs=1e-3)
+    assert_same_training(single, fsdp2)
+    accuracy = _val_metric(single, "val_accuracy")
+    assert _val_metric(fsdp2, "val_accuracy") == pytest.approx(accuracy, abs=1e-3)
 
 
 def test_cola_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
     args = (*COLA, *BUDGET, "optimizer=quadratic_stoch_auto")
-    single = run_train(tmp_path / "single", *args)
-    assert single.returncode == 0, single.stderr[-2000:]
+    single = _one_process(tmp_path / "single", "cola", args)
     ddp = _completed(tmp_path / "ddp", "cola", (*args, "trainer.strategy=ddp"))
-    assert_same_training(_run_dir(tmp_path / "single", "cola"), ddp)
+    assert_same_training(single, ddp)
     fsdp2 = _resumed(tmp_path / "fsdp2", "cola", (*args, "trainer.strategy=fsdp2"))
-    assert_same_training(_run_dir(tmp_path / "single", "cola"), fsdp2)
+    assert_same_training(single, fsdp2)
 
 
 @pytest.mark.parametrize("task", sorted(BATCHNORM))
@@ -158,8 +162,7 @@ def test_submitit_slurm_tasks_join_one_process_group(tmp_path):
 def test_sigterm_under_fsdp2_saves_at_a_window_end_and_resumes(tmp_path):
     args = ("task=toy", *BUDGET, "optimizer=quadratic_stoch_auto", "trainer.strategy=fsdp2")
     args = (*args, "trainer.max_steps=30", "trainer.checkpoint_every=30", "trainer.eval_every=10")
-    single = run_train(tmp_path / "single", *args)
-    assert single.returncode == 0, single.stderr[-2000:]
+    single = _one_process(tmp_path / "single", "toy", args)
     run_dir = _run_dir(tmp_path / "two", "toy")
     proc = subprocess.Popen(
         torchrun_command(tmp_path / "two", *args),
@@ -179,4 +182,4 @@ def test_sigterm_under_fsdp2_saves_at_a_window_end_and_resumes(tmp_path):
     again = run_torchrun(tmp_path / "two", *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"at step {stopped}" in again.stdout
-    assert_same_training(_run_dir(tmp_path / "single", "toy"), run_dir)
+    assert_same_training(single, run_dir)
