@@ -99,7 +99,7 @@ def final_params(run_dir: Path) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in payload["model"].items()}
 
 
-def assert_same_training(a: Path, b: Path) -> None:
+def assert_same_training(a: Path, b: Path, atol: float = 1e-6) -> None:
     """Two runs saw the same gradient norms and ended with the same parameters (float32 tolerance)."""
     np.testing.assert_allclose(
         np.load(a / "grad_norms.npy"), np.load(b / "grad_norms.npy"), rtol=1e-5
@@ -107,7 +107,7 @@ def assert_same_training(a: Path, b: Path) -> None:
     pa, pb = final_params(a), final_params(b)
     assert pa.keys() == pb.keys()
     for key in pa:
-        np.testing.assert_allclose(pa[key], pb[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(pa[key], pb[key], rtol=1e-5, atol=atol, err_msg=key)
 
 
 def wait_for_step(run_dir, step, proc, timeout=120.0):

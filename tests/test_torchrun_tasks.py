@@ -108,10 +108,12 @@ def test_reddit_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
 def test_cola_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
     args = (*COLA, *BUDGET, "optimizer=quadratic_stoch_auto")
     single = _one_process(tmp_path / "single", "cola", args)
+    # The attention key biases get a gradient that is zero up to rounding (softmax ignores a
+    # constant shift): they hold accumulated float32 noise of ~1e-6, hence atol 1e-5.
     ddp = _completed(tmp_path / "ddp", "cola", (*args, "trainer.strategy=ddp"))
-    assert_same_training(single, ddp)
+    assert_same_training(single, ddp, atol=1e-5)
     fsdp2 = _resumed(tmp_path / "fsdp2", "cola", (*args, "trainer.strategy=fsdp2"))
-    assert_same_training(single, fsdp2)
+    assert_same_training(single, fsdp2, atol=1e-5)
 
 
 @pytest.mark.parametrize("task", sorted(BATCHNORM))
