@@ -459,8 +459,14 @@ def completed_summary(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     summary = read_json(Path(run_dir) / "summary.json")
     if not summary or summary.get("status") != "completed":
         return None
-    if summary.get("steps", 0) < cfg.trainer.max_steps:
+    steps, asked = summary.get("steps", 0), cfg.trainer.max_steps
+    if steps < asked:
         return None  # a longer budget continues from the final checkpoint (checked there)
+    if steps > asked:  # never hand back a longer run's result for a shorter request
+        raise CheckpointError(
+            f"{run_dir} holds a completed run of {steps} steps, not the {asked} asked for; "
+            f"ask for trainer.max_steps={steps}, or use another results_root or label"
+        )
     config_path = Path(run_dir) / "config.yaml"
     if config_path.exists() and _fingerprint(OmegaConf.load(config_path)) != _fingerprint(cfg):
         raise CheckpointError(

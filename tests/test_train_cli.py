@@ -55,6 +55,13 @@ def test_rerunning_a_completed_run_skips_it(tmp_path):
     assert run_train(tmp_path, *args).returncode == 0
     again = run_train(tmp_path, *args)
     assert again.returncode == 0 and "already completed" in again.stdout
+    # a shorter budget never gets the longer run's result back, in a sweep or alone
+    shorter = run_train(tmp_path, "-m", "task=toy", "optimizer=norm", "trainer.max_steps=5")
+    assert "holds a completed run of 10 steps, not the 5 asked for" in shorter.stderr
+    summary = json.loads(
+        (tmp_path / "default" / "toy" / "norm" / "seed0" / "summary.json").read_text()
+    )
+    assert summary["steps"] == 10 and summary["status"] == "completed"
 
 
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
