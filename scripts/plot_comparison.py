@@ -745,16 +745,14 @@ def clips(run: Run) -> bool:
     """Whether the run's optimizer clips, so that its ``clip_fraction`` is a measurement.
 
     The trainer logs ``clip_fraction`` 0 for optimizers without clipping telemetry (the torch
-    baselines); the config tells them apart (a peer, or a clipping type other than ``none``).
+    baselines); the summary's ``clips`` (from the built optimizer) tells them apart.
     """
-    optimizer = run.config.get("optimizer") or {}
-    if optimizer.get("peer"):
-        return True
+    if "clips" in run.summary:  # written by the trainer from the built optimizer
+        return bool(run.summary["clips"])
+    optimizer = run.config.get("optimizer") or {}  # an older record: read its config
     if "clipping_type" in optimizer:
         return optimizer["clipping_type"] not in (None, "none")
-    if optimizer.get("torch_optimizer"):
-        return False
-    return run.has_key("clip_threshold", "train")  # an old config: trust the telemetry
+    return run.has_key("clip_threshold", "train")
 
 
 def clipping_bands(

@@ -74,6 +74,16 @@ def build_optimizer(cfg: DictConfig, params: Any, seed: int) -> torch.optim.Opti
     return instantiate(step, _convert_="all")(params, **clipping)
 
 
+def clips(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` clips, so that its clip telemetry is a measurement (the summary's
+    ``clips``; the plots tell the unclipped baselines apart by it)."""
+    if isinstance(optimizer, PeerClipped):
+        return True
+    if isinstance(optimizer, ClippedOptimizer):
+        return type(optimizer.clipper.rule.decision).__name__ != "Never"
+    return False
+
+
 def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
     """A legend-ready description of a built optimizer: class, clipping rule, hyper-parameters."""
     inner = optimizer.optimizer if isinstance(optimizer, PeerClipped) else optimizer

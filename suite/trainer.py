@@ -46,7 +46,7 @@ from suite.distributed import (
     wrap_model,
 )
 from suite.loggers import WandbLogger
-from suite.optim import build_optimizer, build_scheduler, describe_optimizer
+from suite.optim import build_optimizer, build_scheduler, clips, describe_optimizer
 from suite.records import RunRecord, read_json
 from tasks.base import Task, TaskInfo
 
@@ -141,6 +141,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.params, seed=cfg.seed)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.summary["optimizer_description"] = describe_optimizer(self.optimizer)
+        self.summary["clips"] = clips(self.optimizer)
         self.summary.update(
             data_source=self.info.data_source,
             model_source=self.info.model_source,

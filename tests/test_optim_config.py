@@ -205,3 +205,13 @@ def test_default_run_is_the_cola_recipe():
     # a user's step rule still wins over the task's recipe
     cfg = _cfg("step_rule=sgd")
     assert cfg.step_rule.name == "sgd"
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [("torch_sgd", False), ("none", False), ("norm", True), ("auto", True), ("peer_agc", True)],
+)
+def test_clips_tells_the_baselines_apart(preset, expected):
+    from suite.optim import clips
+
+    assert clips(build_optimizer(_cfg(f"optimizer={preset}"), _model().parameters(), 0)) is expected

@@ -111,6 +111,7 @@ def make_run(
     summary = {
         "status": status, "task": task, "optimizer": method, "step_rule": "sgd",
         "optimizer_description": DESCRIPTIONS.get(method, method), "seed": seed,
+        "clips": not baseline,
         "best": {"metric": metric, "value": val[best_i], "step": val_steps[best_i]},
         "final": {f"val_{metric}": val[-1], "val_loss": 1.0 - val[-1]},
         "final_train_loss": train_loss[-1], "primary_metric": metric,
