@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,13 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, help="put every run under this directory instead")
     parser.add_argument("--out", type=Path, default=FIGURES, help="figure and table directory")
     args = parser.parse_args(argv)
-    failed = []
-    for part in args.parts:
+    if args.jobs < 1:
+        parser.error(f"Invalid --jobs: {args.jobs}; expected an integer >= 1")
+    parts = {"regime_map": regime_map, "tuned": tuned, "noise": noise}
+
+    def run_part(part: str) -> int:
         started = time.time()
-        code = {"regime_map": regime_map, "tuned": tuned, "noise": noise}[part](args)
+        code = parts[part](args)
         print(f"[reproduce] {part}: exit {code} after {time.time() - started:.0f} s", flush=True)
-        if code:
-            failed.append(part)
+        return code
+
+    # the parts share nothing, so with --jobs > 1 they run side by side
+    with ThreadPoolExecutor(max_workers=min(args.jobs, len(args.parts))) as pool:
+        codes = dict(zip(args.parts, pool.map(run_part, args.parts)))
+    failed = [part for part, code in codes.items() if code]
     if failed:
         print(
             f"[reproduce] failed parts: {', '.join(failed)} (see the logs above)", file=sys.stderr

@@ -27,7 +27,7 @@ def _rows(path):
 def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
     out = tmp_path / "figures"
     proc = subprocess.run(
-        [sys.executable, "scripts/reproduce_readme.py", "--quick", "--jobs", "1",
+        [sys.executable, "scripts/reproduce_readme.py", "--quick", "--jobs", "2",
          "--root", str(tmp_path / "runs"), "--out", str(out)],
         cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
