@@ -236,10 +236,12 @@ def assert_compiled_equals_eager(kind, clipping_type, backend, rtol):
         assert int(comp_opt.restarts) >= 1
 
 
-# Every class × each family of rules with dynamo's tracing ("eager" backend: the graph capture,
+# Every class × every clipping type with dynamo's tracing ("eager" backend: the graph capture,
 # side effects and guards that decide correctness, ~8 s per case here). Every class and every
 # family are in the quick subset; the rest of the product is marked slow.
 FAMILIES = ["norm", "linear_stoch_norm", "auto", "layer_wise", "coord_wise"]
+#: the rest of the clipping types: same code paths as a family above, with other parameters
+OTHER_TYPES = ["none", "quadratic_stoch_norm", "linear_stoch_auto", "quadratic_stoch_auto"]
 QUICK = {
     ("sgd", "norm"),
     ("sgd", "auto"),
@@ -255,7 +257,7 @@ QUICK = {
     [
         pytest.param(k, t, marks=() if (k, t) in QUICK else pytest.mark.slow)
         for k in sorted(CLASSES)
-        for t in FAMILIES
+        for t in FAMILIES + OTHER_TYPES
     ],
 )
 def test_compiled_step_equals_eager(kind, clipping_type):
