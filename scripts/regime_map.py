@@ -24,7 +24,6 @@ interrupted map resumes). The figures ``regime_map.png`` and ``lr_sensitivity.pn
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import sys
@@ -70,7 +69,7 @@ BY_PRESET = {over[0].split("=")[1]: method for method, over in METHODS.items()}
 FIXED = {"norm": "global", "linear_stoch_norm": "global", "quadratic_stoch_norm": "global",
          "layer_wise": "tensor", "coord_wise": "coordinate"}  # fmt: skip
 SWEEP = ROOT / "results" / "regime_map"
-FIGURES = ROOT / "results" / "readme" / "figures"
+FIGURES = sweeps.FIGURES
 
 
 @dataclass(frozen=True)
@@ -303,19 +302,8 @@ def plot_lr_sensitivity(runs, noises: list[str], budget: Budget, out: Path, note
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline")
-    parser.add_argument(
-        "--figures-only", action="store_true", help="only redraw from finished runs"
-    )
-    parser.add_argument("--jobs", type=int, default=2, help="train.py processes at once")
-    parser.add_argument("--root", type=Path, help="run directory (default results/regime_map)")
-    parser.add_argument("--out", type=Path, default=FIGURES, help="figure and table directory")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"Invalid --jobs: {args.jobs}; expected an integer >= 1")
+    parser = sweeps.sweep_parser(__doc__, "run directory (default results/regime_map)")
+    args = sweeps.parse_sweep_args(parser, argv)
     budget = QUICK if args.quick else FULL
     root = args.root or (SWEEP.with_name("regime_map_quick") if args.quick else SWEEP)
     noises: list[Any] = [*budget.alphas, GAUSSIAN]

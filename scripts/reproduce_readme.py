@@ -34,7 +34,7 @@ import sweeps  # noqa: E402
 
 PARTS = ("regime_map", "tuned", "noise")
 TASKS = ("reddit", "imagenet", "voc", "cola")
-FIGURES = ROOT / "results" / "readme" / "figures"
+FIGURES = sweeps.FIGURES
 
 
 def regime_map(args: argparse.Namespace) -> int:
@@ -89,21 +89,10 @@ def noise(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = sweeps.sweep_parser(__doc__, "put every run under this directory instead")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline")
-    parser.add_argument(
-        "--figures-only", action="store_true", help="only redraw from finished runs"
-    )
-    parser.add_argument("--jobs", type=int, default=2, help="train.py processes at once")
-    parser.add_argument("--root", type=Path, help="put every run under this directory instead")
-    parser.add_argument("--out", type=Path, default=FIGURES, help="figure and table directory")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"Invalid --jobs: {args.jobs}; expected an integer >= 1")
+    args = sweeps.parse_sweep_args(parser, argv)
     parts = {"regime_map": regime_map, "tuned": tuned, "noise": noise}
 
     def run_part(part: str) -> int:

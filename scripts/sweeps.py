@@ -13,6 +13,7 @@ runs, so an interrupted sweep resumes where it stopped.
 
 from __future__ import annotations
 
+import argparse
 import math
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / "results" / "readme" / "figures"
 
 import plotting  # noqa: E402
 
@@ -68,6 +70,27 @@ def run_stage(jobs: Iterable[Job], root: Path, workers: int, experiment: str) ->
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(one, list(jobs)))
+
+
+def sweep_parser(doc: str, root_help: str, jobs: int = 2) -> argparse.ArgumentParser:
+    """The options every sweep script takes: ``--quick``, ``--figures-only``, ``--jobs``,
+    ``--root`` (where runs go) and ``--out`` (where figures and tables go)."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline")
+    parser.add_argument("--figures-only", action="store_true", help="only redraw finished runs")
+    parser.add_argument("--jobs", type=int, default=jobs, help="train.py processes at once")
+    parser.add_argument("--root", type=Path, help=root_help)
+    parser.add_argument("--out", type=Path, default=FIGURES, help="figure and table directory")
+    return parser
+
+
+def parse_sweep_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"Invalid --jobs: {args.jobs}; expected an integer >= 1")
+    return args
 
 
 def call(script: list[str]) -> int:

@@ -30,7 +30,7 @@ from provenance import stamp  # noqa: E402
 
 TASKS = ("reddit", "imagenet", "voc", "cola")
 RESULTS = ROOT / "results" / "tuned"
-FIGURES = ROOT / "results" / "readme" / "figures"
+FIGURES = sweeps.FIGURES
 #: A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
 SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
 
@@ -155,21 +155,10 @@ def write_choices(results: list[dict[str, Any]], out: Path, command: str) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = sweeps.sweep_parser(__doc__, "run directory (default results/tuned)", jobs=1)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline")
-    parser.add_argument(
-        "--figures-only", action="store_true", help="only redraw from finished runs"
-    )
-    parser.add_argument("--jobs", type=int, default=1, help="train.py processes at once")
-    parser.add_argument("--root", type=Path, help="run directory (default results/tuned)")
-    parser.add_argument("--out", type=Path, default=FIGURES, help="figure and table directory")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"Invalid --jobs: {args.jobs}; expected an integer >= 1")
+    args = sweeps.parse_sweep_args(parser, argv)
     args.root = args.root or (RESULTS.with_name("tuned_quick") if args.quick else RESULTS)
     results = [run_task(task, args, list(args.overrides)) for task in args.tasks]
     command = "python scripts/tuned_comparison.py " + " ".join(
