@@ -111,9 +111,12 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
     fixed = {
         n for n, o in methods.items() if any(x.startswith("optimizer=") and "norm" in x for x in o)
     }
-    jobs = [tune_job(n, level if n in fixed else None) for n in methods if n != "SGD"]
-    runs = stage("tuning on seeds " + seeds, jobs, "tune")
-    best = sweeps.best_settings(runs, of, c["tune_seeds"], c["metric"], lower_is_better=False)
+    if len(lrs) == 1:  # a one-point grid leaves nothing to choose (--quick): skip the tuning
+        best = {n: {"setting": (lrs[0], level if n in fixed else None)} for n in methods}
+    else:
+        jobs = [tune_job(n, level if n in fixed else None) for n in methods if n != "SGD"]
+        runs = stage("tuning on seeds " + seeds, jobs, "tune")
+        best = sweeps.best_settings(runs, of, c["tune_seeds"], c["metric"], lower_is_better=False)
     report = ",".join(map(str, c["report_seeds"]))
     jobs = []
     for name, chosen in best.items():
