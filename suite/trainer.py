@@ -142,6 +142,8 @@ class Trainer:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.summary["optimizer_description"] = describe_optimizer(self.optimizer)
         self.summary["clips"] = clips(self.optimizer)
+        # the clipped optimizers and the peers measure the norm themselves; torch's do not
+        self.norm_by_trainer = not hasattr(self.optimizer, "last_clip_stats")
         self.summary.update(
             data_source=self.info.data_source,
             model_source=self.info.model_source,
@@ -230,7 +232,7 @@ class Trainer:
     # -- telemetry ------------------------------------------------------------------------------
     def _telemetry(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(grad norm, threshold, clipped fraction) of the step just taken, as device tensors."""
-        stats = getattr(self.optimizer, "last_clip_stats", None)
+        stats = None if self.norm_by_trainer else self.optimizer.last_clip_stats
         if stats is not None:
             return stats.grad_norm, stats.threshold.float().mean(), stats.clip_fraction
         nan = torch.full((), float("nan"), device=self.device)
@@ -274,16 +276,18 @@ class Trainer:
         self.epoch_norm_start = len(self.grad_norms)
 
     @contextlib.contextmanager
-    def _training_model(self):
-        """The task's forward pass runs the wrapped model (DDP's gradient all-reduce hooks)."""
-        self.task.model = self.wrapped
+    def _task_model(self, model: torch.nn.Module):
+        """The task runs ``model`` inside: the wrapped one while training (DDP's gradient
+        all-reduce hooks), the bare module while evaluating (any method, not only forward)."""
+        previous, self.task.model = self.task.model, model
         try:
             yield
         finally:
-            self.task.model = self.module
+            self.task.model = previous
 
     def _evaluate(self, step: int, epoch: int) -> dict[str, Any]:
-        with whole_parameters(self.module):  # all ranks evaluate (gathering is a collective)
+        # all ranks evaluate: gathering a sharded module's whole parameters is a collective
+        with self._task_model(self.module), whole_parameters(self.module):
             metrics = self.task.evaluate()
         row = {
             "step": step,
@@ -324,7 +328,7 @@ class Trainer:
                     config=OmegaConf.to_container(self.cfg, resolve=True),
                 )
             self._announce(start)
-            with PreemptionGuard() as guard:
+            with PreemptionGuard() as guard, self._task_model(self.wrapped):
                 final_step = self._loop(start, guard)
             self.summary["status"] = "completed"
             self.summary["steps"] = final_step
@@ -362,11 +366,10 @@ class Trainer:
                 epoch, offset, seed=cfg.seed, rank=self.ctx.rank, world_size=self.ctx.world_size
             )
             for batch in batches:
-                with self._training_model():
-                    loss, metrics = self.task.loss(batch)
+                loss, metrics = self.task.loss(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if not isinstance(self.optimizer, ClippedOptimizer):
+                if self.norm_by_trainer:
                     grads = [p.grad for p in self.params if p.grad is not None]
                     self._baseline_norm = torch.nn.utils.get_total_norm(grads)
                 self.optimizer.step()
