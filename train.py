@@ -5,7 +5,8 @@
     python train.py -m task=cola optimizer=norm,auto seed=0,1,2
     python train.py -m hydra/launcher=submitit_slurm ...       # the same sweep on SLURM
 
-Each run writes ``results/<experiment>/<task>/<optimizer>/seed<N>/`` (see ``suite/records.py``).
+Each run writes ``results/<experiment>/<task>/<method>-<hash>/seed<N>/`` (``suite/naming.py``
+says what the hash covers; ``suite/records.py`` what the directory holds).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-import suite.naming  # noqa: F401  registers the run_label resolver of conf/config.yaml
 from suite.checkpoint import CheckpointError
 from suite.distributed import init_distributed, shutdown_distributed
+from suite.naming import method_name  # importing registers the run_dir resolver of conf/
 from suite.trainer import Preempted, Trainer, completed_summary
 
 # Errors that mean "the user asked for something invalid": one clear line, no stack trace.
@@ -80,7 +81,10 @@ def main(cfg: DictConfig) -> Any:
         if done:
             print(f"[torch-clip] {run_dir} already completed ({done['steps']} steps); skipping")
             return (done.get("best") or {}).get("value")
-        summary = Trainer(cfg, run_dir, ctx, choices).run()
+        method = method_name(
+            cfg.get("label"), cfg.optimizer.name, cfg.step_rule.name, hydra_cfg.overrides.task
+        )
+        summary = Trainer(cfg, run_dir, ctx, choices, method=method).run()
         if ctx.is_main:
             print_summary(summary)
         return (summary.get("best") or {}).get("value")

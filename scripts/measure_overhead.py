@@ -25,7 +25,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import suite.naming  # noqa: F401  registers the run_label resolver
+    import suite.naming  # noqa: F401  registers the run_dir resolver
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)

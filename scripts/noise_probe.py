@@ -3,17 +3,18 @@ good for attention models?"): ``g_i − ḡ`` where ``g_i`` are mini-batch gradi
 reference gradient averaged over many mini-batches, at initialisation or at a checkpoint.
 
     python scripts/noise_probe.py --overrides task=cola --at start
-    python scripts/noise_probe.py results/default/cola/norm/seed0 --at end
-    python scripts/noise_probe.py results/default/cola/norm/seed0 --checkpoint copy_of_last.pt
+    python scripts/noise_probe.py results/default/cola/norm-<hash>/seed0 --at end
+    python scripts/noise_probe.py results/default/cola/norm-<hash>/seed0 --checkpoint copy.pt
 
-Over training (start, mid-run, end): the trainer keeps one checkpoint, ``last.pt``, and a run
-whose budget grows continues from its final checkpoint, so probe, grow the budget, probe again:
+Over training (start, mid-run, end): the trainer keeps one checkpoint, ``last.pt``, and a
+completed run continues from its final checkpoint when asked to (``trainer.extend=true``), so
+probe, grow the budget, probe again (``scripts/tail_over_training.py`` does this per task):
 
     python train.py task=toy trainer.max_steps=100 trainer.checkpoint_every=50
-    python scripts/noise_probe.py results/default/toy/norm/seed0 --at start
-    python scripts/noise_probe.py results/default/toy/norm/seed0 --at end     # step 100
-    python train.py task=toy trainer.max_steps=200 trainer.checkpoint_every=50
-    python scripts/noise_probe.py results/default/toy/norm/seed0 --at end     # step 200
+    python scripts/noise_probe.py results/default/toy/norm-<hash>/seed0 --at start
+    python scripts/noise_probe.py results/default/toy/norm-<hash>/seed0 --at end   # step 100
+    python train.py task=toy trainer.max_steps=200 trainer.checkpoint_every=50 trainer.extend=true
+    python scripts/noise_probe.py results/default/toy/norm-<hash>/seed0 --at end   # step 200
 
 (with the constant scheduler the continued run is the uninterrupted 200-step run; a schedule
 that depends on ``trainer.max_steps`` differs in its first part).
@@ -68,7 +69,7 @@ LEVEL = 0.9  # coverage of the bootstrap intervals
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    import suite.naming  # noqa: F401  registers the run_label resolver
+    import suite.naming  # noqa: F401  registers the run_dir resolver
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=False)

@@ -1,24 +1,87 @@
-"""How a run's directory is named: the ``run_label`` resolver used by ``conf/config.yaml``.
+"""A run's identity and its directory name (the ``run_dir`` resolver of ``conf/config.yaml``).
+
+A run *is* its composed configuration: the nodes that decide what it computes, the config
+groups :data:`IDENTITY_GROUPS` plus the seed. Everything else (``trainer``, ``logger``,
+``hydra``, where results go) says how or where it runs, so a new trainer key never changes
+which directory a run lands in, and a new task, optimizer or step-rule key always does.
+
+The directory is ``<task>/<method>-<hash>/seed<N>``: ``<method>`` names what the command line
+changed (the label, or ``optimizer[-step_rule][,key=value...]``) and ``<hash>`` is a short hash
+of the whole identity except the seed, so two configurations never share a directory.
 
 Importing this module registers the resolver, so anything that composes the suite's config
-(``train.py``, the scripts, the tests) imports it instead of importing ``train``.
+(``train.py``, the scripts, the tests) imports it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterable
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+#: the config groups whose resolved nodes decide what a run computes
+IDENTITY_GROUPS = ("task", "optimizer", "step_rule", "scheduler")
+HASH_CHARS = 8
 
 
-def run_label(label: Any, optimizer: str, step_rule: str, overrides: str) -> str:
-    """Directory name of a method: its label, or optimizer[-step rule][,swept=values]."""
+def run_identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """What must match for two runs to be the same run (and a checkpoint to be resumed)."""
+
+    def resolved(key: str) -> Any:
+        # node by node: resolving the whole root would resolve hydra.run.dir, i.e. this resolver
+        value = cfg.get(key)
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    return {**{group: resolved(group) for group in IDENTITY_GROUPS}, "seed": resolved("seed")}
+
+
+def config_hash(cfg: DictConfig | dict[str, Any]) -> str:
+    """A short stable hash of the identity without the seed (the seeds of a method share it)."""
+    identity = {k: v for k, v in run_identity(cfg).items() if k != "seed"}
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def method_name(label: Any, optimizer: str, step_rule: str, overrides: Iterable[str]) -> str:
+    """The display name of a method: its label, or optimizer[-step rule][,key=value...].
+
+    The ``key=value`` part lists the command-line overrides of identity keys (``step_rule.lr=0.1``)
+    in the order given; a value holding a path separator is left to the hash.
+    """
     if label not in (None, "", "None"):
         return str(label)
     name = str(optimizer)
-    if step_rule != "sgd" and not str(optimizer).endswith(step_rule):
+    if step_rule != "sgd" and not str(optimizer).endswith(str(step_rule)):
         name += f"-{step_rule}"
-    return f"{name},{overrides}" if overrides else name
+    swept = [
+        o.lstrip("+")
+        for o in overrides
+        if "." in _override_key(o)
+        and _override_key(o).split(".")[0] in IDENTITY_GROUPS
+        and "/" not in o.split("=", 1)[-1]
+    ]
+    return ",".join([name, *swept])
 
 
-OmegaConf.register_new_resolver("run_label", run_label, replace=True)
+def run_dir_name(
+    label: Any, optimizer: str, step_rule: str, overrides: Iterable[str], *, _root_: DictConfig
+) -> str:
+    """``<method>-<hash>``: the directory of a method's seeds."""
+    return f"{method_name(label, optimizer, step_rule, overrides)}-{config_hash(_root_)}"
+
+
+def method_of_dir(name: str) -> str:
+    """The method name of a run directory named by :func:`run_dir_name` (older names: as is)."""
+    stem, _, tail = name.rpartition("-")
+    is_hash = len(tail) == HASH_CHARS and all(ch in "0123456789abcdef" for ch in tail)
+    return stem if stem and is_hash else name
+
+
+OmegaConf.register_new_resolver("run_dir", run_dir_name, replace=True)

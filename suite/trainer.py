@@ -46,6 +46,7 @@ from suite.distributed import (
     wrap_model,
 )
 from suite.loggers import WandbLogger
+from suite.naming import run_identity
 from suite.optim import build_optimizer, build_scheduler, clips, describe_optimizer
 from suite.records import RunRecord, read_json
 from tasks.base import Task, TaskInfo
@@ -86,20 +87,20 @@ def check_trainer_config(cfg: DictConfig) -> None:
 
 def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed (the budget may grow; the science may not)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    return {
-        "task": c.get("task"),
-        "optimizer": c.get("optimizer"),
-        "step_rule": c.get("step_rule"),
-        "scheduler": c.get("scheduler"),
-        "seed": c.get("seed"),
-    }
+    return run_identity(cfg)
 
 
 class Trainer:
     """One run of one task with one optimizer. Construct, then :meth:`run`."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, ctx: DistContext, choices: dict[str, str]):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        ctx: DistContext,
+        choices: dict[str, str],
+        method: str | None = None,
+    ):
         self.cfg = cfg
         self.ctx = ctx
         self.choices = choices
@@ -108,6 +109,7 @@ class Trainer:
             "status": "running",
             "task": choices.get("task"),
             "optimizer": cfg.optimizer.get("name"),
+            "method": method or run_dir.parent.name,  # the display name (no hash)
             "seed": cfg.get("seed"),
             "started_at": datetime.now(timezone.utc).isoformat(),
             "world_size": ctx.world_size,
@@ -459,22 +461,35 @@ class Trainer:
 
 def completed_summary(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The summary of a finished run of this configuration in ``run_dir``, if any (so sweeps can
-    skip finished work). A finished run of another configuration is an error, not a skip."""
+    skip finished work). A finished run of another configuration or budget is an error, not a
+    skip; a longer budget extends it only when asked (``trainer.extend=true``)."""
     summary = read_json(Path(run_dir) / "summary.json")
     if not summary or summary.get("status") != "completed":
         return None
-    steps, asked = summary.get("steps", 0), cfg.trainer.max_steps
-    if steps < asked:
-        return None  # a longer budget continues from the final checkpoint (checked there)
-    if steps > asked:  # never hand back a longer run's result for a shorter request
-        raise CheckpointError(
-            f"{run_dir} holds a completed run of {steps} steps, not the {asked} asked for; "
-            f"ask for trainer.max_steps={steps}, or use another results_root or label"
-        )
     config_path = Path(run_dir) / "config.yaml"
     if config_path.exists() and _fingerprint(OmegaConf.load(config_path)) != _fingerprint(cfg):
         raise CheckpointError(
             f"{run_dir} holds a completed run of a different configuration (see its config.yaml); "
             "use another results directory or label, or delete it"
         )
+    steps, asked = summary.get("steps", 0), cfg.trainer.max_steps
+    if steps > asked:  # never hand back a longer run's result for a shorter request
+        raise CheckpointError(
+            f"{run_dir} holds a completed run of {steps} steps, not the {asked} asked for; "
+            f"ask for trainer.max_steps={steps}, or use another results_root or label"
+        )
+    if steps < asked:
+        if not cfg.trainer.get("extend", False):
+            raise CheckpointError(
+                f"{run_dir} holds a completed run of {steps} steps, not the {asked} asked for; "
+                f"add trainer.extend=true to continue it to {asked} steps, or ask for "
+                f"trainer.max_steps={steps}"
+            )
+        if not checkpoint_path(Path(run_dir)).exists():
+            raise CheckpointError(
+                f"{run_dir} holds a completed run of {steps} steps without a final checkpoint "
+                "(it ran with trainer.checkpoint_every=0), so it cannot be extended; use another "
+                "results_root or label to train a longer run from the start"
+            )
+        return None  # the trainer resumes from the final checkpoint
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import socket
@@ -78,11 +79,43 @@ def run_torchrun(
 
 
 def summaries(results: Path) -> dict[str, dict]:
-    """Run directory (relative to ``results``) -> its summary.json."""
-    return {
-        str(p.parent.relative_to(results)): json.loads(p.read_text())
-        for p in sorted(results.rglob("summary.json"))
-    }
+    """``<experiment>/<task>/<method>/seed<N>`` -> the summary.json of that run.
+
+    The method is the run's display name (``summary["method"]``); its directory also carries the
+    configuration hash, which :func:`find_run_dir` and :func:`composed_run_dir` check.
+    """
+    found = {}
+    for path in sorted(results.rglob("summary.json")):
+        summary = json.loads(path.read_text())
+        rel = path.parent.relative_to(results)
+        found[str(rel.parent.parent / summary["method"] / rel.name)] = summary
+    return found
+
+
+def find_run_dir(results: Path, method: str, task: str = "toy", seed: int = 0) -> Path:
+    """The directory of the one run of ``method`` (display name) under ``results``."""
+    pattern = f"{glob.escape(method)}-{'[0-9a-f]' * 8}/seed{seed}"
+    matches = sorted((results / "default" / task).glob(pattern))
+    assert len(matches) == 1, f"expected one run of {method!r} under {results}, found {matches}"
+    return matches[0]
+
+
+def composed_run_dir(results: Path, *overrides: str) -> Path:
+    """Where ``train.py`` puts a run with these overrides, from the composed config alone
+    (Hydra's compose API), so a test can prepare the directory before the run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    import suite.naming  # noqa: F401  registers the run_dir resolver
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[f"results_root={results}", *overrides],
+            return_hydra_config=True,
+        )
+        HydraConfig.instance().set_config(cfg)
+        return Path(cfg.hydra.run.dir)
 
 
 def metric_rows(run_dir: Path) -> list[dict]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.suite_helpers import ROOT, run_train
+from tests.suite_helpers import ROOT, find_run_dir, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -118,11 +118,11 @@ def test_noise_probe_at_the_end_of_a_run_and_mid_run(noise_probe, tmp_path):
     checkpoint), probe again; each probe lands in its own directory, named by its step."""
     common = ("task=toy", "optimizer=norm", "trainer.checkpoint_every=10")
     assert run_train(tmp_path, *common, "trainer.max_steps=20").returncode == 0
-    run_dir = tmp_path / "default" / "toy" / "norm" / "seed0"
+    run_dir = find_run_dir(tmp_path, "norm")
     args = ("--batches", "30", "--reference-batches", "8", "--coords", "5", "--bootstrap", "20")
     assert noise_probe.main([str(run_dir), "--at", "start", *args]) == 0
     assert noise_probe.main([str(run_dir), "--at", "end", *args]) == 0
-    grown = run_train(tmp_path, *common, "trainer.max_steps=40")
+    grown = run_train(tmp_path, *common, "trainer.max_steps=40", "trainer.extend=true")
     assert grown.returncode == 0 and "resuming from" in grown.stdout
     assert noise_probe.main([str(run_dir), "--at", "end", *args]) == 0
     probes = {p.parent.name for p in run_dir.glob("noise_probe_*/noise_probe.json")}

@@ -20,7 +20,7 @@ from tests.suite_helpers import ROOT, run_train, summaries
 
 
 def _cfg(*overrides: str):
-    import suite.naming  # noqa: F401  registers the run_label resolver
+    import suite.naming  # noqa: F401  registers the run_dir resolver
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=["task=toy", *overrides])

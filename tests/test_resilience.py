@@ -8,11 +8,14 @@ import subprocess
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.suite_helpers import (
     ROOT,
     assert_same_training,
+    composed_run_dir,
     final_params,
+    find_run_dir,
     metric_rows,
     run_torchrun,
     run_train,
@@ -27,7 +30,7 @@ RUN = ("task=toy", "trainer.max_steps=120", "trainer.checkpoint_every=10", "trai
 
 
 def _run_dir(results, optimizer):
-    return results / "default" / "toy" / optimizer / "seed0"
+    return composed_run_dir(results, *RUN, f"optimizer={optimizer}")
 
 
 def _assert_same_run(a, b):
@@ -106,17 +109,42 @@ def test_corrupt_checkpoint_is_a_clear_error_not_a_fresh_start(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
 
 
-def test_checkpoint_of_another_configuration_is_refused(tmp_path):
+def test_two_configurations_never_share_a_directory(tmp_path):
     first = run_train(tmp_path, *RUN, "optimizer=norm", "label=same", "trainer.max_steps=10")
-    assert first.returncode == 0
-    # a completed run of another configuration is not silently "skipped as done"
-    done = run_train(tmp_path, *RUN, "optimizer=auto", "label=same", "trainer.max_steps=10")
-    assert (
-        done.returncode == 2 and "holds a completed run of a different configuration" in done.stderr
-    )
-    other = run_train(tmp_path, *RUN, "optimizer=auto", "label=same", "trainer.max_steps=20")
-    assert other.returncode == 2
-    assert "belongs to a different configuration" in other.stderr and "last.pt" in other.stderr
+    assert first.returncode == 0, first.stderr[-2000:]
+    # same label, another clipping rule: its own directory (the hash differs), trained, not skipped
+    second = run_train(tmp_path, *RUN, "optimizer=auto", "label=same", "trainer.max_steps=10")
+    assert second.returncode == 0 and "already completed" not in second.stdout
+    dirs = sorted(p.parent for p in tmp_path.rglob("summary.json"))
+    assert len(dirs) == 2 and dirs[0].parent != dirs[1].parent
+    assert {d.parent.name.rsplit("-", 1)[0] for d in dirs} == {"same"}
+    configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in dirs]
+    assert sorted(c["optimizer"]["clipping_type"] for c in configs) == ["auto", "norm"]
+    # a directory forced onto another configuration's run is refused, never resumed or skipped
+    norm_dir = next(d for d, c in zip(dirs, configs) if c["optimizer"]["clipping_type"] == "norm")
+    forced = (f"hydra.run.dir={norm_dir}", "optimizer=auto")
+    done = run_train(tmp_path, *RUN, *forced, "trainer.max_steps=10")
+    assert done.returncode == 2
+    assert "holds a completed run of a different configuration" in done.stderr
+    longer = run_train(tmp_path, *RUN, *forced, "trainer.max_steps=20", "trainer.extend=true")
+    assert longer.returncode == 2, longer.stderr[-2000:]
+    assert "holds a completed run of a different configuration" in longer.stderr
+
+
+def test_a_longer_budget_extends_a_completed_run_only_when_asked(tmp_path):
+    short = run_train(tmp_path, *RUN, "optimizer=auto", "trainer.max_steps=60")
+    assert short.returncode == 0, short.stderr[-2000:]
+    refused = run_train(tmp_path, *RUN, "optimizer=auto")  # RUN asks for 120 steps
+    assert refused.returncode == 2
+    assert "holds a completed run of 60 steps, not the 120 asked for" in refused.stderr
+    assert "trainer.extend=true" in refused.stderr
+    extended = run_train(tmp_path, *RUN, "optimizer=auto", "trainer.extend=true")
+    assert extended.returncode == 0, extended.stderr[-2000:]
+    assert "at step 60" in extended.stdout
+    # the extended run is the run that was asked for in one go (constant learning rate)
+    straight = tmp_path / "straight"
+    assert run_train(straight, *RUN, "optimizer=auto").returncode == 0
+    _assert_same_run(_run_dir(straight, "auto"), _run_dir(tmp_path, "auto"))
 
 
 @pytest.mark.parametrize(
@@ -142,7 +170,7 @@ def test_two_process_ddp_matches_one_process_on_the_global_batch(tmp_path, optim
     assert single.returncode == 0, single.stderr[-2000:]
     ddp = run_torchrun(tmp_path / "ddp", *args)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    a, b = _run_dir(tmp_path / "single", "run"), _run_dir(tmp_path / "ddp", "run")
+    a, b = find_run_dir(tmp_path / "single", "run"), find_run_dir(tmp_path / "ddp", "run")
     summary = json.loads((b / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["status"] == "completed"
     # same clipping inputs on every step (all-reduced gradient == global-batch gradient) and the

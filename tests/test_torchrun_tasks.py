@@ -17,6 +17,8 @@ from suite.trainer import check_trainer_config
 from tests.suite_helpers import (
     ROOT,
     assert_same_training,
+    composed_run_dir,
+    find_run_dir,
     run_torchrun,
     run_train,
     torchrun_command,
@@ -60,7 +62,7 @@ BATCHNORM = {
 
 
 def _run_dir(results, task):
-    return results / "default" / task / "run" / "seed0"
+    return find_run_dir(results, "run", task=task)
 
 
 def _completed(results, task, args, **kwargs):
@@ -87,7 +89,7 @@ def _one_process(results, task, args):
 def _resumed(results, task, args):
     """Two processes: half the budget, then the same command with the full budget resumes."""
     _completed(results, task, (*args, "trainer.max_steps=2"))
-    again = run_torchrun(results, *args)
+    again = run_torchrun(results, *args, "trainer.extend=true")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stdout and "at step 2" in again.stdout
     return _run_dir(results, task)
@@ -165,7 +167,7 @@ def test_sigterm_under_fsdp2_saves_at_a_window_end_and_resumes(tmp_path):
     args = ("task=toy", *BUDGET, "optimizer=quadratic_stoch_auto", "trainer.strategy=fsdp2")
     args = (*args, "trainer.max_steps=30", "trainer.checkpoint_every=30", "trainer.eval_every=10")
     single = _one_process(tmp_path / "single", "toy", args)
-    run_dir = _run_dir(tmp_path / "two", "toy")
+    run_dir = composed_run_dir(tmp_path / "two", *args)
     proc = subprocess.Popen(
         torchrun_command(tmp_path / "two", *args),
         cwd=ROOT,

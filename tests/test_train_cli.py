@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.suite_helpers import metric_rows, run_train, summaries
+from tests.suite_helpers import find_run_dir, metric_rows, run_train, summaries
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ def test_single_run_writes_the_results_contract(tmp_path):
         tmp_path, "task=toy", "optimizer=auto", "trainer.max_steps=40", "trainer.eval_every=20"
     )
     assert proc.returncode == 0, proc.stderr
-    run = tmp_path / "default" / "toy" / "auto" / "seed0"
+    run = find_run_dir(tmp_path, "auto")
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [
         "config.yaml",
         "grad_norm_hist.jsonl",
@@ -58,9 +58,7 @@ def test_rerunning_a_completed_run_skips_it(tmp_path):
     # a shorter budget never gets the longer run's result back, in a sweep or alone
     shorter = run_train(tmp_path, "-m", "task=toy", "optimizer=norm", "trainer.max_steps=5")
     assert "holds a completed run of 10 steps, not the 5 asked for" in shorter.stderr
-    summary = json.loads(
-        (tmp_path / "default" / "toy" / "norm" / "seed0" / "summary.json").read_text()
-    )
+    summary = json.loads((find_run_dir(tmp_path, "norm") / "summary.json").read_text())
     assert summary["steps"] == 10 and summary["status"] == "completed"
 
 
