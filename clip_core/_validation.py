@@ -1,11 +1,33 @@
-"""Argument checks shared by the optimizers: every error names the argument, the value and the range."""
+"""Checks of user values: every error reads ``Invalid <key>: <value!r>; expected <what>``.
+
+One set of helpers for the optimizers' arguments and for the benchmark's config values alike
+(so it imports nothing beyond torch and the standard library). ``key`` is what the user typed:
+``lr`` for a constructor argument, ``task.batch_size`` for a Hydra config value. A dotted key is
+a config key, and its messages spell ``None`` as YAML does, ``null`` (a YAML ``None`` is the
+string ``'None'``). Each check returns the value it accepted, so that a caller can write
+``self.batch_size = check_int("task.batch_size", batch_size, 1)``.
+"""
 
 from __future__ import annotations
 
+import numbers
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
+
+
+def invalid(key: str, value: object, expected: str) -> ValueError:
+    """The one error format; for checks the helpers below do not cover."""
+    return ValueError(f"Invalid {key}: {value!r}; expected {expected}")
+
+
+def _or_none(key: str, expected: str, optional: bool) -> str:
+    if not optional:
+        return expected
+    return f"{'null' if '.' in key else 'None'} or {expected}"
 
 
 @contextmanager
@@ -23,57 +45,105 @@ def naming(owner: str) -> Iterator[None]:
         raise ValueError(f"{message} ({owner})") from error
 
 
-def check_choice(name: str, value: object, choices: Iterable[str]) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"Invalid {name}: {value!r}; expected one of {', '.join(choices)}")
+def check_choice(key: str, value: Any, accepted: Iterable[Any], *, optional: bool = False) -> Any:
+    accepted = tuple(accepted)
+    if (value is None and optional) or value in accepted:
+        return value
+    expected = f"one of {', '.join(str(a) for a in accepted)}"
+    raise invalid(key, value, _or_none(key, expected, optional))
 
 
-def _require_number(name: str, value: object, expected: str) -> float:
-    """``value`` as a float; a non-number gets the same message as an out-of-range value.
+def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high}"
+    return ""
+
+
+def _within(
+    v: float, low: float | None, high: float | None, low_open: bool, high_open: bool
+) -> bool:
+    # written so that NaN fails (every comparison with NaN is False)
+    above = low is None or (v > low if low_open else v >= low)
+    below = high is None or (v < high if high_open else v <= high)
+    return bool(above and below) and v == v
+
+
+def check_int(
+    key: str,
+    value: Any,
+    low: int | None = None,
+    high: int | None = None,
+    *,
+    optional: bool = False,
+) -> Any:
+    """An integer (``bool`` refused) in ``[low, high]``; returned as a Python ``int``."""
+    if value is None and optional:
+        return None
+    if (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and _within(int(value), low, high, False, False)
+    ):
+        return int(value)
+    expected = f"an integer {_bounds(low, high, False, False)}".rstrip()
+    raise invalid(key, value, _or_none(key, expected, optional))
+
+
+def check_number(
+    key: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+) -> Any:
+    """A real number (``bool`` refused, NaN refused) within the bounds; returned unchanged.
 
     A one-element floating-point tensor counts as a number (a tensor ``lr``, as torch accepts).
     """
+    if value is None and optional:
+        return None
     if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"Invalid {name}: {value!r}; expected {expected}")
-    return float(value)
+        number: float | None = float(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        number = None
+    if number is not None and _within(number, low, high, low_open, high_open):
+        return value
+    expected = f"a value {_bounds(low, high, low_open, high_open)}".rstrip()
+    raise invalid(key, value, _or_none(key, expected, optional))
 
 
-# The comparisons below are written so that NaN fails them (every comparison with NaN is False).
-def check_nonnegative(name: str, value: object) -> None:
-    expected = "a value >= 0"
-    if not _require_number(name, value, expected) >= 0:
-        raise ValueError(f"Invalid {name}: {value!r}; expected {expected}")
+def check_nonnegative(key: str, value: Any) -> Any:
+    return check_number(key, value, 0)
 
 
-def check_positive(name: str, value: object) -> None:
-    expected = "a value > 0"
-    if not _require_number(name, value, expected) > 0:
-        raise ValueError(f"Invalid {name}: {value!r}; expected {expected}")
+def check_positive(key: str, value: Any) -> Any:
+    return check_number(key, value, 0, low_open=True)
 
 
-def check_interval(
-    name: str, value: object, low: float, high: float, *, low_open: bool, high_open: bool
-) -> None:
-    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    expected = f"a value in {interval}"
-    v = _require_number(name, value, expected)
-    above = v > low if low_open else v >= low
-    below = v < high if high_open else v <= high
-    if not (above and below):
-        raise ValueError(f"Invalid {name}: {value!r}; expected {expected}")
+def check_path(
+    key: str, value: Any, *, optional: bool = False, expected: str = "a path"
+) -> str | None:
+    """A non-empty ``str`` or ``os.PathLike`` (not checked on disk), returned as a ``str``.
+
+    Existence is left to the code that reads it, which can name the layout it expects.
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, str | os.PathLike) and str(os.fspath(value)).strip():
+        return str(os.fspath(value))
+    raise invalid(key, value, _or_none(key, expected, optional))
 
 
-def check_optional_int(name: str, value: object, minimum: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Invalid {name}: {value!r}; expected None or an integer >= {minimum}")
-
-
-def check_false(name: str, value: object, why: str) -> None:
+def check_false(key: str, value: Any, why: str) -> None:
     """A torch flag this library accepts only switched off (``differentiable``, ``capturable``)."""
     if value:
-        raise ValueError(f"Invalid {name}: {value!r}; expected False ({why})")
+        raise invalid(key, value, f"False ({why})")

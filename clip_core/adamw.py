@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch.optim.adamw import adamw as adamw_update
 
-from clip_core._validation import check_false, check_interval, check_nonnegative, naming
+from clip_core._validation import check_false, check_nonnegative, check_number, invalid, naming
 from clip_core.base import ClippedOptimizer
 from clip_core.clipping import ClipResult
 
@@ -50,9 +50,9 @@ class ClippedAdamW(ClippedOptimizer):
         with naming(type(self).__name__):
             check_nonnegative("lr", lr)
             if not isinstance(betas, tuple | list) or len(betas) != 2:
-                raise ValueError(f"Invalid betas: {betas!r}; expected a pair (beta1, beta2)")
-            check_interval("betas[0]", betas[0], 0.0, 1.0, low_open=False, high_open=True)
-            check_interval("betas[1]", betas[1], 0.0, 1.0, low_open=False, high_open=True)
+                raise invalid("betas", betas, "a pair (beta1, beta2)")
+            check_number("betas[0]", betas[0], 0.0, 1.0, high_open=True)
+            check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
             check_nonnegative("eps", eps)
             check_nonnegative("weight_decay", weight_decay)
             check_false("capturable", capturable, "CUDA-graph capture is not supported")

@@ -18,12 +18,21 @@ from clip_core import sharding
 from clip_core._validation import (
     check_choice,
     check_false,
-    check_interval,
+    check_int,
     check_nonnegative,
-    check_optional_int,
+    check_number,
+    invalid,
     naming,
 )
-from clip_core.clipping import Clipper, ClipResult, ClipRule, ClipStats, Never, preset
+from clip_core.clipping import (
+    HISTORY_PATHS,
+    Clipper,
+    ClipResult,
+    ClipRule,
+    ClipStats,
+    Never,
+    preset,
+)
 from clip_core.preclip import PreclipCheck
 
 NONFINITE_POLICIES = ("skip", "raise")
@@ -52,10 +61,8 @@ class _StepRecord:
 # Param-group keys of the rule's values, and the check each gets in a param group.
 _RULE_KEYS = {
     "clipping_level": lambda v: check_nonnegative("clipping_level", v),
-    "beta": lambda v: check_interval("beta", v, 0.0, 1.0, low_open=True, high_open=True),
-    "p_autoclip": lambda v: check_interval(
-        "p_autoclip", v, 0.0, 1.0, low_open=True, high_open=False
-    ),
+    "beta": lambda v: check_number("beta", v, 0.0, 1.0, low_open=True, high_open=True),
+    "p_autoclip": lambda v: check_number("p_autoclip", v, 0.0, 1.0, low_open=True),
 }
 
 
@@ -68,6 +75,13 @@ class ClippedOptimizer(Optimizer):
         beta: ``β`` in ``(0, 1)`` of the stochastic rules.
         p_autoclip: quantile ``p`` in ``(0, 1]`` of the ``auto`` rules.
         auto_window: ``None`` keeps the whole norm history (exact); an integer keeps the last ones.
+        history_path: how the ``auto`` history is updated (:mod:`clip_core.history`):
+            ``"device"`` by elementwise tensor passes, never reading a value on the host (what
+            accelerators need); ``"host"`` through NumPy views with a binary search (CPU
+            parameters only: reading a CPU tensor waits for no device, and it is about half
+            the cost there); ``"auto"`` (default) is ``"host"`` on CPU and ``"device"``
+            elsewhere. Both give the same thresholds bit for bit and keep the same buffers,
+            so the choice is not saved: a ``state_dict`` loads under either path.
         rule: a :class:`~clip_core.ClipRule` for combinations beyond the presets.
         seed: seed of the optimizer's own ``torch.Generator`` (default: drawn from torch's global RNG).
         nonfinite: ``"skip"`` (default) skips a step with a NaN/inf gradient on the device, no
@@ -104,6 +118,7 @@ class ClippedOptimizer(Optimizer):
         beta: float = 0.85,
         p_autoclip: float = 0.75,
         auto_window: int | None = None,
+        history_path: str = "auto",
         rule: ClipRule | None = None,
         seed: int | None = None,
         nonfinite: str = "skip",
@@ -120,11 +135,12 @@ class ClippedOptimizer(Optimizer):
             )
         with naming(name):
             check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
-            check_optional_int("auto_window", auto_window, 1)
-            check_optional_int("seed", seed, 0)
+            check_int("auto_window", auto_window, 1, optional=True)
+            check_choice("history_path", history_path, HISTORY_PATHS)
+            check_int("seed", seed, 0, optional=True)
             for flag, value in (("fused", fused), ("foreach", foreach)):
                 if value is not None and not isinstance(value, bool):
-                    raise ValueError(f"Invalid {flag}: {value!r}; expected None, True or False")
+                    raise invalid(flag, value, "None, True or False")
             if fused and foreach:
                 raise ValueError("Invalid fused=True with foreach=True; expected at most one")
             check_false("differentiable", differentiable, f"{name} is not differentiable")
@@ -133,7 +149,7 @@ class ClippedOptimizer(Optimizer):
             elif isinstance(rule, ClipRule):
                 clipping_type = "custom"
             else:
-                raise ValueError(f"Invalid rule: {rule!r}; expected a clip_core.ClipRule")
+                raise invalid("rule", rule, "a clip_core.ClipRule")
         self._rule_keys = tuple(rule.values())  # λ, β, p live in the param groups (as lr does)
         defaults = {**defaults, **rule.values(), "maximize": bool(maximize)}
         super().__init__(params, defaults)
@@ -156,8 +172,19 @@ class ClippedOptimizer(Optimizer):
             if self._sharding is not None:  # every rank must draw the same decisions
                 seed = self._sharding.agree_on_seed(seed)
         device = all_params[0].device if all_params else torch.device("cpu")
+        if history_path == "host" and device.type != "cpu":
+            with naming(name):
+                raise invalid(
+                    "history_path",
+                    history_path,
+                    f"'auto' or 'device' for parameters on {device.type} (the host path "
+                    "updates CPU tensors through NumPy)",
+                )
+        self.history_path = history_path
         reduce = None if self._sharding is None else self._sharding.all_reduce
-        self.clipper = Clipper(rule, seed=seed, device=device, reduce=reduce)
+        self.clipper = Clipper(
+            rule, seed=seed, device=device, reduce=reduce, history_path=history_path
+        )
         # Counters are tensors updated in place: torch.compile keeps those updates, while a
         # Python int would be lost (see _StepRecord) or recompile the step at every value.
         self.skipped_steps = torch.zeros((), dtype=torch.int64, device=device)

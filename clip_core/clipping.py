@@ -25,7 +25,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from clip_core._validation import check_choice, check_interval, check_nonnegative
+from clip_core._validation import check_choice, check_int, check_nonnegative, check_number, invalid
 from clip_core.history import SortedHistory
 from clip_core.norms import (
     Reduce,
@@ -51,6 +51,9 @@ CLIPPING_TYPES: tuple[str, ...] = (
     "quadratic_stoch_auto",
 )
 
+#: How an ``auto`` history is updated (``history_path``; see :mod:`clip_core.history`).
+HISTORY_PATHS: tuple[str, ...] = ("auto", "host", "device")
+
 
 # -- the three parts ---------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -74,11 +77,8 @@ class PercentileThreshold:
     window: int | None = None
 
     def __post_init__(self) -> None:
-        check_interval("p_autoclip", self.p, 0.0, 1.0, low_open=True, high_open=False)
-        if self.window is not None and (not isinstance(self.window, int) or self.window < 1):
-            raise ValueError(
-                f"Invalid auto_window: {self.window!r}; expected None or an integer >= 1"
-            )
+        check_number("p_autoclip", self.p, 0.0, 1.0, low_open=True)
+        check_int("auto_window", self.window, 1, optional=True)
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,9 @@ class Stochastic:
     power: int  # 1: linear, 2: quadratic
 
     def __post_init__(self) -> None:
-        check_interval("beta", self.beta, 0.0, 1.0, low_open=True, high_open=True)
+        check_number("beta", self.beta, 0.0, 1.0, low_open=True, high_open=True)
         if self.power not in (1, 2):
-            raise ValueError(f"Invalid power: {self.power!r}; expected 1 (linear) or 2 (quadratic)")
+            raise invalid("power", self.power, "1 (linear) or 2 (quadratic)")
 
 
 Threshold = FixedThreshold | PercentileThreshold
@@ -175,8 +175,8 @@ def preset(
     """The :class:`ClipRule` behind one of the names in :data:`CLIPPING_TYPES`."""
     check_choice("clipping_type", clipping_type, CLIPPING_TYPES)
     check_nonnegative("clipping_level", clipping_level)
-    check_interval("beta", beta, 0.0, 1.0, low_open=True, high_open=True)
-    check_interval("p_autoclip", p_autoclip, 0.0, 1.0, low_open=True, high_open=False)
+    check_number("beta", beta, 0.0, 1.0, low_open=True, high_open=True)
+    check_number("p_autoclip", p_autoclip, 0.0, 1.0, low_open=True)
     fixed = FixedThreshold(float(clipping_level))
     auto = PercentileThreshold(float(p_autoclip), auto_window)
     table: dict[str, ClipRule] = {
@@ -240,16 +240,25 @@ class Clipper:
 
     ``clip`` never synchronises with the host: decisions are sampled on the device, non-finite
     gradients are flagged in ``found_inf`` for the step rule to skip, and the history ignores them
-    (on CPU the history reads the norm and the flag: see :mod:`clip_core.history`).
+    (on the host path the history reads the norm and the flag: see :mod:`clip_core.history`;
+    ``history_path`` is one of :data:`HISTORY_PATHS`, as in ``ClippedOptimizer``).
     Global rules return the factor ``α`` instead of touching the gradients, so a fused update can
     apply it in the same pass; per-tensor and per-coordinate rules clip the gradients in place
     (as ``clip_grad_norm_`` / ``clip_grad_value_`` do).
     """
 
     def __init__(
-        self, rule: ClipRule, *, seed: int, device: torch.device, reduce: Reduce | None = None
+        self,
+        rule: ClipRule,
+        *,
+        seed: int,
+        device: torch.device,
+        reduce: Reduce | None = None,
+        history_path: str = "auto",
     ) -> None:
+        check_choice("history_path", history_path, HISTORY_PATHS)
         self.rule = rule
+        self.history_path = history_path
         # sums local squared norms over the shards of sharded gradients (clip_core.sharding)
         self.reduce = reduce
         self.seed = int(seed)
@@ -276,7 +285,7 @@ class Clipper:
         source = self.rule.threshold
         if isinstance(source, PercentileThreshold):
             if self.history is None:
-                self.history = SortedHistory(stat.numel(), source.window, scalar=stat.dim() == 0)
+                self.history = self._new_history(stat.numel(), stat.dim() == 0)
             elif stat.dim() and self.history.num_units != stat.numel():  # per-tensor histories
                 raise ValueError(
                     "per-tensor auto clipping needs the same parameters to have gradients at "
@@ -466,9 +475,13 @@ class Clipper:
             return
         if not isinstance(self.rule.threshold, PercentileThreshold):
             raise ValueError("state_dict holds an auto-clipping history, but this rule keeps none")
-        self.history = SortedHistory(
-            saved["num_units"],
-            self.rule.threshold.window,
-            scalar=self.rule.granularity == "global",
-        )
+        # the buffers are the same on both paths: this clipper's path carries on from them
+        self.history = self._new_history(saved["num_units"], self.rule.granularity == "global")
         self.history.load_state_dict(saved, self.device)
+
+    def _new_history(self, num_units: int, scalar: bool) -> SortedHistory:
+        window = self.rule.threshold.window  # type: ignore[union-attr]
+        # "auto" and "host" differ only for non-CPU tensors, which ClippedOptimizer refuses
+        # with "host"; SortedHistory takes the device path for those either way
+        host_path = self.history_path != "device"
+        return SortedHistory(num_units, window, scalar=scalar, host_path=host_path)

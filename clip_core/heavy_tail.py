@@ -43,11 +43,14 @@ References
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
+
+from clip_core._validation import check_choice, check_int, check_number, invalid
 
 __all__ = [
     "GaussianFit",
@@ -111,11 +114,12 @@ def _positive_magnitudes(samples: Any, name: str) -> tuple[np.ndarray, int]:
     return kept, int(x.size - kept.size)
 
 
-def _check_int(value: Any, name: str) -> int:
-    # bool is an int subclass; k=True is almost certainly a bug.
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    return int(value)
+def _check_k(k: Any, n: int, dropped: int = 0) -> int:
+    """``k`` in ``[1, n-1]``: the order statistics a Hill estimate of ``n`` values can use."""
+    extra = f" after dropping {dropped} zero/non-finite values" if dropped else ""
+    if isinstance(k, numbers.Integral) and not isinstance(k, bool) and 1 <= k <= n - 1:
+        return int(k)
+    raise invalid("k", k, f"an integer in [1, n-1 = {n - 1}] (n={n}{extra})")
 
 
 # ------------------------------------------------------------------------------- Hill
@@ -164,12 +168,7 @@ def hill_estimator(samples: Any, k: int | None = None) -> float:
     """
     mag, dropped = _positive_magnitudes(samples, "hill_estimator")
     n = mag.size
-    if k is None:
-        k = default_hill_k(n)
-    k = _check_int(k, "k")
-    if not 1 <= k <= n - 1:
-        extra = f" after dropping {dropped} zero/non-finite values" if dropped else ""
-        raise ValueError(f"k={k} is out of range: need 1 <= k <= n-1 = {n - 1} (n={n}{extra})")
+    k = _check_k(default_hill_k(n) if k is None else k, n, dropped)
     # Partial sort: position n-k-1 holds X_(k+1); everything after it is the top k.
     part = np.partition(mag, n - k - 1)
     threshold = part[n - k - 1]
@@ -203,9 +202,7 @@ def hill_columns(samples: Any, k: int | None = None) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError("hill_columns: the columns must be finite")
     n = x.shape[0]
-    k = default_hill_k(n) if k is None else _check_int(k, "k")
-    if not 1 <= k <= n - 1:
-        raise ValueError(f"k={k} is out of range: need 1 <= k <= n-1 = {n - 1} (n={n})")
+    k = _check_k(default_hill_k(n) if k is None else k, n)
     top = -np.sort(-np.partition(np.abs(x), n - k - 1, axis=0)[n - k - 1 :], axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_log_excess = np.log(top[:k] / top[k]).mean(axis=0)
@@ -233,11 +230,8 @@ def hill_curve(samples: Any, ks: Any = None) -> tuple[np.ndarray, np.ndarray]:
     if ks is None:
         ks = np.unique(np.geomspace(1, n - 1, num=min(100, n - 1)).astype(np.int64))
     ks = np.atleast_1d(np.asarray(ks))
-    if ks.ndim != 1 or not np.issubdtype(ks.dtype, np.integer):
-        raise ValueError(f"ks must be a 1-D sequence of integers, got {ks!r}")
-    bad = ks[(ks < 1) | (ks > n - 1)]
-    if bad.size:
-        raise ValueError(f"ks contains {bad.tolist()[:5]}: need 1 <= k <= n-1 = {n - 1} (n={n})")
+    if ks.ndim != 1 or not np.issubdtype(ks.dtype, np.integer) or ((ks < 1) | (ks > n - 1)).any():
+        raise invalid("ks", ks, f"a 1-D sequence of integers in [1, n-1 = {n - 1}] (n={n})")
     logs = np.sort(np.log(mag))[::-1]  # log X_(1) >= log X_(2) >= ...
     csum = np.cumsum(logs)
     mean_log_excess = csum[ks - 1] / ks - logs[ks]
@@ -331,8 +325,7 @@ def alpha_stable_index(
             f"alpha_stable_index: expected a non-empty 1-D (K,) or 2-D (K, d) array, "
             f"got shape {tuple(x.shape)}"
         )
-    if mode not in ("coordinates", "vectors", "columns"):
-        raise ValueError(f"mode must be 'coordinates', 'vectors' or 'columns', got {mode!r}")
+    check_choice("mode", mode, ("coordinates", "vectors", "columns"))
     if x.ndim == 2 and mode == "columns":
         return _alpha_stable_columns(x, k1, center=center, clip=clip)
     if x.ndim == 1 or mode == "coordinates":
@@ -381,10 +374,9 @@ def _alpha_from_inverse(inv_alpha: float, clip: bool) -> float:
 def _check_k1(k1: Any, n: int) -> int:
     if k1 is None:
         k1 = math.isqrt(n)
-    k1 = _check_int(k1, "k1")
-    if not 2 <= k1 <= n // 2:
-        raise ValueError(f"k1={k1} is out of range: need 2 <= k1 <= K//2 = {n // 2} (K={n})")
-    return k1
+    if not (isinstance(k1, numbers.Integral) and not isinstance(k1, bool) and 2 <= k1 <= n // 2):
+        raise invalid("k1", k1, f"an integer in [2, K//2 = {n // 2}] (K={n})")
+    return int(k1)
 
 
 def _alpha_stable_columns(x: np.ndarray, k1: Any, *, center: bool, clip: bool) -> float:
@@ -481,20 +473,23 @@ def bootstrap_interval(
     from scipy import stats
 
     x = _to_numpy(data, "bootstrap_interval")
-    block = _check_int(block, "block")
     rows = x.shape[0] if x.ndim else 0
-    groups = rows // block if block >= 1 else 0
-    if groups < 2:
-        raise ValueError(
-            f"Invalid block: {block}; expected an integer >= 1 leaving at least 2 groups "
-            f"of rows (data has {rows} rows)"
+    if (
+        isinstance(block, bool)
+        or not isinstance(block, numbers.Integral)
+        or block < 1
+        or rows // block < 2
+    ):
+        raise invalid(
+            "block",
+            block,
+            f"an integer >= 1 leaving at least 2 groups of rows (data has {rows} rows)",
         )
-    if not 0 < level < 1:
-        raise ValueError(f"Invalid level: {level!r}; expected a value in (0, 1)")
-    if _check_int(resamples, "resamples") < 2:
-        raise ValueError(f"Invalid resamples: {resamples!r}; expected an integer >= 2")
-    if method not in ("percentile", "normal"):
-        raise ValueError(f"Invalid method: {method!r}; expected one of percentile, normal")
+    block = int(block)
+    groups = rows // block
+    check_number("level", level, 0, 1, low_open=True, high_open=True)
+    check_int("resamples", resamples, 2)
+    check_choice("method", method, ("percentile", "normal"))
     grouped = x[: groups * block].reshape(groups, block, *x.shape[1:])
 
     def on_groups(index: np.ndarray) -> float:

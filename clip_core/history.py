@@ -18,13 +18,14 @@ ways to do the insert, on the same buffers (so a state saved on one device loads
   nothing. With ``window=W`` the value leaving the window is first removed by the mirror pass
   (``s'_j = s_j`` if ``s_j < old`` else ``s_{j+1}``). The quantile is interpolated from device
   indices in a few 0-d operations.
-* **Host path** (CPU tensors, the default there): reading a CPU tensor is no synchronisation, so
+* **Host path** (CPU tensors only; their default): reading a CPU tensor is no synchronisation, so
   the step reads the value and the skip flag and updates the same buffers through NumPy views
   with a binary search and one ``memmove``: about half the cost of the ~30 small tensor
   operations of the device path, which dominate its cost there (0.16–0.4 ms against 0.45–0.8
   ms per step at T = 100,000 in ``scripts/bench_step.py``).
 
-Both give ``numpy.quantile`` bit for bit. Memory: per unit, a sorted buffer (two on the device
+Both give ``numpy.quantile`` bit for bit. The optimizers choose with ``history_path`` (see
+:class:`~clip_core.ClippedOptimizer`). Memory: per unit, a sorted buffer (two on the device
 path, which writes one from the other) and a chronological record, each of capacity ``>= T``
 (or ``W``), in the dtype of the first values pushed (float32, or float64 for the norms of
 float64 gradients, so that ``p = 1`` gives exactly the current norm and never clips it); half
@@ -56,11 +57,9 @@ class SortedHistory:
     ``push`` takes a ``valid`` flag (a 0-d bool tensor): a skipped step (non-finite gradient)
     leaves the history untouched. On the device path the host never looks at the flag.
     ``quantile`` returns shape ``[num_units]``, or 0-d with ``scalar=True`` (one unit).
+    ``host_path=True`` (default) takes the host path for CPU tensors and the device path for
+    others (NumPy cannot view them); ``False`` takes the device path everywhere.
     """
-
-    #: Default of ``host_path``: CPU tensors take the host path (see the module doc); tests
-    #: switch it off to run the device path on CPU inside the optimizers.
-    host_path_on_cpu: bool = True
 
     def __init__(
         self,
@@ -68,13 +67,13 @@ class SortedHistory:
         window: int | None = None,
         *,
         scalar: bool = False,
-        host_path: bool | None = None,
+        host_path: bool = True,
     ) -> None:
         if scalar and num_units != 1:
             raise ValueError(f"scalar=True needs num_units=1, got {num_units}")
         self.num_units = num_units
         self.window = window
-        self.host_path = self.host_path_on_cpu if host_path is None else host_path
+        self.host_path = host_path
         self._out_shape = () if scalar else (num_units,)
         # [U, cap + 2]: column 0 is -inf, columns 1..cap the ascending values (+inf when free),
         # column cap + 1 is +inf, so both neighbours of every value slot are plain views.

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from clip_core._validation import check_int, check_positive
+
 
 def _flat_grad(params: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(
@@ -35,10 +37,8 @@ def estimate_lipschitz(
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("estimate_lipschitz needs at least one parameter that requires grad")
-    if not radius > 0:
-        raise ValueError(f"Invalid radius: {radius!r}; expected a value > 0")
-    if not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"Invalid iterations: {iterations!r}; expected an integer >= 1")
+    check_positive("radius", radius)
+    check_int("iterations", iterations, 1)
     origin = [p.detach().clone() for p in params]
 
     def gradient_at(direction: torch.Tensor | None) -> torch.Tensor:

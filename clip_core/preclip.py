@@ -27,10 +27,6 @@ class PreclipCheck:
     completed, so the step never waits. Other devices are not checked.
     """
 
-    #: On CPU the flag is read at once (no device to wait for); the no-sync tests switch this
-    #: off to check the rest of the step.
-    read_on_cpu: bool = True
-
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.done = False
@@ -63,10 +59,8 @@ class PreclipCheck:
             & (fractions.max() < 1e-3)
         )
         verdict = torch.stack([flag.float(), high])
-        if verdict.device.type == "cpu":
-            if self.read_on_cpu:
-                self._decide(verdict)
-            self.done = True
+        if verdict.device.type == "cpu":  # no device to wait for
+            self._decide(verdict)
         elif verdict.device.type == "cuda":
             host = verdict.to("cpu", non_blocking=True)
             event = torch.cuda.Event()

@@ -11,13 +11,7 @@ from typing import Any
 
 import torch
 
-from clip_core._validation import (
-    check_interval,
-    check_nonnegative,
-    check_optional_int,
-    check_positive,
-    naming,
-)
+from clip_core._validation import check_int, check_nonnegative, check_number, check_positive, naming
 from clip_core.base import ClippedOptimizer
 from clip_core.clipping import ClipResult
 
@@ -64,19 +58,10 @@ class ClippedSSTM(ClippedOptimizer):
         with naming(type(self).__name__):
             check_nonnegative("lr", lr)
             check_positive("L", L)
-            check_interval("nu", nu, 0.0, 1.0, low_open=False, high_open=False)
-            check_interval(
-                "a_k_ratio_upper_bound",
-                a_k_ratio_upper_bound,
-                0.0,
-                1.0,
-                low_open=True,
-                high_open=False,
-            )
-            check_optional_int("restart_every", restart_every, 1)
-            check_interval(
-                "restart_coeff", restart_coeff, 1.0, float("inf"), low_open=False, high_open=True
-            )
+            check_number("nu", nu, 0.0, 1.0)
+            check_number("a_k_ratio_upper_bound", a_k_ratio_upper_bound, 0.0, 1.0, low_open=True)
+            check_int("restart_every", restart_every, 1, optional=True)
+            check_number("restart_coeff", restart_coeff, 1.0)
         defaults = {"lr": lr, "L": L, "nu": nu}
         super().__init__(params, defaults, **clipping)
         self.ratio_bound = float(a_k_ratio_upper_bound)

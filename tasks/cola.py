@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from clip_core._validation import check_int, check_number, check_path, invalid
 from tasks.base import Task, TaskInfo
 from tasks.cola_corpus import generate_corpus
 from tasks.sampling import batch_indices, num_batches
@@ -261,15 +262,6 @@ def load_model_and_tokenizer(model_name_or_path: str | None, seed: int):
 # ----------------------------------------------------------------------------------------- task
 
 
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    if ok and maximum is not None:
-        ok = value <= maximum
-    if not ok:
-        rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
-
-
 class ColaTask(Task):
     """Binary sentence acceptability with a BERT-family encoder and cross-entropy.
 
@@ -307,40 +299,25 @@ class ColaTask(Task):
         corpus_seed: int | None = 0,
         dropout: float | None = None,
     ) -> None:
-        if data_root is not None and (
-            not isinstance(data_root, (str, os.PathLike)) or not str(data_root)
-        ):
-            raise ValueError(
-                f"data_root must be null (embedded corpus), 'hub' (datasets glue/cola) or a "
-                f"directory with train.tsv and dev.tsv, got {data_root!r}"
-            )
-        if model_name_or_path is not None and (
-            not isinstance(model_name_or_path, (str, os.PathLike)) or not str(model_name_or_path)
-        ):
-            raise ValueError(
-                "model_name_or_path must be null (packaged all-MiniLM-L6-v2), a local model "
-                f"directory or a hub id such as bert-base-uncased, got {model_name_or_path!r}"
-            )
-        _check_int("batch_size", batch_size, 1)
-        _check_int("max_length", max_length, 4, 512)
-        _check_int("eval_batch_size", eval_batch_size, 1)
-        _check_int("embedded_train_size", embedded_train_size, 1)
-        _check_int("embedded_dev_size", embedded_dev_size, 1)
-        if corpus_seed is not None:
-            _check_int("corpus_seed", corpus_seed, 0)
-        if dropout is not None and not (
-            isinstance(dropout, int | float) and not isinstance(dropout, bool) and 0 <= dropout < 1
-        ):
-            raise ValueError(f"Invalid dropout: {dropout!r}; expected null or a value in [0, 1)")
-        self.dropout = dropout
-        self.data_root = None if data_root is None else str(data_root)
-        self.model_name_or_path = None if model_name_or_path is None else str(model_name_or_path)
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.eval_batch_size = eval_batch_size
-        self.embedded_train_size = embedded_train_size
-        self.embedded_dev_size = embedded_dev_size
-        self.corpus_seed = corpus_seed
+        self.data_root = check_path(
+            "task.data_root",
+            data_root,
+            optional=True,
+            expected="a directory with train.tsv and dev.tsv, or 'hub' (datasets glue/cola)",
+        )
+        self.model_name_or_path = check_path(
+            "task.model_name_or_path",
+            model_name_or_path,
+            optional=True,
+            expected="a local model directory or a hub id (e.g. bert-base-uncased)",
+        )
+        self.batch_size = check_int("task.batch_size", batch_size, 1)
+        self.max_length = check_int("task.max_length", max_length, 4, 512)
+        self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
+        self.embedded_train_size = check_int("task.embedded_train_size", embedded_train_size, 1)
+        self.embedded_dev_size = check_int("task.embedded_dev_size", embedded_dev_size, 1)
+        self.corpus_seed = check_int("task.corpus_seed", corpus_seed, 0, optional=True)
+        self.dropout = check_number("task.dropout", dropout, 0, 1, high_open=True, optional=True)
         self.device = torch.device("cpu")
 
     # ----- data
@@ -399,8 +376,8 @@ class ColaTask(Task):
         )
         max_pos = getattr(model.config, "max_position_embeddings", 512)
         if self.max_length > max_pos:
-            raise ValueError(
-                f"max_length={self.max_length} exceeds the model's {max_pos} positions"
+            raise invalid(
+                "task.max_length", self.max_length, f"at most {max_pos}, the model's positions"
             )
         if self.dropout is not None:
             for module in model.modules():

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 import torchvision
 from torchvision import transforms
 
-from tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, check_int, require_dir
+from clip_core._validation import check_int, check_path, invalid
+from tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, require_dir
 
 EMBEDDED_IMAGE_SIZE = 32
 REAL_IMAGE_SIZE = 224
@@ -59,17 +60,17 @@ class ImageNetTask(ImageTask):
             num_workers=num_workers,
             max_val_items=max_val_items,
         )
-        if data_root is not None and not isinstance(data_root, (str, Path)):
-            raise ValueError(f"data_root must be a path or null, got {data_root!r}")
-        self.data_root = None if data_root is None else str(data_root)
+        self.data_root = check_path("task.data_root", data_root, optional=True)
         # null picks the scale that suits the data: 32 px for the 8x8 digits, 224 px for ImageNet.
         default_size = EMBEDDED_IMAGE_SIZE if data_root is None else REAL_IMAGE_SIZE
-        self.image_size = check_int("image_size", image_size, 8, optional=True) or default_size
-        self.num_classes = check_int("num_classes", num_classes, 2, optional=True)
+        size = check_int("task.image_size", image_size, 8, optional=True)
+        self.image_size = size or default_size
+        self.num_classes = check_int("task.num_classes", num_classes, 2, optional=True)
         if data_root is None and self.num_classes not in (None, 10):
-            raise ValueError(
-                f"num_classes={num_classes} does not fit the embedded digits data (10 classes); "
-                "use null or 10, or set data_root"
+            raise invalid(
+                "task.num_classes",
+                num_classes,
+                "null or 10 with the embedded digits data (or set task.data_root)",
             )
 
     # -- data --------------------------------------------------------------------------------
@@ -133,9 +134,10 @@ class ImageNetTask(ImageTask):
                 f"(e.g. {missing}); both splits need the same <wnid> folders"
             )
         if self.num_classes is not None and self.num_classes != len(classes):
-            raise ValueError(
-                f"num_classes={self.num_classes} but {root / 'train'} has {len(classes)} class "
-                "folders; set num_classes to null to infer it"
+            raise invalid(
+                "task.num_classes",
+                self.num_classes,
+                f"null or {len(classes)}, the class folders in {root / 'train'}",
             )
         self.num_classes = len(classes)
         self._train_set, self._val_set = sets["train"], sets["val"]

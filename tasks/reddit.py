@@ -29,6 +29,7 @@ embedded graph this is plain full-graph inference; on real Reddit it needs a few
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GraphConv
 
+from clip_core._validation import check_choice, check_int, check_number, check_path, invalid
 from tasks.base import Task, TaskInfo
 from tasks.graph_sampling import (
     aggregation_matrix,
@@ -254,20 +256,6 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ task
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _check_fraction(name: str, value: object, *, low_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0):
-        rng = "(0, 1]" if low_open else "[0, 1]"
-        raise ValueError(f"{name} must be a number in {rng}, got {value!r}")
-    return float(value)
-
-
 class RedditTask(Task):
     """GraphConv node classification on Reddit (or its embedded SBM proxy). See module docstring."""
 
@@ -296,63 +284,55 @@ class RedditTask(Task):
         val_fraction: float = 0.2,
         data_seed: int = 0,
     ) -> None:
-        if data_root is not None and not isinstance(data_root, (str, os.PathLike)):
-            raise ValueError(f"data_root must be a path or null, got {data_root!r}")
-        if data_root is not None and not os.fspath(data_root).strip():
-            raise ValueError("data_root must be a non-empty path or null, got ''")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.data_root = check_path("task.data_root", data_root, optional=True)
+        check_choice("task.sampler", sampler, SAMPLERS)
         if aggr not in AGGRS:
-            raise ValueError(
-                f"aggr must be one of {AGGRS} (linear aggregations, needed for sparse "
-                f"layer-wise inference), got {aggr!r}"
+            raise invalid(
+                "task.aggr",
+                aggr,
+                f"one of {', '.join(AGGRS)} (linear aggregations, needed for sparse layer-wise "
+                "inference)",
             )
-        self.batch_size = _check_positive_int("batch_size", batch_size)
-        self.hidden_channels = _check_positive_int("hidden_channels", hidden_channels)
-        self.num_layers = _check_positive_int("num_layers", num_layers)
-        if isinstance(num_neighbors, (str, bytes)) or not isinstance(num_neighbors, Sequence):
-            try:  # Hydra passes a ListConfig, which is not a typing.Sequence
-                num_neighbors = list(num_neighbors)  # type: ignore[arg-type]
-            except TypeError:
-                raise ValueError(
-                    f"num_neighbors must be a list of ints, got {num_neighbors!r}"
-                ) from None
-        if not all(
-            isinstance(k, int) and not isinstance(k, bool) and (k > 0 or k == -1)
-            for k in num_neighbors
-        ):
-            raise ValueError(
-                f"num_neighbors entries must be positive ints or -1 (all), got {list(num_neighbors)!r}"
-            )
-        self.num_neighbors = [int(k) for k in num_neighbors]
-        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
         self.aggr = aggr
-        self.data_root = None if data_root is None else os.fspath(data_root)
+        self.batch_size = check_int("task.batch_size", batch_size, 1)
+        self.hidden_channels = check_int("task.hidden_channels", hidden_channels, 1)
+        self.num_layers = check_int("task.num_layers", num_layers, 1)
+        # Hydra passes a ListConfig, which is no typing.Sequence: any iterable but a string
+        neighbors = None
+        if not isinstance(num_neighbors, str | bytes):
+            with contextlib.suppress(TypeError):
+                neighbors = list(num_neighbors)  # type: ignore[arg-type]
+        if neighbors is None or not all(
+            isinstance(k, int) and not isinstance(k, bool) and (k > 0 or k == -1) for k in neighbors
+        ):
+            raise invalid(
+                "task.num_neighbors", num_neighbors, "a list of integers > 0 or -1 (all neighbours)"
+            )
+        self.num_neighbors = [int(k) for k in neighbors]
+        self.dropout = float(check_number("task.dropout", dropout, 0, 1, high_open=True))
 
-        self.num_nodes = _check_positive_int("num_nodes", num_nodes)
-        self.num_classes = _check_positive_int("num_classes", num_classes)
-        if num_classes < 2 or num_nodes < 2 * num_classes:
-            raise ValueError(
-                f"need num_classes >= 2 and num_nodes >= 2 * num_classes, got "
-                f"num_classes={num_classes}, num_nodes={num_nodes}"
+        self.num_classes = check_int("task.num_classes", num_classes, 2)
+        self.num_nodes = check_int("task.num_nodes", num_nodes, 1)
+        if num_nodes < 2 * num_classes:
+            raise invalid(
+                "task.num_nodes",
+                num_nodes,
+                f"an integer >= 2 * task.num_classes = {2 * num_classes}",
             )
-        self.p_in = _check_fraction("p_in", p_in)
-        self.p_out = _check_fraction("p_out", p_out)
-        self.feature_dim = _check_positive_int("feature_dim", feature_dim)
-        if not (isinstance(feature_noise, (int, float)) and feature_noise >= 0):
-            raise ValueError(f"feature_noise must be a number >= 0, got {feature_noise!r}")
-        self.feature_noise = float(feature_noise)
-        self.train_fraction = _check_fraction("train_fraction", train_fraction, low_open=True)
-        self.val_fraction = _check_fraction("val_fraction", val_fraction, low_open=True)
-        if train_fraction + val_fraction > 1.0:
-            raise ValueError(
-                f"train_fraction + val_fraction must be <= 1, got {train_fraction} + {val_fraction}"
+        self.p_in = float(check_number("task.p_in", p_in, 0, 1))
+        self.p_out = float(check_number("task.p_out", p_out, 0, 1))
+        self.feature_dim = check_int("task.feature_dim", feature_dim, 1)
+        self.feature_noise = float(check_number("task.feature_noise", feature_noise, 0))
+        fraction = check_number("task.train_fraction", train_fraction, 0, 1, low_open=True)
+        self.train_fraction = float(fraction)
+        fraction = check_number("task.val_fraction", val_fraction, 0, 1, low_open=True)
+        self.val_fraction = float(fraction)
+        if self.train_fraction + self.val_fraction > 1.0:  # both splits must fit in the nodes
+            rest = 1 - self.train_fraction
+            raise invalid(
+                "task.val_fraction", val_fraction, f"a value <= 1 - task.train_fraction = {rest:g}"
             )
-        if isinstance(data_seed, bool) or not isinstance(data_seed, int):
-            raise ValueError(f"data_seed must be an integer, got {data_seed!r}")
-        self.data_seed = data_seed
+        self.data_seed = check_int("task.data_seed", data_seed, 0)
 
         # Resolve the sampler now so a missing backend fails before minutes of data loading.
         backend = neighbor_sampling_backend()
@@ -365,9 +345,10 @@ class RedditTask(Task):
         self.sampler = sampler if sampler != "auto" else ("neighbor" if backend else "subgraph")
         self.sampler_backend = backend if self.sampler == "neighbor" else "torch_geometric.utils"
         if self.sampler == "neighbor" and len(self.num_neighbors) != num_layers:
-            raise ValueError(
-                f"num_neighbors={self.num_neighbors} must have one entry per layer "
-                f"(num_layers={num_layers})"
+            raise invalid(
+                "task.num_neighbors",
+                self.num_neighbors,
+                f"one entry per layer (task.num_layers={num_layers})",
             )
 
         self.device = torch.device("cpu")
@@ -495,8 +476,7 @@ class RedditTask(Task):
         self, epoch: int, start: int = 0, *, seed: int = 0, rank: int = 0, world_size: int = 1
     ) -> Iterator[GraphBatch]:
         data = self._require_setup()
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        check_int("rank", rank, 0, world_size - 1)
         if self.sampler == "neighbor":
             yield from self._neighbor_batches(data, epoch, start, seed, rank, world_size)
         else:

@@ -33,6 +33,7 @@ import torch
 from scipy import stats
 from torch import nn
 
+from clip_core._validation import check_choice, check_int, check_number, invalid
 from tasks.base import Task, TaskInfo
 from tasks.sampling import batch_indices, num_batches
 
@@ -52,7 +53,7 @@ def label_noise(
         return rng.standard_t(df, size)
     if law == "stable":
         return stats.levy_stable.rvs(alpha, 0.0, scale=STABLE_SCALE, size=size, random_state=rng)
-    raise ValueError(f"Invalid task.noise: {law!r}; expected one of {', '.join(NOISE_LAWS)}")
+    raise invalid("task.noise", law, f"one of {', '.join(NOISE_LAWS)}")
 
 
 class ToyRegressionTask(Task):
@@ -81,22 +82,12 @@ class ToyRegressionTask(Task):
             ("hidden", hidden),
             ("batch_size", batch_size),
         ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Invalid task.{key}: {value!r}; expected an integer >= 1")
-        if noise not in NOISE_LAWS:
-            raise ValueError(
-                f"Invalid task.noise: {noise!r}; expected one of {', '.join(NOISE_LAWS)}"
-            )
-        if model not in MODELS:
-            raise ValueError(f"Invalid task.model: {model!r}; expected one of {', '.join(MODELS)}")
-        if not noise_df > 0:
-            raise ValueError(f"Invalid task.noise_df: {noise_df!r}; expected a value > 0")
-        if not 0 < noise_alpha <= 2:
-            raise ValueError(
-                f"Invalid task.noise_alpha: {noise_alpha!r}; expected a value in (0, 2]"
-            )
-        if not noise_scale >= 0:
-            raise ValueError(f"Invalid task.noise_scale: {noise_scale!r}; expected a value >= 0")
+            check_int(f"task.{key}", value, 1)
+        check_choice("task.noise", noise, NOISE_LAWS)
+        check_choice("task.model", model, MODELS)
+        check_number("task.noise_df", noise_df, 0, low_open=True)
+        check_number("task.noise_alpha", noise_alpha, 0, 2, low_open=True)
+        check_number("task.noise_scale", noise_scale, 0)
         self.num_train, self.num_val, self.dim, self.hidden = num_train, num_val, dim, hidden
         self.noise, self.noise_df, self.noise_alpha = noise, float(noise_df), float(noise_alpha)
         self.noise_scale, self.model_kind, self.batch_size = noise_scale, model, batch_size

@@ -18,21 +18,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from clip_core._validation import check_int
 from tasks.base import Task, TaskInfo
 from tasks.sampling import batch_indices, num_batches
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def check_int(name: str, value: Any, minimum: int, *, optional: bool = False) -> int | None:
-    """Validate an integer constructor argument (Hydra passes plain ints); ``bool`` is rejected."""
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        accepted = f"an integer >= {minimum}" + (" or null" if optional else "")
-        raise ValueError(f"{name} must be {accepted}, got {value!r}")
-    return value
 
 
 def require_dir(path: Path, what: str, layout: str) -> None:
@@ -96,10 +87,10 @@ class ImageTask(Task):
         num_workers: int,
         max_val_items: int | None,
     ) -> None:
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1)
-        self.num_workers = check_int("num_workers", num_workers, 0)
-        self.max_val_items = check_int("max_val_items", max_val_items, 1, optional=True)
+        self.batch_size = check_int("task.batch_size", batch_size, 1)
+        self.eval_batch_size = check_int("task.eval_batch_size", eval_batch_size, 1)
+        self.num_workers = check_int("task.num_workers", num_workers, 0)
+        self.max_val_items = check_int("task.max_val_items", max_val_items, 1, optional=True)
         self.device = torch.device("cpu")
         self._train_tensors: tuple[torch.Tensor, ...] | None = None
         self._val_tensors: tuple[torch.Tensor, ...] | None = None

@@ -32,7 +32,8 @@ from torchvision.datasets import VOCSegmentation
 from torchvision.datasets.voc import DATASET_YEAR_DICT
 from torchvision.transforms import functional as TF
 
-from tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, check_int, require_dir
+from clip_core._validation import check_choice, check_int, check_path, invalid
+from tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, require_dir
 
 IGNORE_INDEX = 255
 VOC_NUM_CLASSES = 21  # background + 20 object classes
@@ -201,46 +202,37 @@ class VOCTask(ImageTask):
             num_workers=num_workers,
             max_val_items=max_val_items,
         )
-        if data_root is not None and not isinstance(data_root, (str, Path)):
-            raise ValueError(f"data_root must be a path or null, got {data_root!r}")
-        self.data_root = None if data_root is None else str(data_root)
-        self.year = str(year)
-        if self.year not in DATASET_YEAR_DICT:
-            raise ValueError(
-                f"year={year!r} is not a VOC release; accepted: {list(DATASET_YEAR_DICT)}"
-            )
-        for key, split in (("train_split", train_split), ("val_split", val_split)):
-            if split not in ("train", "val", "trainval"):
-                raise ValueError(f"{key}={split!r}; accepted: 'train', 'val', 'trainval'")
-        self.train_split, self.val_split = train_split, val_split
+        self.data_root = check_path("task.data_root", data_root, optional=True)
+        # YAML reads an unquoted 2012 as an integer
+        self.year = check_choice("task.year", str(year), DATASET_YEAR_DICT)
+        splits = ("train", "val", "trainval")
+        self.train_split = check_choice("task.train_split", train_split, splits)
+        self.val_split = check_choice("task.val_split", val_split, splits)
         default_size = EMBEDDED_IMAGE_SIZE if data_root is None else REAL_IMAGE_SIZE
-        size = check_int("image_size", image_size, 32, optional=True) or default_size
-        if size % 32:
-            raise ValueError(
-                f"image_size={size} is not a multiple of 32; the U-Net encoder downsamples 5 times "
-                f"(e.g. use {32 * max(1, round(size / 32))})"
+        size = check_int("task.image_size", image_size, 32, optional=True) or default_size
+        if size % 32:  # the U-Net encoder downsamples 5 times
+            raise invalid(
+                "task.image_size", size, f"a multiple of 32 (e.g. {32 * max(1, round(size / 32))})"
             )
         self.image_size = size
+        # class ids must stay below the ignore id
+        classes = check_int("task.num_classes", num_classes, 2, IGNORE_INDEX, optional=True)
+        if data_root is None and classes not in (None, len(EMBEDDED_CLASSES)):
+            raise invalid(
+                "task.num_classes",
+                num_classes,
+                f"null or {len(EMBEDDED_CLASSES)} with the embedded scenes "
+                f"({', '.join(EMBEDDED_CLASSES)}; or set task.data_root)",
+            )
         default_classes = len(EMBEDDED_CLASSES) if data_root is None else VOC_NUM_CLASSES
-        self.num_classes = (
-            check_int("num_classes", num_classes, 2, optional=True) or default_classes
-        )
-        if data_root is None and self.num_classes != len(EMBEDDED_CLASSES):
-            raise ValueError(
-                f"num_classes={num_classes} does not fit the embedded scenes "
-                f"({len(EMBEDDED_CLASSES)} classes: {', '.join(EMBEDDED_CLASSES)}); use null"
-            )
-        if self.num_classes > IGNORE_INDEX:
-            raise ValueError(
-                f"num_classes={num_classes} must be below the ignore id {IGNORE_INDEX}"
-            )
+        self.num_classes = classes or default_classes
         if not isinstance(encoder_name, str) or not encoder_name:
-            raise ValueError(f"encoder_name must be an smp encoder name, got {encoder_name!r}")
+            raise invalid("task.encoder_name", encoder_name, "an smp encoder name (e.g. resnet18)")
         self.encoder_name = encoder_name
         self.encoder_weights = encoder_weights
-        self.embedded_train_size = check_int("embedded_train_size", embedded_train_size, 1)
-        self.embedded_val_size = check_int("embedded_val_size", embedded_val_size, 1)
-        self.data_seed = check_int("data_seed", data_seed, 0)
+        self.embedded_train_size = check_int("task.embedded_train_size", embedded_train_size, 1)
+        self.embedded_val_size = check_int("task.embedded_val_size", embedded_val_size, 1)
+        self.data_seed = check_int("task.data_seed", data_seed, 0)
 
     # -- data --------------------------------------------------------------------------------
     def _setup_embedded(self) -> str:

@@ -17,10 +17,7 @@ def single_thread():
 
 
 @pytest.fixture(params=["host", "device"])
-def history_path(request, monkeypatch):
-    """Run a test on both update paths of the auto history: CPU tensors default to the host
-    (NumPy) path; the device path is the one CUDA runs."""
-    from clip_core.history import SortedHistory
-
-    monkeypatch.setattr(SortedHistory, "host_path_on_cpu", request.param == "host")
+def history_path(request):
+    """Both update paths of the auto history, for a test to pass as ``history_path``: CPU
+    tensors default to the host (NumPy) path; the device path is the one CUDA runs."""
     return request.param

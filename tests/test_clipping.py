@@ -428,6 +428,7 @@ def run_auto(
     window: int | None = None,
     clipping_type: str = "auto",
     dtype: torch.dtype = torch.float64,
+    history_path: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Feed gradients of the given norms; return thresholds, α and clip fraction per step, and
     the recorded history."""
@@ -442,6 +443,7 @@ def run_auto(
         clipping_type=clipping_type,
         p_autoclip=p,
         auto_window=window,
+        history_path=history_path,
         seed=0,
     )
     out = {key: np.empty(len(norms)) for key in ("thresholds", "alphas", "fractions")}
@@ -467,17 +469,16 @@ def varied_norms(n: int, seed: int) -> np.ndarray:
     return norms
 
 
-@pytest.mark.usefixtures("history_path")
 @pytest.mark.parametrize(
     ("p", "dtype"),
     [(p, torch.float64) for p in (0.1, 0.5, 0.75, 0.9, 1.0)]
     + [(0.75, torch.float32), (1.0, torch.float32)],
 )
-def test_auto_threshold_is_numpy_quantile_of_history(p, dtype):
+def test_auto_threshold_is_numpy_quantile_of_history(p, dtype, history_path):
     norms = varied_norms(300, seed=int(p * 100))
     if dtype == torch.float32:
         norms = norms.astype(np.float32).astype(np.float64)
-    run = run_auto(norms, p, dtype=dtype)
+    run = run_auto(norms, p, dtype=dtype, history_path=history_path)
     thresholds, history = run["thresholds"], run["history"]
     # the recorded history is the sequence of global norms (in float64 for float64 gradients,
     # float32 otherwise)
@@ -499,14 +500,13 @@ def test_auto_threshold_is_numpy_quantile_of_history(p, dtype):
         assert clipped > 10
 
 
-@pytest.mark.usefixtures("history_path")
 @pytest.mark.parametrize(("window", "p"), [(1, 0.5), (7, 0.3), (7, 1.0), (50, 0.75)])
-def test_auto_window_uses_last_w_norms(window, p):
+def test_auto_window_uses_last_w_norms(window, p, history_path):
     rng = np.random.default_rng(window)
     # a small discrete set makes ties frequent, exercising the removal of duplicate values
     norms = rng.choice([0.5, 1.0, 2.0, 3.0, 8.0], size=200).astype(np.float64)
     norms[100:140] = np.exp(rng.normal(0.0, 2.0, size=40))
-    run = run_auto(norms, p, window=window)
+    run = run_auto(norms, p, window=window, history_path=history_path)
     thresholds = run["thresholds"]
     for t in range(len(norms)):
         last = norms[max(0, t + 1 - window) : t + 1]
@@ -520,14 +520,13 @@ def test_auto_window_uses_last_w_norms(window, p):
     np.testing.assert_allclose(run["history"], norms[-window:], rtol=1e-12)
 
 
-@pytest.mark.usefixtures("history_path")
 @pytest.mark.parametrize(
     ("window", "dtype"), [(None, np.float32), (5, np.float32), (5, np.float64), (64, np.float64)]
 )
-def test_sorted_history_direct(window, dtype):
+def test_sorted_history_direct(window, dtype, history_path):
     """SortedHistory on several units at once, with invalid pushes in between."""
     rng = np.random.default_rng(0)
-    h = SortedHistory(3, window)
+    h = SortedHistory(3, window, host_path=history_path == "host")
     kept: list[np.ndarray] = []
     for t in range(1500 if window is None else 200):
         values = (rng.integers(0, 6, size=3) * rng.choice([1.0, 0.37])).astype(dtype)
@@ -571,14 +570,20 @@ def test_history_paths_share_one_state(window, monkeypatch):
         np.testing.assert_array_equal(a, c)
 
 
-@pytest.mark.usefixtures("history_path")
 @pytest.mark.parametrize("clipping_type", AUTO)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_nonfinite_step_not_in_auto_history(clipping_type, bad):
+def test_nonfinite_step_not_in_auto_history(clipping_type, bad, history_path):
     norms = varied_norms(40, seed=2)
     rng = np.random.default_rng(0)
     params = [torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))]
-    opt = ClippedSGD(params, lr=1.0, clipping_type=clipping_type, p_autoclip=0.6, seed=0)
+    opt = ClippedSGD(
+        params,
+        lr=1.0,
+        clipping_type=clipping_type,
+        p_autoclip=0.6,
+        seed=0,
+        history_path=history_path,
+    )
     fed = []
     for t, n in enumerate(norms):
         g = rng.standard_normal(4)
@@ -597,9 +602,8 @@ def test_nonfinite_step_not_in_auto_history(clipping_type, bad):
     assert int(opt.skipped_steps) == 2
 
 
-@pytest.mark.usefixtures("history_path")
 @pytest.mark.parametrize("window", [None, 6])
-def test_custom_per_tensor_auto_rule(window):
+def test_custom_per_tensor_auto_rule(window, history_path):
     """ClipRule(PercentileThreshold(p), Always(), "tensor"): one history per tensor, and a
     skipped (non-finite) step adds nothing to any of them, even where a tensor was finite."""
     p = 0.4
@@ -607,7 +611,8 @@ def test_custom_per_tensor_auto_rule(window):
     shapes = [(3,), (2, 2), (5,)]
     params = [torch.nn.Parameter(torch.zeros(s, dtype=torch.float64)) for s in shapes]
     rule = ClipRule(PercentileThreshold(p, window), Always(), "tensor")
-    opt = ClippedSGD([{"params": params[:2]}, {"params": params[2:]}], lr=1.0, rule=rule)
+    groups = [{"params": params[:2]}, {"params": params[2:]}]
+    opt = ClippedSGD(groups, lr=1.0, rule=rule, history_path=history_path)
     histories: list[list[float]] = [[] for _ in shapes]
     clipped = 0
     for t in range(60):

@@ -174,10 +174,10 @@ def test_sstm_under_grad_scaler_equals_sstm_on_unscaled_gradients():
 
 # -- torch.compile ---------------------------------------------------------------------------------
 CLASSES = {
-    "sgd": lambda ps, t: ClippedSGD(ps, lr=0.05, momentum=0.9, **clip_args(t)),
-    "adamw": lambda ps, t: ClippedAdamW(ps, lr=0.01, **clip_args(t)),
-    "sstm": lambda ps, t: ClippedSSTM(
-        ps, lr=0.02, L=5.0, restart_every=2, **clip_args(t, level=0.01)
+    "sgd": lambda ps, t, **kw: ClippedSGD(ps, lr=0.05, momentum=0.9, **clip_args(t), **kw),
+    "adamw": lambda ps, t, **kw: ClippedAdamW(ps, lr=0.01, **clip_args(t), **kw),
+    "sstm": lambda ps, t, **kw: ClippedSSTM(
+        ps, lr=0.02, L=5.0, restart_every=2, **clip_args(t, level=0.01), **kw
     ),
 }
 
@@ -276,9 +276,9 @@ def test_inductor_compiled_step_equals_eager(kind, clipping_type):
 
 
 # -- where the compiled step breaks its graph (the README's table) -------------------------------
-def graph_breaks(kind: str, clipping_type: str) -> tuple[int, set[str]]:
+def graph_breaks(kind: str, clipping_type: str, **kwargs) -> tuple[int, set[str]]:
     model = make_model()
-    opt = CLASSES[kind](list(model.parameters()), clipping_type)
+    opt = CLASSES[kind](list(model.parameters()), clipping_type, **kwargs)
     x, y = batch(0)
     torch.nn.functional.mse_loss(model(x), y).backward()
     opt.step()
@@ -317,9 +317,6 @@ def test_sstm_step_compiles_as_one_graph():
     assert int(opt.attempted_steps) == 2 and int(opt.restarts) == 1  # restart_every=2
 
 
-def test_device_path_auto_history_traces_without_breaks(monkeypatch):
+def test_device_path_auto_history_traces_without_breaks():
     """The history's device path (what CUDA runs) compiles into the SSTM step's one graph."""
-    from clip_core.history import SortedHistory
-
-    monkeypatch.setattr(SortedHistory, "host_path_on_cpu", False)
-    assert graph_breaks("sstm", "auto") == (1, set())
+    assert graph_breaks("sstm", "auto", history_path="device") == (1, set())

@@ -547,7 +547,7 @@ BAD_ARGS = [
     (
         ClippedSSTM,
         {"restart_coeff": 0.5},
-        "Invalid restart_coeff: 0.5; expected a value in [1.0, inf)",
+        "Invalid restart_coeff: 0.5; expected a value >= 1.0",
     ),
     (ClippedSGD, {"momentum": -0.9}, "Invalid momentum: -0.9; expected a value >= 0"),
     (ClippedSGD, {"weight_decay": -1e-4}, "Invalid weight_decay: -0.0001; expected a value >= 0"),
@@ -609,6 +609,26 @@ BAD_ARGS = [
     (ClippedSGD, {"auto_window": 0}, "Invalid auto_window: 0; expected None or an integer >= 1"),
     (ClippedSGD, {"seed": -1}, "Invalid seed: -1; expected None or an integer >= 0"),
     (ClippedSGD, {"fused": "yes"}, "Invalid fused: 'yes'; expected None, True or False"),
+    (
+        ClippedAdamW,
+        {"history_path": "numpy"},
+        "Invalid history_path: 'numpy'; expected one of auto, host, device (ClippedAdamW)",
+    ),
+    (
+        ClippedSSTM,
+        {"history_path": None},
+        "Invalid history_path: None; expected one of auto, host, device",
+    ),
+    (
+        ClippedSGD,
+        {"auto_window": True},
+        "Invalid auto_window: True; expected None or an integer >= 1",
+    ),
+    (
+        ClippedSSTM,
+        {"restart_every": 2.0},
+        "Invalid restart_every: 2.0; expected None or an integer >= 1",
+    ),
 ]
 
 
@@ -616,6 +636,19 @@ BAD_ARGS = [
 def test_bad_arguments_name_argument_and_range(cls, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         cls(_p(), **kwargs)
+
+
+def test_host_history_path_needs_cpu_parameters():
+    """The host path updates the history through NumPy views: refused for accelerator
+    parameters ("meta" stands in for one, as in the sync tests), accepted on CPU."""
+    on_meta = [torch.nn.Parameter(torch.zeros(2, device="meta"))]
+    expected = (
+        "Invalid history_path: 'host'; expected 'auto' or 'device' for parameters on meta "
+        "(the host path updates CPU tensors through NumPy) (ClippedSGD)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        ClippedSGD(on_meta, clipping_type="auto", history_path="host")
+    assert ClippedSGD(_p(), clipping_type="auto", history_path="host").history_path == "host"
 
 
 @pytest.mark.parametrize("cls", [ClippedSGD, ClippedAdamW, ClippedSSTM])

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import clip_core.history
-import clip_core.preclip
 from clip_core import CLIPPING_TYPES, ClippedAdamW, ClippedSGD, ClippedSSTM
 from clip_core.clipping import ClipResult
+from clip_core.preclip import WINDOW as PRECLIP_WINDOW
 from tests.sync_helpers import SyncRecorder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -81,10 +81,13 @@ def runs_equal(a, b) -> bool:
 
 
 # -- state_dict round trip --------------------------------------------------------------------
-def resume(rule: str, clipping_type: str, k: int, m: int, corrupt=None):
-    """Uninterrupted run vs. a run rebuilt from a checkpoint taken after k steps."""
+def resume(rule: str, clipping_type: str, k: int, m: int, corrupt=None, paths=("auto", "auto")):
+    """Uninterrupted run vs. a run rebuilt from a checkpoint taken after k steps.
+
+    ``paths``: the ``history_path`` of the saving and of the loading optimizer.
+    """
     model = make_model()
-    opt = RULES[rule](groups_of(model), clipping_type=clipping_type, seed=1)
+    opt = RULES[rule](groups_of(model), clipping_type=clipping_type, seed=1, history_path=paths[0])
     run(model, opt, range(k))
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
@@ -94,7 +97,9 @@ def resume(rule: str, clipping_type: str, k: int, m: int, corrupt=None):
     buffer.seek(0)
     saved = torch.load(buffer)
     model2 = make_model(init_seed=123)  # different initial weights, overwritten by the checkpoint
-    opt2 = RULES[rule](groups_of(model2), clipping_type=clipping_type, seed=2)
+    opt2 = RULES[rule](
+        groups_of(model2), clipping_type=clipping_type, seed=2, history_path=paths[1]
+    )
     model2.load_state_dict(saved["model"])
     opt2.load_state_dict(saved["opt"])
     if corrupt is not None:
@@ -118,6 +123,21 @@ def test_state_dict_round_trip_is_bit_identical(rule, clipping_type):
         assert torch.equal(opt.last_clip_stats.threshold, opt2.last_clip_stats.threshold)
     if clipping_type in AUTO:
         assert torch.equal(opt.norm_history(), opt2.norm_history())
+
+
+@pytest.mark.parametrize("paths", [("host", "device"), ("device", "host")])
+@pytest.mark.parametrize("clipping_type", ["auto", "linear_stoch_auto"])
+def test_state_dict_moves_between_history_paths(clipping_type, paths):
+    """A state saved on one history path goes on bit-identically on the other (a checkpoint
+    moving between a CPU and a CUDA machine): the path is the loading optimizer's choice."""
+    straight, resumed, opt, opt2 = resume("sgd", clipping_type, k=5, m=8, paths=paths)
+    assert runs_equal(straight, resumed)
+    assert (opt.clipper.history._host, opt2.clipper.history._host) == (
+        paths[0] == "host",
+        paths[1] == "host",
+    )
+    assert torch.equal(opt.norm_history(), opt2.norm_history())
+    assert 0 < sum(f > 0 for f in opt.fractions) < len(opt.fractions)
 
 
 @pytest.mark.parametrize("rule", ["sgd", "sstm"])
@@ -278,15 +298,19 @@ def recorded_syncs(opt, model, steps=range(8), bad_steps=(3,)) -> list[str]:
 def test_step_makes_no_host_sync(rule, clipping_type, window, monkeypatch):
     # a tiny initial history buffer, so the growth path runs inside the recorded steps too
     monkeypatch.setattr(clip_core.history, "_INITIAL_CAPACITY", 4)
+    model = make_model()
     # the auto history's device path, which CUDA runs (CPU tensors default to the host path,
     # which reads values by design: on CPU there is no device to wait for)
-    monkeypatch.setattr(clip_core.history.SortedHistory, "host_path_on_cpu", False)
-    # likewise the pre-clipped-gradient check's one read at step 8 (deferred on CUDA)
-    monkeypatch.setattr(clip_core.preclip.PreclipCheck, "read_on_cpu", False)
-    model = make_model()
-    opt = SYNC_RULES[rule](groups_of(model), clipping_type=clipping_type, auto_window=window)
+    opt = SYNC_RULES[rule](
+        groups_of(model), clipping_type=clipping_type, auto_window=window, history_path="device"
+    )
     assert opt.nonfinite == "skip" and (opt.fused or rule == "sstm")
-    assert recorded_syncs(opt, model) == []
+    per_step = [recorded_syncs(opt, model, steps=[t]) for t in range(PRECLIP_WINDOW)]
+    # The one exception: the pre-clipped-gradient check reads its verdict at the end of its
+    # window (on CPU at once; on CUDA through a non-blocking copy, once an event has passed).
+    checked = clipping_type != "none"  # a rule that never clips has nothing to check
+    assert per_step == [[]] * (PRECLIP_WINDOW - 1) + [["tolist"] if checked else []]
+    assert opt._preclip.done == checked
     assert int(opt.skipped_steps) == 1  # the recorded steps included a skipped one
     if clipping_type in AUTO and window is None:
         assert opt.clipper.history.capacity > 4
