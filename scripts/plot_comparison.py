@@ -61,8 +61,10 @@ from typing import Any
 
 import numpy as np
 import plotting
-from plotting import BAND_TEXT, Run
+from plotting import BAND_TEXT
 from provenance import stamp
+
+from suite.run_reader import Run, as_float, discover_runs
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 AUX_KEYS = {
@@ -92,7 +94,7 @@ def primary_metric(runs: Sequence[Run]) -> str:
 
 def final_value(run: Run, metric: str) -> float:
     """Final validation value: the summary's ``final``, else the last logged one."""
-    value = plotting.as_float((run.summary.get("final") or {}).get(f"val_{metric}"))
+    value = run.final(metric)
     if math.isfinite(value):
         return value
     _, values = run.series(f"val_{metric}", "val")
@@ -103,7 +105,7 @@ def best_value(run: Run, metric: str, lower: bool) -> float:
     """Best validation value over the run's evaluations (the summary's ``best`` if it is that metric)."""
     best = run.summary.get("best") or {}
     if best.get("metric") == metric and not lower:
-        value = plotting.as_float(best.get("value"))
+        value = as_float(best.get("value"))
         if math.isfinite(value):
             return value
     _, values = run.series(f"val_{metric}", "val")
@@ -113,7 +115,7 @@ def best_value(run: Run, metric: str, lower: bool) -> float:
 
 
 def final_train_loss(run: Run) -> float:
-    value = plotting.as_float(run.summary.get("final_train_loss"))
+    value = as_float(run.summary.get("final_train_loss"))
     if math.isfinite(value):
         return value
     _, values = run.series("train_loss", "train")
@@ -942,7 +944,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"Invalid --tau-max: {args.tau_max}; expected a number > 1")
     try:
         default_target, task_targets = parse_targets(args.target)
-        runs = plotting.discover_runs([args.sweep])
+        runs = discover_runs([args.sweep])
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
     runs = [

@@ -52,6 +52,8 @@ from clip_core.heavy_tail import (
     standardize_columns,
     tail_summary,
 )
+from suite.records import read_json
+from suite.run_reader import Run, as_float, discover_runs, is_run_dir, load_run
 
 PROBE_FILE = "noise_probe.npz"
 RUN_WHAT = "per-step gradient norms along training (grad_norms.npy)"
@@ -106,10 +108,10 @@ def load_probe(path: Path, array: str = "noise_norms") -> Source:
     path = Path(path)
     npz_path = path if path.suffix == ".npz" else path / PROBE_FILE
     folder = npz_path.parent
-    meta = plotting.read_json(folder / "noise_probe.json") or {}
+    meta = read_json(folder / "noise_probe.json") or {}
     if not meta:
         for candidate in sorted(folder.glob("*.json")):
-            meta = plotting.read_json(candidate) or {}
+            meta = read_json(candidate) or {}
             if meta:
                 break
     with np.load(npz_path) as data:
@@ -120,7 +122,7 @@ def load_probe(path: Path, array: str = "noise_norms") -> Source:
             np.asarray(data["noise_coords"], dtype=np.float64) if "noise_coords" in data else None
         )
     # A probe inside a run directory (noise_probe.py RUN_DIR) belongs to that run.
-    run = plotting.load_run(folder.parent) if plotting.is_run_dir(folder.parent) else None
+    run = load_run(folder.parent) if is_run_dir(folder.parent) else None
     task = (
         task_from_target(meta["task"]) if meta.get("task") else (run.task if run else folder.name)
     )
@@ -150,7 +152,7 @@ def load_probe(path: Path, array: str = "noise_norms") -> Source:
     )
 
 
-def run_source(run: plotting.Run) -> Source | None:
+def run_source(run: Run) -> Source | None:
     norms = run.grad_norms()
     if norms is None or norms.size == 0:
         return None
@@ -159,7 +161,7 @@ def run_source(run: plotting.Run) -> Source | None:
         name=run.name,
         task=run.task,
         method=run.method,
-        values=norms,
+        values=np.asarray(norms, dtype=np.float64),
         meta=dict(run.summary),
     )
 
@@ -191,7 +193,7 @@ def discover_sources(
                 sources.append(load_probe(probe, probe_array))
         if path.suffix == ".npz" or (path / PROBE_FILE).exists():
             continue
-        for run in plotting.discover_runs([path]):
+        for run in discover_runs([path]):
             if run.dir.resolve() in seen:
                 continue
             seen.add(run.dir.resolve())
@@ -441,15 +443,11 @@ def tail_series(
             [path] if path.name == "noise_probe.json" else sorted(path.rglob("noise_probe.json"))
         )
         for file in found:
-            meta = plotting.read_json(file) or {}
+            meta = read_json(file) or {}
             if TRAINING_INDICES[0][0] not in meta or "step" not in meta:
                 notes.append(f"skipped {file.parent}: a probe without per-coordinate estimates")
                 continue
-            run = (
-                plotting.load_run(file.parent.parent)
-                if plotting.is_run_dir(file.parent.parent)
-                else None
-            )
+            run = load_run(file.parent.parent) if is_run_dir(file.parent.parent) else None
             task = task_from_target(meta.get("task", "")) if meta.get("task") else "unknown"
             if not plotting.matches(task, tasks) or (
                 methods and not plotting.matches(run.method if run else "", methods)
@@ -467,11 +465,11 @@ def tail_series(
         metas = [m for _, m in probes]
 
         def column(key: str, metas: list[dict[str, Any]] = metas) -> np.ndarray:
-            return np.array([plotting.as_float(m.get(key)) for m in metas])
+            return np.array([as_float(m.get(key)) for m in metas])
 
         def bound(key: str, side: int, metas: list[dict[str, Any]] = metas) -> np.ndarray:
             return np.array(
-                [plotting.as_float((m.get(f"{key}_ci90") or [math.nan] * 2)[side]) for m in metas]
+                [as_float((m.get(f"{key}_ci90") or [math.nan] * 2)[side]) for m in metas]
             )
 
         keys = [k for k, _ in TRAINING_INDICES]
