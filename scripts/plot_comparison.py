@@ -4,9 +4,10 @@
     python scripts/plot_comparison.py results/readme --out results/readme/figures --band std
     python scripts/plot_comparison.py results/exp --target cola=0.45 --target reddit=0.9
 
-Reads every run directory under the sweep (``<task>/<method label>/seed<N>/``, written by
-``train.py``); only runs whose ``summary.json`` says ``completed`` are used, the others are listed
-on the console and in a footnote of the figure.
+Reads every run directory under the sweep (``<task>/<method>/seed<N>/``, written by
+``train.py``) with ``suite.run_reader``: a run's method is the name its ``summary.json`` gives
+(``method``), else its method directory's name. Only runs whose ``summary.json`` says
+``completed`` are used, the others are listed on the console and in a footnote of the figure.
 
 Per task (files in ``--out``, default ``<sweep>/figures``):
 
@@ -886,7 +887,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tasks", action="append", help="only these tasks (comma-separated)")
     parser.add_argument(
-        "--methods", action="append", help="only these method labels (comma-separated)"
+        "--methods", action="append", help="only these methods (comma-separated names)"
     )
     parser.add_argument(
         "--method-key",

@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--task", action="append", help="only these tasks (comma-separated)")
     parser.add_argument(
-        "--method", action="append", help="only these method labels (comma-separated)"
+        "--method", action="append", help="only these methods (comma-separated names)"
     )
     parser.add_argument(
         "--group",
@@ -631,14 +631,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"plot_heavy_tail: {exc}", file=sys.stderr)
         return 1
-    out = args.out
-    if out is None:
-        first = args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent
-        out = first / "figures" / "heavy_tail.png"
+    out = args.out or default_out(args.paths[0], "heavy_tail.png")
     plot_panels(panels, out, ncols=args.ncols, dpi=args.dpi)
     print(format_table(panels))
     print(f"wrote {out}")
     return 0
+
+
+def default_out(first: Path, name: str) -> Path:
+    """``<first path>/figures/<name>`` (beside the file when the first path is a file)."""
+    return (first if first.is_dir() else first.parent) / "figures" / name
 
 
 def over_training_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -651,10 +653,7 @@ def over_training_main(parser: argparse.ArgumentParser, args: argparse.Namespace
     if not series:
         print("plot_heavy_tail: no noise probe with per-coordinate estimates", file=sys.stderr)
         return 1
-    out = args.out
-    if out is None:
-        first = args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent
-        out = first / "figures" / "tail_over_training.png"
+    out = args.out or default_out(args.paths[0], "tail_over_training.png")
     plot_tail_over_training(series, out, dpi=args.dpi)
     print(format_training_table(series))
     print(f"wrote {out}")

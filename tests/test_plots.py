@@ -676,3 +676,21 @@ def test_tail_index_over_training(tmp_path: Path, capsys) -> None:
     series, _ = ph.tail_series([tmp_path / "noise"])
     labels = {s.label: list(s.steps) for s in series}
     assert labels == {"cola — generated: cola": [0, 200], "cola — real CoLA": [0]}
+
+
+def test_the_table_names_a_method_by_its_summary_not_by_its_hashed_directory(tmp_path):
+    """Run directories carry a config hash (``<method>-<hash>``); the summary's ``method`` is the
+    name the table and the legend show, and seeds in two directories of one name are one row."""
+    sweep = tmp_path / "sweep"
+    for seed, value in ((0, 0.6), (1, 0.8)):
+        run = make_run(sweep, "t", "sgd", seed, val=[0.4, value])
+        hashed = sweep / "t" / f"sgd-{seed}bcdef12" / f"seed{seed}"
+        hashed.parent.mkdir(parents=True)
+        run.rename(hashed)
+        summary = json.loads((hashed / "summary.json").read_text())
+        (hashed / "summary.json").write_text(json.dumps({**summary, "method": "SGD"}))
+    out = tmp_path / "figs"
+    assert pc.main([str(sweep), "--out", str(out), "--no-profile", *FAST]) == 0
+    (row,) = read_csv(out / "t_table.csv").values()
+    assert (row["method"], row["n_seeds"]) == ("SGD", "2")
+    assert float(row["final_val_mean"]) == pytest.approx(0.7)
