@@ -25,20 +25,14 @@ import os
 import random
 import socket
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from clip_core import ClippedAdamW, ClippedSGD  # noqa: E402
+from clip_core import ClippedAdamW, ClippedSGD
 
 LEVEL = 1e-3  # below the gradient norm: every clipped contender clips on its first step
 

@@ -227,7 +227,7 @@ def tail_estimates(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -267,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="output directory (default: <run dir>/noise_probe_<start|stepN>)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.run_dir is None and not args.overrides:
         parser.error("give a run directory or --overrides")
     for name in ("reference_batches", "coords"):
@@ -279,50 +282,38 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--bootstrap must be 0 or >= 2, got {args.bootstrap}")
     if args.k1 is not None and not 2 <= args.k1 <= args.batches // 2:
         parser.error(f"--k1 must be in [2, batches // 2 = {args.batches // 2}], got {args.k1}")
-    if args.run_dir is not None:
-        config_path = args.run_dir / "config.yaml"
-        if not config_path.exists():
-            parser.error(f"{config_path} not found: is {args.run_dir} a run directory?")
-        cfg = OmegaConf.load(config_path)
-    else:
-        cfg = _compose(args.overrides)
-    state, source, step = None, "initialisation", 0
+
+
+def probed_config(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The run directory's resolved config, or one composed from ``--overrides``."""
+    if args.run_dir is None:
+        return _compose(args.overrides)
+    config_path = args.run_dir / "config.yaml"
+    if not config_path.exists():
+        parser.error(f"{config_path} not found: is {args.run_dir} a run directory?")
+    return OmegaConf.load(config_path)
+
+
+def probed_weights(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """``(model state or None, where it came from, its step)``: initialisation (``--at start``),
+    the run's checkpoint (``--at end``) or ``--checkpoint``."""
     ckpt = args.checkpoint
     if ckpt is None and args.at == "end":
         if args.run_dir is None:
             parser.error("--at end needs a run directory with a checkpoint")
         ckpt = checkpoint_path(args.run_dir)
-    if ckpt is not None:
-        if not ckpt.exists():
-            parser.error(f"no checkpoint at {ckpt}; train with trainer.checkpoint_every > 0")
-        payload = torch.load(ckpt, map_location="cpu", weights_only=False)
-        step = int(payload["step"])
-        state, source = payload["model"], f"checkpoint {ckpt.name} (step {step})"
-    name = "noise_probe_start" if ckpt is None else f"noise_probe_step{step}"
-    out = args.out or ((args.run_dir or Path("results/noise_probe")) / name)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    info, tensors, arrays = probe(
-        cfg,
-        state,
-        reference_batches=args.reference_batches,
-        batches=args.batches,
-        coords=args.coords,
-        seed=int(cfg.seed),
-    )
-    np.savez(
-        out / "noise_probe.npz", **{k: v for k, v in arrays.items() if isinstance(v, np.ndarray)}
-    )
-    estimates = tail_estimates(
-        arrays["noise_coords"].astype(np.float64),
-        arrays["coord_tensor"],
-        arrays["noise_norms"],
-        tensors,
-        k1=args.k1,
-        resamples=args.bootstrap,
-        seed=int(cfg.seed),
-    )
-    meta = {
+    if ckpt is None:
+        return None, "initialisation", 0
+    if not ckpt.exists():
+        parser.error(f"no checkpoint at {ckpt}; train with trainer.checkpoint_every > 0")
+    payload = torch.load(ckpt, map_location="cpu", weights_only=False)
+    step = int(payload["step"])
+    return payload["model"], f"checkpoint {ckpt.name} (step {step})", step
+
+
+def probe_metadata(cfg, info, source: str, step: int, args, arrays, estimates) -> dict[str, Any]:
+    """``noise_probe.json``: what was probed, on which data and weights, and the estimates."""
+    return {
         "task": cfg.task.get("_target_"),
         "data_source": info.data_source,
         "model_source": info.model_source,
@@ -341,8 +332,29 @@ def main(argv: list[str] | None = None) -> int:
             "unit": f"groups of {estimates['stable_k1']} consecutive probe batches",
             "intervals": METHODS,
         },
-        "seconds": time.time() - t0,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    cfg = probed_config(parser, args)
+    state, source, step = probed_weights(parser, args)
+    name = "noise_probe_start" if source == "initialisation" else f"noise_probe_step{step}"
+    out = args.out or ((args.run_dir or Path("results/noise_probe")) / name)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    info, tensors, arrays = probe(cfg, state, reference_batches=args.reference_batches,
+                                  batches=args.batches, coords=args.coords, seed=int(cfg.seed))  # fmt: skip
+    np.savez(
+        out / "noise_probe.npz", **{k: v for k, v in arrays.items() if isinstance(v, np.ndarray)}
+    )
+    estimates = tail_estimates(arrays["noise_coords"].astype(np.float64), arrays["coord_tensor"],
+                               arrays["noise_norms"], tensors, k1=args.k1,
+                               resamples=args.bootstrap, seed=int(cfg.seed))  # fmt: skip
+    meta = probe_metadata(cfg, info, source, step, args, arrays, estimates)
+    meta["seconds"] = time.time() - t0
     atomic_write_json(out / "noise_probe.json", meta)
     brief = {k: v for k, v in meta.items() if k != "tensors"}
     print(json.dumps(brief, indent=2, default=str))

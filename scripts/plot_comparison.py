@@ -4,9 +4,10 @@
     python scripts/plot_comparison.py results/readme --out results/readme/figures --band std
     python scripts/plot_comparison.py results/exp --target cola=0.45 --target reddit=0.9
 
-Reads every run directory under the sweep (``<task>/<method label>/seed<N>/``, written by
-``train.py``); only runs whose ``summary.json`` says ``completed`` are used, the others are listed
-on the console and in a footnote of the figure.
+Reads every run directory under the sweep (``<task>/<method>/seed<N>/``, written by
+``train.py``) with ``suite.run_reader``: a run's method is the name its ``summary.json`` gives
+(``method``), else its method directory's name. Only runs whose ``summary.json`` says
+``completed`` are used, the others are listed on the console and in a footnote of the figure.
 
 Per task (files in ``--out``, default ``<sweep>/figures``):
 
@@ -61,8 +62,10 @@ from typing import Any
 
 import numpy as np
 import plotting
-from plotting import BAND_TEXT, Run
+from plotting import BAND_TEXT
 from provenance import stamp
+
+from suite.run_reader import Run, as_float, discover_runs
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 AUX_KEYS = {
@@ -92,7 +95,7 @@ def primary_metric(runs: Sequence[Run]) -> str:
 
 def final_value(run: Run, metric: str) -> float:
     """Final validation value: the summary's ``final``, else the last logged one."""
-    value = plotting.as_float((run.summary.get("final") or {}).get(f"val_{metric}"))
+    value = run.final(metric)
     if math.isfinite(value):
         return value
     _, values = run.series(f"val_{metric}", "val")
@@ -103,7 +106,7 @@ def best_value(run: Run, metric: str, lower: bool) -> float:
     """Best validation value over the run's evaluations (the summary's ``best`` if it is that metric)."""
     best = run.summary.get("best") or {}
     if best.get("metric") == metric and not lower:
-        value = plotting.as_float(best.get("value"))
+        value = as_float(best.get("value"))
         if math.isfinite(value):
             return value
     _, values = run.series(f"val_{metric}", "val")
@@ -113,7 +116,7 @@ def best_value(run: Run, metric: str, lower: bool) -> float:
 
 
 def final_train_loss(run: Run) -> float:
-    value = plotting.as_float(run.summary.get("final_train_loss"))
+    value = as_float(run.summary.get("final_train_loss"))
     if math.isfinite(value):
         return value
     _, values = run.series("train_loss", "train")
@@ -481,58 +484,67 @@ def plot_profile(
     import matplotlib.pyplot as plt
 
     ratios = {measure: profile_ratios(results, quorum, measure) for measure in MEASURES}
-    taus = np.geomspace(1.0, tau_max, 400)
     methods = list(ratios["steps"])
     # as many legend columns as the longest name leaves room for (~150 characters per row)
     ncol = max(1, min(len(methods), 4, 150 // (max(map(len, methods)) + 8)))
     note = plotting.wrap(profile_caption(results, quorum, left_out), 170) + "\n" + made_by
-    width, title_h, axes_h, gap_h = 13.0, 0.6, 4.2, 0.65
+    title_h, axes_h, gap_h = 0.6, 4.2, 0.65
     legend_h = plotting.legend_height(len(methods), ncol, title=False)
     note_h = plotting.note_height(note)
     height = title_h + axes_h + gap_h + legend_h + note_h
-    fig = plt.figure(figsize=(width, height))
+    fig = plt.figure(figsize=(13.0, height))
     bottom = (gap_h + legend_h + note_h) / height
     handles = []
-    ticks = [t for t in (1, 1.5, 2, 3, 5, 10, 20, 50, 100) if t <= tau_max]
     for k, (measure, unit) in enumerate(MEASURES.items()):
         ax = fig.add_axes((0.06 + 0.49 * k, bottom, 0.42, axes_h / height))
-        for i, method in enumerate(methods):
-            rho = profile_curve(ratios[measure][method], taus)
-            offset = (i - (len(methods) - 1) / 2) * 0.006
-            (line,) = ax.step(
-                taus, rho + offset, where="post", lw=2, color=colors.get(method), label=method
-            )
-            if k == 0:
-                handles.append(line)
-        ax.set_xscale("log")
-        ax.set_xlim(1.0, tau_max)
-        ax.set_ylim(-0.03, 1.05)
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel(f"τ ({unit} to target ÷ {unit} of the fastest method on that task)")
-        ax.set_ylabel("fraction of all tasks with target\nreached within τ × fastest")
-        ax.set_title(f"in {unit}", fontsize=10.5)
-        plotting.style_axes(ax)
+        lines = draw_profile(ax, ratios[measure], colors, tau_max, unit)
+        handles = handles or lines  # one legend: the left panel's lines
     tasks = ", ".join(res.task for res in results)
-    fig.suptitle(
-        plotting.wrap(f"Performance profile over {len(results)} task(s): {tasks}", 120),
-        y=1 - 0.1 / height,
-        va="top",
-        fontsize=12,
-    )
+    fig.suptitle(plotting.wrap(f"Performance profile over {len(results)} task(s): {tasks}", 120),
+                 y=1 - 0.1 / height, va="top", fontsize=12)  # fmt: skip
     plotting.legend_block(
         fig, handles, height=height, legend_h=legend_h, note_h=note_h, ncol=ncol, note=note
     )
     plotting.savefig(fig, out, dpi)
+    write_profile_csv(out.with_suffix(".csv"), ratios, results, made_by)
+    return ratios
 
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
+
+def draw_profile(
+    ax: Any, ratios: dict[str, dict[str, float]], colors: dict[str, Any], tau_max: float, unit: str
+) -> list[Any]:
+    """ρ(τ) of every method in one measure; returns the lines (identical ones slightly offset)."""
+    taus = np.geomspace(1.0, tau_max, 400)
+    lines = []
+    for i, (method, task_ratios) in enumerate(ratios.items()):
+        offset = (i - (len(ratios) - 1) / 2) * 0.006
+        (line,) = ax.step(taus, profile_curve(task_ratios, taus) + offset, where="post", lw=2,
+                          color=colors.get(method), label=method)  # fmt: skip
+        lines.append(line)
+    ticks = [t for t in (1, 1.5, 2, 3, 5, 10, 20, 50, 100) if t <= tau_max]
+    ax.set_xscale("log")
+    ax.set_xlim(1.0, tau_max)
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(f"τ ({unit} to target ÷ {unit} of the fastest method on that task)")
+    ax.set_ylabel("fraction of all tasks with target\nreached within τ × fastest")
+    ax.set_title(f"in {unit}", fontsize=10.5)
+    plotting.style_axes(ax)
+    return lines
+
+
+def write_profile_csv(
+    path: Path, ratios: dict[str, dict[str, dict[str, float]]], results: Sequence[TaskResult],
+    made_by: str,
+) -> None:  # fmt: skip
+    with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["measure", "method", *[res.task for res in results], "made_by"])
         for measure, by_method in ratios.items():
             for method, task_ratios in by_method.items():
                 row = [measure, method, *[task_ratios[res.task] for res in results]]
                 writer.writerow([*row, plotting.scrub_paths(made_by)])
-    return ratios
 
 
 # ------------------------------------------------------------------------------ task figure
@@ -572,6 +584,63 @@ def spans_decades(values: Sequence[np.ndarray], decades: float = 1.5) -> bool:
     return bool(x.size and np.all(x > 0) and math.log10(x.max() / x.min()) >= decades)
 
 
+@dataclass
+class TaskCurves:
+    """Per method the bands of the three panels, and every seed's raw values (for the axes)."""
+
+    loss: dict[str, plotting.Band | None] = field(default_factory=dict)
+    aux: dict[str, plotting.Band | None] = field(default_factory=dict)
+    val: dict[str, plotting.Band | None] = field(default_factory=dict)
+    loss_values: list[np.ndarray] = field(default_factory=list)
+    aux_values: list[np.ndarray] = field(default_factory=list)
+
+
+def task_curves(
+    result: TaskResult, aux_key: str, aux_split: str, band: str, smooth_window: int
+) -> TaskCurves:
+    """Training loss (smoothed), the top-right quantity and the validation metric over seeds."""
+    curves = TaskCurves()
+    # a method that does not clip has no clipping telemetry: absent, not a line at zero
+    telemetry = aux_key in ("clip_fraction", "clip_threshold")
+    for method, group in result.runs.items():
+        loss = []
+        for run in group:
+            steps, values = run.series("train_loss", "train")
+            loss.append((steps, plotting.smooth(values, smooth_window)))
+            curves.loss_values.append(values)
+        curves.loss[method] = plotting.aggregate(loss, band)
+        aux_runs = [run for run in group if clips(run)] if telemetry else group
+        aux = [run.series(aux_key, aux_split) for run in aux_runs]
+        curves.aux_values += [v for _, v in aux]
+        curves.aux[method] = plotting.aggregate(aux, band)
+        val = [run.series(f"val_{result.metric}", "val") for run in group]
+        curves.val[method] = plotting.aggregate(val, band)
+    return curves
+
+
+def mark_target(ax: Any, target: float) -> None:
+    ax.axhline(target, color="0.35", lw=0.9, ls=":")
+    ax.annotate(f"target {target:.3g}", xy=(0.0, target), xycoords=("axes fraction", "data"),
+                xytext=(3, 3), textcoords="offset points", fontsize=7.5, color="0.35")  # fmt: skip
+
+
+def task_handles(result: TaskResult, colors: dict[str, Any]) -> list[Any]:
+    """A legend entry per method (name, hyper-parameters, seeds) and the two line styles."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color=colors[row.method], lw=2.5, label=plotting.shorten(
+            f"{row.method}: {row.description}  [{row.n_seeds} seed(s)]", 105))
+        for row in result.rows
+    ]  # fmt: skip
+    return [
+        *handles,
+        Line2D([], [], color="0.3", lw=1.5, label="solid: training (left, top right)"),
+        Line2D([], [], color="0.3", lw=1.5, ls="--", marker="o", ms=3.5,
+               label="dashed: validation (bottom right)"),
+    ]  # fmt: skip
+
+
 def plot_task(
     result: TaskResult,
     out: Path,
@@ -584,105 +653,46 @@ def plot_task(
     dpi: int = plotting.DPI,
 ) -> Path:
     """The three-panel comparison figure of one task; ``made_by`` goes in its footnote."""
-    from matplotlib.lines import Line2D
-
     runs = [r for group in result.runs.values() for r in group]
     aux_key, aux_split, aux_title = choose_aux(runs, result.metric, aux)
     n_methods = len(result.runs)
-    legend_cols = 2 if n_methods > 1 else 1
     fig, legend_kw, frame = task_figure(result, made_by, what="", width=14.0, axes_h=5.2,
-                                        legend_entries=n_methods + 2, ncol=legend_cols)  # fmt: skip
+                                        legend_entries=n_methods + 2, ncol=2 if n_methods > 1 else 1)  # fmt: skip
     grid = fig.add_gridspec(2, 2, width_ratios=[1.55, 1], wspace=0.2, hspace=0.42, **frame)
     ax_loss = fig.add_subplot(grid[:, 0])
     ax_aux = fig.add_subplot(grid[0, 1])
     ax_val = fig.add_subplot(grid[1, 1])
-
-    loss, aux_bands, val = {}, {}, {}
-    loss_values, aux_values = [], []
-    for method, group in result.runs.items():
-        curves = []
-        for run in group:
-            steps, values = run.series("train_loss", "train")
-            curves.append((steps, plotting.smooth(values, smooth_window)))
-            loss_values.append(values)
-        loss[method] = plotting.aggregate(curves, band)
-        # a method that does not clip has no clipping telemetry: absent, not a line at zero
-        telemetry = aux_key in ("clip_fraction", "clip_threshold")
-        aux_runs = [run for run in group if clips(run)] if telemetry else group
-        aux_curves = [run.series(aux_key, aux_split) for run in aux_runs]
-        aux_values += [v for _, v in aux_curves]
-        aux_bands[method] = plotting.aggregate(aux_curves, band)
-        val_curves = [run.series(f"val_{result.metric}", "val") for run in group]
-        val[method] = plotting.aggregate(val_curves, band)
-    if spans_decades(loss_values):
+    curves = task_curves(result, aux_key, aux_split, band, smooth_window)
+    if spans_decades(curves.loss_values):
         ax_loss.set_yscale("log")
         plotting.log_ticks(ax_loss.yaxis)
-    if aux_key != "clip_fraction" and spans_decades(aux_values):
+    if aux_key != "clip_fraction" and spans_decades(curves.aux_values):
         ax_aux.set_yscale("log")
         plotting.log_ticks(ax_aux.yaxis)
     for method in result.runs:
         color = colors[method]
-        _band(ax_loss, loss[method], color, alpha=0.1, lw=1.6)
-        _band(ax_aux, aux_bands[method], color, lw=1.3)
-        _band(ax_val, val[method], color, lw=1.6, ls="--", marker="o", ms=3.5)
-
+        _band(ax_loss, curves.loss[method], color, alpha=0.1, lw=1.6)
+        _band(ax_aux, curves.aux[method], color, lw=1.3)
+        _band(ax_val, curves.val[method], color, lw=1.6, ls="--", marker="o", ms=3.5)
     if result.target is not None:
-        ax_val.axhline(result.target, color="0.35", lw=0.9, ls=":")
-        ax_val.annotate(
-            f"target {result.target:.3g}",
-            xy=(0.0, result.target),
-            xycoords=("axes fraction", "data"),
-            xytext=(3, 3),
-            textcoords="offset points",
-            fontsize=7.5,
-            color="0.35",
-        )
-
+        mark_target(ax_val, result.target)
     smooth_note = (
         f", moving average over {smooth_window} logged points" if smooth_window > 1 else ""
     )
-    ax_loss.set_title(f"training loss (mean over each logging window{smooth_note})", fontsize=10.5)
-    ax_loss.set_ylabel("training loss")
-    ax_aux.set_title(aux_title, fontsize=10.5)
-    ax_aux.set_ylabel(aux_title.split(" (")[0])
-    ax_val.set_title(f"validation {result.metric} (dashed)", fontsize=10.5)
-    ax_val.set_ylabel(f"validation {result.metric}")
-    for ax in (ax_loss, ax_aux, ax_val):
+    titles = [
+        (ax_loss, f"training loss (mean over each logging window{smooth_note})", "training loss"),
+        (ax_aux, aux_title, aux_title.split(" (")[0]),
+        (ax_val, f"validation {result.metric} (dashed)", f"validation {result.metric}"),
+    ]
+    for ax, title, ylabel in titles:
+        ax.set_title(title, fontsize=10.5)
+        ax.set_ylabel(ylabel)
         ax.set_xlabel("iteration")
         plotting.style_axes(ax)
-
-    handles = [
-        Line2D(
-            [],
-            [],
-            color=colors[row.method],
-            lw=2.5,
-            label=plotting.shorten(
-                f"{row.method}: {row.description}  [{row.n_seeds} seed(s)]", 105
-            ),
-        )
-        for row in result.rows
-    ]
-    handles += [
-        Line2D([], [], color="0.3", lw=1.5, label="solid: training (left, top right)"),
-        Line2D(
-            [],
-            [],
-            color="0.3",
-            lw=1.5,
-            ls="--",
-            marker="o",
-            ms=3.5,
-            label="dashed: validation (bottom right)",
-        ),
-    ]
     band_text = BAND_TEXT[band] if any(row.n_seeds > 1 for row in result.rows) else "one seed each"
-    plotting.legend_block(
-        fig,
-        handles,
-        title=f"method: hyper-parameters — lines: mean over seeds, {band_text}",
-        **legend_kw,
-    )
+    plotting.legend_block(fig, task_handles(result, colors),
+                          title=f"method: hyper-parameters — lines: mean over seeds, {band_text}",
+                          **legend_kw)  # fmt: skip
     return plotting.savefig(fig, out, dpi)
 
 
@@ -877,8 +887,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tasks", action="append", help="only these tasks (comma-separated)")
     parser.add_argument(
-        "--methods", action="append", help="only these method labels (comma-separated)"
+        "--methods", action="append", help="only these methods (comma-separated names)"
     )
+    parser.add_argument(
+        "--method-key",
+        choices=("label", "optimizer"),
+        default="label",
+        help="method identity: the method name or the optimizer name",
+    )
+    add_target_options(parser)
+    add_figure_options(parser)
+    return parser
+
+
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    """The metric, the targets and the performance profile built on them."""
     parser.add_argument("--metric", help="validation metric (default: the task's primary metric)")
     parser.add_argument(
         "--target",
@@ -893,6 +916,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="opt-in target for tasks without one: F of the best value of any method "
         "(refused when that best is 0)",
     )
+    parser.add_argument(
+        "--quorum",
+        type=float,
+        default=0.5,
+        help="profile: share of a method's seeds that must reach the target (0.5)",
+    )
+    parser.add_argument("--tau-max", type=float, default=10.0, help="profile: largest τ (10)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the performance profile")
+
+
+def add_figure_options(parser: argparse.ArgumentParser) -> None:
+    """How the task figures draw their curves."""
     parser.add_argument(
         "--band",
         choices=("minmax", "std"),
@@ -912,106 +947,110 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="moving average of the training loss over this many logged points",
     )
-    parser.add_argument(
-        "--method-key",
-        choices=("label", "optimizer"),
-        default="label",
-        help="method identity: the label directory name or the optimizer name",
-    )
-    parser.add_argument(
-        "--quorum",
-        type=float,
-        default=0.5,
-        help="profile: share of a method's seeds that must reach the target (0.5)",
-    )
-    parser.add_argument("--tau-max", type=float, default=10.0, help="profile: largest τ (10)")
-    parser.add_argument("--no-profile", action="store_true", help="skip the performance profile")
     parser.add_argument("--dpi", type=int, default=plotting.DPI)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.target_frac is not None and not 0 < args.target_frac <= 1:
         parser.error(f"Invalid --target-frac: {args.target_frac}; expected a number in (0, 1]")
     if args.smooth < 1:
         parser.error(f"Invalid --smooth: {args.smooth}; expected an integer >= 1")
     if args.tau_max <= 1:
         parser.error(f"Invalid --tau-max: {args.tau_max}; expected a number > 1")
-    try:
-        default_target, task_targets = parse_targets(args.target)
-        runs = plotting.discover_runs([args.sweep])
-    except (ValueError, FileNotFoundError) as exc:
-        parser.error(str(exc))
-    runs = [
-        r
-        for r in runs
-        if plotting.matches(r.task, args.tasks) and plotting.matches(r.method, args.methods)
-    ]
-    if not runs:
-        print(f"plot_comparison: no run directories under {args.sweep}", file=sys.stderr)
-        return 1
 
+
+def analyse_tasks(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    runs: Sequence[Run],
+    targets: tuple[float | None, dict[str, float]],
+) -> list[TaskResult]:
+    """Every task's result; a task without a completed run is skipped with a note, a refused
+    target stops everything (never plot a wrong one)."""
+    default_target, task_targets = targets
     by_task: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_task[run.task].append(run)
-    for run in runs:
-        if not run.completed:
-            print(f"skipping {plotting.status_note(run)}  ({run.dir})")
-
     results: list[TaskResult] = []
     for task, task_runs in sorted(by_task.items()):
         try:
-            results.append(
-                analyse_task(
-                    task,
-                    task_runs,
-                    metric=args.metric,
-                    target=task_targets.get(task, default_target),
-                    target_frac=args.target_frac,
-                    method_key=args.method_key,
-                )
-            )
+            results.append(analyse_task(task, task_runs, metric=args.metric,
+                                        target=task_targets.get(task, default_target),
+                                        target_frac=args.target_frac, method_key=args.method_key))  # fmt: skip
         except ValueError as exc:
-            if str(exc).startswith("Invalid"):  # a target refused: never plot a wrong one
+            if str(exc).startswith("Invalid"):
                 parser.error(str(exc))
             print(f"skipping task {task}: {exc}")
+    return results
+
+
+def write_task_outputs(
+    res: TaskResult, args: argparse.Namespace, command: str, out_dir: Path, figure: Path,
+    colors: dict[str, Any],
+) -> None:  # fmt: skip
+    """A task's comparison and clipping figures and its tables."""
+    n_runs = sum(len(group) for group in res.runs.values())
+    made_by = stamp(command, f"{n_runs} completed run(s) of {res.task}")
+    fig_path = plot_task(res, figure, colors, made_by=made_by, band=args.band, aux=args.aux,
+                         smooth_window=args.smooth, dpi=args.dpi)  # fmt: skip
+    clip_path = plot_clipping(res, out_dir / f"{res.task}_clipping.png", colors,
+                              made_by=made_by, band=args.band, dpi=args.dpi)  # fmt: skip
+    md, csv_path = out_dir / f"{res.task}_table.md", out_dir / f"{res.task}_table.csv"
+    write_tables(res, md, csv_path, made_by)
+    print(md.read_text())
+    print(f"wrote {fig_path}, {clip_path}, {md}, {csv_path}\n")
+
+
+def write_profile(
+    results: list[TaskResult], args: argparse.Namespace, command: str, out_dir: Path,
+    colors: dict[str, Any],
+) -> None:  # fmt: skip
+    """The performance profile over the tasks that have a target (the others are named)."""
+    with_target = [res for res in results if res.target is not None]
+    left_out = [res.task for res in results if res.target is None]
+    for task in left_out:
+        print(
+            f"performance profile: leaving out {task}, no target known ({config_path_hint(task)})"
+        )
+    if not with_target:
+        print("performance profile: not drawn, no task has a target")
+        return
+    profile = out_dir / "performance_profile.png"
+    tasks = ", ".join(res.task for res in with_target)
+    plot_profile(with_target, profile, colors, made_by=stamp(command, f"tasks {tasks}"),
+                 left_out=left_out, tau_max=args.tau_max, quorum=args.quorum, dpi=args.dpi)  # fmt: skip
+    print(f"wrote {profile} and {profile.with_suffix('.csv')}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    try:
+        targets = parse_targets(args.target)
+        runs = discover_runs([args.sweep])
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    runs = [r for r in runs
+            if plotting.matches(r.task, args.tasks) and plotting.matches(r.method, args.methods)]  # fmt: skip
+    if not runs:
+        print(f"plot_comparison: no run directories under {args.sweep}", file=sys.stderr)
+        return 1
+    for run in runs:
+        if not run.completed:
+            print(f"skipping {plotting.status_note(run)}  ({run.dir})")
+    results = analyse_tasks(parser, args, runs, targets)
     if not results:
         print("plot_comparison: no task has a completed run", file=sys.stderr)
         return 1
-
     command = plotting.command_line("scripts/plot_comparison.py", argv)
     out_dir, figures = output_paths(args.out, args.sweep, [res.task for res in results])
     colors = plotting.method_colors(sorted({row.method for res in results for row in res.rows}))
     for res in results:
-        n_runs = sum(len(group) for group in res.runs.values())
-        made_by = stamp(command, f"{n_runs} completed run(s) of {res.task}")
-        fig_path = plot_task(res, figures[res.task], colors, made_by=made_by, band=args.band,
-                             aux=args.aux, smooth_window=args.smooth, dpi=args.dpi)  # fmt: skip
-        clip_path = plot_clipping(res, out_dir / f"{res.task}_clipping.png", colors,
-                                  made_by=made_by, band=args.band, dpi=args.dpi)  # fmt: skip
-        md, csv_path = out_dir / f"{res.task}_table.md", out_dir / f"{res.task}_table.csv"
-        write_tables(res, md, csv_path, made_by)
-        print(md.read_text())
-        print(f"wrote {fig_path}, {clip_path}, {md}, {csv_path}\n")
+        write_task_outputs(res, args, command, out_dir, figures[res.task], colors)
     if not args.no_profile:
-        with_target = [res for res in results if res.target is not None]
-        left_out = [res.task for res in results if res.target is None]
-        for task in left_out:
-            print(
-                f"performance profile: leaving out {task}, no target known ({config_path_hint(task)})"
-            )
-        if with_target:
-            profile = out_dir / "performance_profile.png"
-            tasks = ", ".join(res.task for res in with_target)
-            plot_profile(with_target, profile, colors, made_by=stamp(command, f"tasks {tasks}"),
-                         left_out=left_out, tau_max=args.tau_max, quorum=args.quorum,
-                         dpi=args.dpi)  # fmt: skip
-            print(f"wrote {profile} and {profile.with_suffix('.csv')}")
-        else:
-            print("performance profile: not drawn, no task has a target")
+        write_profile(results, args, command, out_dir, colors)
     return 0
 
 

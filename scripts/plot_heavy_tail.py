@@ -52,6 +52,8 @@ from clip_core.heavy_tail import (
     standardize_columns,
     tail_summary,
 )
+from suite.records import read_json
+from suite.run_reader import Run, as_float, discover_runs, is_run_dir, load_run
 
 PROBE_FILE = "noise_probe.npz"
 RUN_WHAT = "per-step gradient norms along training (grad_norms.npy)"
@@ -106,10 +108,10 @@ def load_probe(path: Path, array: str = "noise_norms") -> Source:
     path = Path(path)
     npz_path = path if path.suffix == ".npz" else path / PROBE_FILE
     folder = npz_path.parent
-    meta = plotting.read_json(folder / "noise_probe.json") or {}
+    meta = read_json(folder / "noise_probe.json") or {}
     if not meta:
         for candidate in sorted(folder.glob("*.json")):
-            meta = plotting.read_json(candidate) or {}
+            meta = read_json(candidate) or {}
             if meta:
                 break
     with np.load(npz_path) as data:
@@ -120,7 +122,7 @@ def load_probe(path: Path, array: str = "noise_norms") -> Source:
             np.asarray(data["noise_coords"], dtype=np.float64) if "noise_coords" in data else None
         )
     # A probe inside a run directory (noise_probe.py RUN_DIR) belongs to that run.
-    run = plotting.load_run(folder.parent) if plotting.is_run_dir(folder.parent) else None
+    run = load_run(folder.parent) if is_run_dir(folder.parent) else None
     task = (
         task_from_target(meta["task"]) if meta.get("task") else (run.task if run else folder.name)
     )
@@ -150,7 +152,7 @@ def load_probe(path: Path, array: str = "noise_norms") -> Source:
     )
 
 
-def run_source(run: plotting.Run) -> Source | None:
+def run_source(run: Run) -> Source | None:
     norms = run.grad_norms()
     if norms is None or norms.size == 0:
         return None
@@ -159,7 +161,7 @@ def run_source(run: plotting.Run) -> Source | None:
         name=run.name,
         task=run.task,
         method=run.method,
-        values=norms,
+        values=np.asarray(norms, dtype=np.float64),
         meta=dict(run.summary),
     )
 
@@ -191,7 +193,7 @@ def discover_sources(
                 sources.append(load_probe(probe, probe_array))
         if path.suffix == ".npz" or (path / PROBE_FILE).exists():
             continue
-        for run in plotting.discover_runs([path]):
+        for run in discover_runs([path]):
             if run.dir.resolve() in seen:
                 continue
             seen.add(run.dir.resolve())
@@ -270,74 +272,64 @@ def _hill_line(values: np.ndarray, summary: TailSummary) -> tuple[np.ndarray, np
 
 
 def draw_panel(ax_hist: Any, ax_ccdf: Any, panel: Panel) -> None:
+    fit = gaussian_fit(panel.values)
+    draw_histogram(ax_hist, panel, fit)
+    draw_ccdf(ax_ccdf, panel, fit)
+    for ax in (ax_hist, ax_ccdf):
+        plotting.style_axes(ax)
+
+
+def draw_histogram(ax: Any, panel: Panel, fit: Any) -> None:
+    """The density histogram with the Gaussian fit, and the tail indices in the legend."""
     from matplotlib.lines import Line2D
 
-    x = panel.values
-    s = panel.summary
-    fit = gaussian_fit(x)
+    x, s = panel.values, panel.summary
     # The histogram stops at the 99.5th percentile (or μ + 4σ of the fit, if larger), so the
     # tail does not squash the body; the density is still normalised over the whole sample.
     upper = max(float(np.quantile(x, 0.995)), fit.mean + 4 * fit.std)
     upper = min(upper, float(x.max()))
     edges = np.linspace(0.0, upper, 61)
     counts, _ = np.histogram(x, bins=edges)
-    ax_hist.stairs(
-        counts / (x.size * np.diff(edges)),
-        edges,
-        fill=True,
-        alpha=0.45,
-        color="tab:blue",
-        label=f"empirical density (n={x.size})",
-    )
+    ax.stairs(counts / (x.size * np.diff(edges)), edges, fill=True, alpha=0.45, color="tab:blue",
+              label=f"empirical density (n={x.size})")  # fmt: skip
     grid = np.linspace(0.0, upper, 400)
-    ax_hist.plot(
-        grid,
-        fit.pdf(grid),
-        color="tab:red",
-        lw=1.8,
-        label=f"Gaussian fit N({fit.mean:.3g}, {fit.std:.3g}²)",
-    )
-    extra = [
-        Line2D([], [], ls="none", label=f"Hill tail index α̂ = {s.hill_alpha:.2f} (k={s.hill_k})")
-    ]
+    ax.plot(grid, fit.pdf(grid), color="tab:red", lw=1.8,
+            label=f"Gaussian fit N({fit.mean:.3g}, {fit.std:.3g}²)")  # fmt: skip
+    texts = [f"Hill tail index α̂ = {s.hill_alpha:.2f} (k={s.hill_k})"]
     if panel.stable_alpha is not None:
-        extra.append(
-            Line2D(
-                [],
-                [],
-                ls="none",
-                label=f"α-stable index of standardised noise coords = {panel.stable_alpha:.2f}",
-            )
-        )
+        texts.append(f"α-stable index of standardised noise coords = {panel.stable_alpha:.2f}")
     beyond = int(np.count_nonzero(x > upper))
     if beyond:
-        extra.append(Line2D([], [], ls="none", label=f"{beyond} value(s) > {upper:.3g} not shown"))
-    handles, _ = ax_hist.get_legend_handles_labels()
-    ax_hist.legend(handles=handles + extra, fontsize=7.5, loc="upper right", framealpha=0.85)
-    ax_hist.set_xlim(0.0, upper)
-    ax_hist.set_xlabel(panel.xlabel)
-    ax_hist.set_ylabel("density")
+        texts.append(f"{beyond} value(s) > {upper:.3g} not shown")
+    handles, _ = ax.get_legend_handles_labels()
+    extra = [Line2D([], [], ls="none", label=text) for text in texts]
+    ax.legend(handles=handles + extra, fontsize=7.5, loc="upper right", framealpha=0.85)
+    ax.set_xlim(0.0, upper)
+    ax.set_xlabel(panel.xlabel)
+    ax.set_ylabel("density")
 
+
+def draw_ccdf(ax: Any, panel: Panel, fit: Any) -> None:
+    """The empirical P(X ≥ x) on log-log axes, the Gaussian fit's and the Hill power law."""
+    x, s = panel.values, panel.summary
     xs, p = empirical_ccdf(x)
     if xs.size > 3000:  # thin evenly in log-probability: the tail keeps every point
         keep = np.unique(np.round(xs.size - np.geomspace(1, xs.size, 3000)).astype(np.int64))
         xs, p = xs[keep], p[keep]
-    ax_ccdf.loglog(xs, p, ".", ms=2.5, color="tab:blue", label="empirical")
+    ax.loglog(xs, p, ".", ms=2.5, color="tab:blue", label="empirical")
     gx = np.geomspace(xs[0], xs[-1], 300)
     gauss_tail = 0.5 * np.vectorize(math.erfc)((gx - fit.mean) / (fit.std * math.sqrt(2)))
     shown = gauss_tail >= 0.1 / x.size
-    ax_ccdf.loglog(gx[shown], gauss_tail[shown], color="tab:red", lw=1.5, label="Gaussian fit")
+    ax.loglog(gx[shown], gauss_tail[shown], color="tab:red", lw=1.5, label="Gaussian fit")
     if math.isfinite(s.hill_alpha) and s.hill_k < x.size - 1:
         hx, hp = _hill_line(x, s)
-        ax_ccdf.loglog(hx, hp, "k--", lw=1.3, label=f"power law, slope −{s.hill_alpha:.2f} (Hill)")
-    ax_ccdf.set_ylim(0.3 / x.size, 1.5)
-    ax_ccdf.set_xlabel(f"{panel.xlabel} (log scale)")
-    ax_ccdf.set_ylabel("P(X ≥ x), log scale")
-    ax_ccdf.legend(fontsize=7.5, loc="lower left", framealpha=0.85)
-    for axis in (ax_ccdf.xaxis, ax_ccdf.yaxis):
+        ax.loglog(hx, hp, "k--", lw=1.3, label=f"power law, slope −{s.hill_alpha:.2f} (Hill)")
+    ax.set_ylim(0.3 / x.size, 1.5)
+    ax.set_xlabel(f"{panel.xlabel} (log scale)")
+    ax.set_ylabel("P(X ≥ x), log scale")
+    ax.legend(fontsize=7.5, loc="lower left", framealpha=0.85)
+    for axis in (ax.xaxis, ax.yaxis):
         plotting.log_ticks(axis)
-    for ax in (ax_hist, ax_ccdf):
-        plotting.style_axes(ax)
 
 
 def panel_heading(panel: Panel, width: int) -> str:
@@ -423,6 +415,9 @@ class TailSeries:
     meta: list[dict[str, Any]]
 
 
+ProbeGroups = dict[tuple[str, str], list[tuple[int, dict[str, Any]]]]
+
+
 def tail_series(
     paths: Sequence[Path],
     *,
@@ -432,7 +427,39 @@ def tail_series(
     """The probes under ``paths`` grouped by run (a probe outside a run: by task and data
     source), labelled by task — or by run / data source where a task has several — and
     ``(series, notes on what was skipped)``."""
-    groups: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
+    groups, notes = probe_groups(paths, tasks, methods)
+    per_task: dict[str, int] = {}
+    for task, _ in groups:
+        per_task[task] = per_task.get(task, 0) + 1
+    series = []
+    for (task, name), probes in sorted(groups.items()):
+        probes.sort(key=lambda item: item[0])
+        metas = [m for _, m in probes]
+        keys = [k for k, _ in TRAINING_INDICES]
+        series.append(
+            TailSeries(
+                label=task if per_task[task] == 1 else name,
+                steps=np.array([step for step, _ in probes]),
+                values={k: np.array([as_float(m.get(k)) for m in metas]) for k in keys},
+                low={k: _ci90_bound(metas, k, 0) for k in keys},
+                high={k: _ci90_bound(metas, k, 1) for k in keys},
+                meta=metas,
+            )
+        )
+    return series, notes
+
+
+def _ci90_bound(metas: list[dict[str, Any]], key: str, side: int) -> np.ndarray:
+    """The lower (``side`` 0) or upper (1) end of each probe's 90% interval of ``key``."""
+    return np.array([as_float((m.get(f"{key}_ci90") or [math.nan] * 2)[side]) for m in metas])
+
+
+def probe_groups(
+    paths: Sequence[Path], tasks: Sequence[str] | None, methods: Sequence[str] | None
+) -> tuple[ProbeGroups, list[str]]:
+    """``{(task, run or data source): [(step, probe metadata)]}`` of the selected probes with
+    per-coordinate estimates, and notes on the probes without them."""
+    groups: ProbeGroups = {}
     notes: list[str] = []
     for path in map(Path, paths):
         if not path.exists():
@@ -441,15 +468,11 @@ def tail_series(
             [path] if path.name == "noise_probe.json" else sorted(path.rglob("noise_probe.json"))
         )
         for file in found:
-            meta = plotting.read_json(file) or {}
+            meta = read_json(file) or {}
             if TRAINING_INDICES[0][0] not in meta or "step" not in meta:
                 notes.append(f"skipped {file.parent}: a probe without per-coordinate estimates")
                 continue
-            run = (
-                plotting.load_run(file.parent.parent)
-                if plotting.is_run_dir(file.parent.parent)
-                else None
-            )
+            run = load_run(file.parent.parent) if is_run_dir(file.parent.parent) else None
             task = task_from_target(meta.get("task", "")) if meta.get("task") else "unknown"
             if not plotting.matches(task, tasks) or (
                 methods and not plotting.matches(run.method if run else "", methods)
@@ -458,34 +481,7 @@ def tail_series(
             # outside a run, probes of one task differ by their data (e.g. the toy noise law)
             key = (task, run.name if run else f"{task} — {meta.get('data_source', '')}")
             groups.setdefault(key, []).append((int(meta["step"]), meta))
-    per_task: dict[str, int] = {}
-    for task, _ in groups:
-        per_task[task] = per_task.get(task, 0) + 1
-    series = []
-    for (task, name), probes in sorted(groups.items()):
-        probes.sort(key=lambda item: item[0])
-        metas = [m for _, m in probes]
-
-        def column(key: str, metas: list[dict[str, Any]] = metas) -> np.ndarray:
-            return np.array([plotting.as_float(m.get(key)) for m in metas])
-
-        def bound(key: str, side: int, metas: list[dict[str, Any]] = metas) -> np.ndarray:
-            return np.array(
-                [plotting.as_float((m.get(f"{key}_ci90") or [math.nan] * 2)[side]) for m in metas]
-            )
-
-        keys = [k for k, _ in TRAINING_INDICES]
-        series.append(
-            TailSeries(
-                label=task if per_task[task] == 1 else name,
-                steps=np.array([step for step, _ in probes]),
-                values={k: column(k) for k in keys},
-                low={k: bound(k, 0) for k in keys},
-                high={k: bound(k, 1) for k in keys},
-                meta=metas,
-            )
-        )
-    return series, notes
+    return groups, notes
 
 
 def draw_tail_over_training(axes: Sequence[Any], series: Sequence[TailSeries]) -> None:
@@ -568,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--task", action="append", help="only these tasks (comma-separated)")
     parser.add_argument(
-        "--method", action="append", help="only these method labels (comma-separated)"
+        "--method", action="append", help="only these methods (comma-separated names)"
     )
     parser.add_argument(
         "--group",
@@ -635,14 +631,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"plot_heavy_tail: {exc}", file=sys.stderr)
         return 1
-    out = args.out
-    if out is None:
-        first = args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent
-        out = first / "figures" / "heavy_tail.png"
+    out = args.out or default_out(args.paths[0], "heavy_tail.png")
     plot_panels(panels, out, ncols=args.ncols, dpi=args.dpi)
     print(format_table(panels))
     print(f"wrote {out}")
     return 0
+
+
+def default_out(first: Path, name: str) -> Path:
+    """``<first path>/figures/<name>`` (beside the file when the first path is a file)."""
+    return (first if first.is_dir() else first.parent) / "figures" / name
 
 
 def over_training_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -655,10 +653,7 @@ def over_training_main(parser: argparse.ArgumentParser, args: argparse.Namespace
     if not series:
         print("plot_heavy_tail: no noise probe with per-coordinate estimates", file=sys.stderr)
         return 1
-    out = args.out
-    if out is None:
-        first = args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent
-        out = first / "figures" / "tail_over_training.png"
+    out = args.out or default_out(args.paths[0], "tail_over_training.png")
     plot_tail_over_training(series, out, dpi=args.dpi)
     print(format_training_table(series))
     print(f"wrote {out}")

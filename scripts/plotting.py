@@ -1,21 +1,18 @@
-"""Shared helpers of ``plot_comparison.py`` and ``plot_heavy_tail.py``: finding and loading the
-run directories ``train.py`` writes, aggregating curves over seeds, and a common figure style.
+"""Shared helpers of ``plot_comparison.py`` and ``plot_heavy_tail.py``: filtering runs,
+aggregating curves over seeds, machine-free texts and a common figure style.
 
-A run directory is ``<results_root>/<experiment>/<task>/<method label>/seed<N>/`` holding
-``config.yaml``, ``metrics.jsonl``, ``grad_norms.npy``, ``grad_norm_hist.jsonl`` and
-``summary.json`` (see ``suite/records.py``). A noise-probe directory (``scripts/noise_probe.py``)
-holds ``noise_probe.npz`` and ``noise_probe.json``.
+Runs are read with ``suite.run_reader`` (the one reader of the record ``train.py`` writes). A
+noise-probe directory (``scripts/noise_probe.py``) holds ``noise_probe.npz`` and
+``noise_probe.json``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import textwrap
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,183 +22,13 @@ matplotlib.use("Agg")  # file output only; never needs a display
 
 import numpy as np
 
+from suite.run_reader import Run
+
 ROOT = Path(__file__).resolve().parents[1]
 
-#: directories under a sweep that never hold runs
-IGNORED_DIRS = {"figures", ".hydra", "checkpoints", "__pycache__"}
 #: metric names for which smaller is better (everything else, e.g. accuracy, r2, mcc, miou: larger)
 LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "err", "perplexity", "ppl", "nll")
-SEED_DIR = re.compile(r"^seed(-?\d+)$")
 DPI = 150
-
-
-# ------------------------------------------------------------------------------- file reading
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; ``None`` when missing or unreadable (a run still starting)."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON rows of ``path``, stopping at a torn last line (a killed run)."""
-    rows: list[dict[str, Any]] = []
-    try:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                if isinstance(row, dict):
-                    rows.append(row)
-    except FileNotFoundError:
-        pass
-    return rows
-
-
-def as_float(value: Any) -> float:
-    """``value`` as a float; NaN for ``None``/non-numbers (records write ±inf as strings)."""
-    if isinstance(value, bool):
-        return math.nan
-    if isinstance(value, int | float):
-        return float(value)
-    if value in ("inf", "-inf"):
-        return float(value)
-    return math.nan
-
-
-# ------------------------------------------------------------------------------------ runs
-
-
-@dataclass
-class Run:
-    """One run directory of ``train.py``."""
-
-    dir: Path
-    task: str
-    method: str  # the method label directory name
-    seed: int | None
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        return str(self.summary.get("status") or "no summary.json")
-
-    @property
-    def completed(self) -> bool:
-        return self.status == "completed"
-
-    @property
-    def name(self) -> str:
-        seed = "?" if self.seed is None else self.seed
-        return f"{self.task}/{self.method}/seed{seed}"
-
-    @property
-    def optimizer(self) -> str:
-        return str(self.summary.get("optimizer") or self.method)
-
-    @property
-    def description(self) -> str:
-        return str(self.summary.get("optimizer_description") or self.optimizer)
-
-    @cached_property
-    def rows(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.dir / "metrics.jsonl")
-
-    @cached_property
-    def config(self) -> dict[str, Any]:
-        """The resolved ``config.yaml`` (empty when missing or unreadable)."""
-        import yaml
-
-        try:
-            value = yaml.safe_load((self.dir / "config.yaml").read_text())
-        except (OSError, yaml.YAMLError):
-            return {}
-        return value if isinstance(value, dict) else {}
-
-    def series(self, key: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(steps, values)`` of ``key`` in the ``split`` rows, sorted by step, finite values only.
-
-        A step logged twice (a resumed run) keeps its last row.
-        """
-        by_step: dict[int, float] = {}
-        for row in self.rows:
-            if row.get("split") != split or "step" not in row:
-                continue
-            value = as_float(row.get(key))
-            if math.isfinite(value):
-                by_step[int(row["step"])] = value
-        steps = np.array(sorted(by_step), dtype=np.int64)
-        return steps, np.array([by_step[int(s)] for s in steps], dtype=np.float64)
-
-    def has_key(self, key: str, split: str) -> bool:
-        return self.series(key, split)[0].size > 0
-
-    def grad_norms(self) -> np.ndarray | None:
-        path = self.dir / "grad_norms.npy"
-        if not path.exists():
-            return None
-        return np.asarray(np.load(path), dtype=np.float64).reshape(-1)
-
-
-def is_run_dir(path: Path) -> bool:
-    return (
-        path.is_dir()
-        and any((path / name).exists() for name in ("summary.json", "metrics.jsonl", "config.yaml"))
-        and not (path / "multirun.yaml").exists()
-    )
-
-
-def load_run(path: Path) -> Run:
-    """Read one run directory; task/method/seed come from the summary, else from the path."""
-    path = Path(path)
-    summary = read_json(path / "summary.json") or {}
-    match = SEED_DIR.match(path.name)
-    seed = summary.get("seed")
-    if not isinstance(seed, int):
-        seed = int(match.group(1)) if match else None
-    method_dir = path.parent if match else path
-    task = summary.get("task") or (method_dir.parent.name if match else "unknown")
-    return Run(dir=path, task=str(task), method=method_dir.name, seed=seed, summary=summary)
-
-
-def _walk(path: Path) -> Iterable[Path]:
-    if path.name in IGNORED_DIRS or path.name.startswith("noise_probe"):
-        return
-    if is_run_dir(path):
-        yield path
-        return
-    try:
-        children = sorted(p for p in path.iterdir() if p.is_dir())
-    except OSError:
-        return
-    for child in children:
-        yield from _walk(child)
-
-
-def discover_runs(paths: Sequence[Path]) -> list[Run]:
-    """Every run directory at or under ``paths`` (sweep, task, method or run directories)."""
-    seen: set[Path] = set()
-    runs: list[Run] = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist")
-        for run_dir in _walk(path):
-            key = run_dir.resolve()
-            if key not in seen:
-                seen.add(key)
-                runs.append(load_run(run_dir))
-    runs.sort(key=lambda r: (r.task, r.method, -1 if r.seed is None else r.seed))
-    return runs
 
 
 def matches(value: str, patterns: Sequence[str] | None) -> bool:

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from suite.run_reader import Run, read_runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 import plotting  # noqa: E402
@@ -104,12 +106,12 @@ def noise_batches(noises: list) -> list[list]:
     return ([stable] if stable else []) + ([[GAUSSIAN]] if GAUSSIAN in noises else [])
 
 
-def noise_of(run: sweeps.Run) -> str:
-    task = run.cfg["task"]
+def noise_of(run: Run) -> str:
+    task = run.config["task"]
     return GAUSSIAN if task["noise"] == "gaussian" else f"alpha={task['noise_alpha']}"
 
 
-def method_of(run: sweeps.Run) -> str:
+def method_of(run: Run) -> str:
     return BY_PRESET.get(run.preset, run.preset)
 
 
@@ -122,7 +124,7 @@ def measure_jobs(noises: list, budget: Budget) -> list[sweeps.Job]:
             for batch in noise_batches(noises)]  # fmt: skip
 
 
-def lambda_grid(runs: list[sweeps.Run], noise: str, budget: Budget, shapes: dict[str, int]):
+def lambda_grid(runs: list[Run], noise: str, budget: Budget, shapes: dict[str, int]):
     """λ per fixed-threshold method, from the measured run's gradient-norm quantiles."""
     measured = [r for r in runs if noise_of(r) == noise and method_of(r) == "SGD" and r.seed == 0
                 and r.lr == min(budget.lrs)]  # fmt: skip
@@ -188,7 +190,7 @@ def summarise(runs, noises, budget, bests) -> list[dict[str, Any]]:
         for method, chosen in bests[key].items():
             lr, level = chosen["setting"]
             values = [r.final("mse") for r in runs if noise_of(r) == key and method_of(r) == method
-                      and r.seed in budget.report_seeds and (r.lr, r.level) == (lr, level)]  # fmt: skip
+                      and r.seed in budget.report_seeds and (r.lr, r.clipping_level) == (lr, level)]  # fmt: skip
             mean, lo, hi = sweeps.interval90(values)
             rows.append({"noise": key, "method": method, "lr": lr, "clipping_level": level,
                          "seeds": len(values), "val_mse_mean": mean, "ci90_low": lo,
@@ -310,11 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     keys = [noise_key(n) for n in noises]
     shapes = {"tensors": 4, "params": 16 * 32 + 32 + 32 + 1}  # conf/task/toy.yaml's MLP 16-32-1
 
-    def stage(title: str, jobs: list[sweeps.Job]) -> list[sweeps.Run]:
+    def stage(title: str, jobs: list[sweeps.Job]) -> list[Run]:
         if not args.figures_only and jobs:
             print(f"[regime map] {title}", flush=True)
             sweeps.run_stage(jobs, root, args.jobs, "regime_map")
-        return sweeps.read_runs(root)
+        return read_runs(root)
 
     runs = stage("measuring the unclipped gradient norm", measure_jobs(noises, budget))
     grids, quantiles = {}, {}

@@ -28,6 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from suite.run_reader import Run, discover_runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 import sweeps  # noqa: E402
@@ -54,14 +56,18 @@ def tuned(args: argparse.Namespace) -> int:
         else ROOT / "results" / ("tuned_quick" if args.quick else "tuned")
     )
     code = sweeps.call(["scripts/tuned_comparison.py", *flags, "--root", str(root)])
-    sgd = [
-        str(p) for t in args.tasks for p in sorted((root / "report" / t / "SGD").glob("seed*"))[:1]
-    ]
+    sgd = [str(run.dir) for t in args.tasks for run in first_seed(root / "report" / t, "SGD")]
     if sgd:  # the gradient-norm distribution along an unclipped SGD run of each task
         code |= sweeps.call(
             ["scripts/plot_heavy_tail.py", *sgd, "--out", str(args.out / "heavy_tail.png")]
         )
     return code
+
+
+def first_seed(task_dir: Path, method: str) -> list[Run]:
+    """The run of ``method`` with the smallest seed under ``task_dir`` (none when it has none)."""
+    runs = discover_runs([task_dir]) if task_dir.exists() else []
+    return [run for run in runs if run.method == method][:1]
 
 
 def noise(args: argparse.Namespace) -> int:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import yaml
+
+from suite.run_reader import discover_runs
 
 
 def expected_jobs(sweep_dir: Path) -> list[frozenset[str]]:
@@ -46,25 +47,22 @@ def expected_jobs(sweep_dir: Path) -> list[frozenset[str]]:
 
 
 def collect(sweep_dir: Path) -> tuple[list[dict], list[frozenset[str]]]:
+    """Every run directory of the sweep with its status, and the jobs that have none yet."""
     runs = []
-    for config in sorted(sweep_dir.rglob("config.yaml")):
-        run_dir = config.parent
-        if run_dir.name.startswith("."):
-            continue
-        summary_path = run_dir / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        overrides_path = run_dir / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.exists() else []
-        status = summary.get("status", "running")
+    for run in discover_runs([sweep_dir]):
+        if not (run.dir / "config.yaml").exists():
+            continue  # not a run of train.py (its config is the first file it writes)
+        status = run.summary.get("status", "running")
         runs.append(
             {
-                "dir": run_dir.relative_to(sweep_dir),
+                "dir": run.dir.relative_to(sweep_dir),
                 "status": "interrupted" if status in ("running", "preempted") else status,
-                "error": summary.get("error"),
-                "steps": summary.get("steps"),
-                "overrides": frozenset(overrides or []),
+                "error": run.summary.get("error"),
+                "steps": run.summary.get("steps"),
+                "overrides": frozenset(run.overrides),
             }
         )
+    runs.sort(key=lambda r: r["dir"])
     found = {r["overrides"] for r in runs}
     missing = [job for job in expected_jobs(sweep_dir) if job not in found]
     return runs, missing

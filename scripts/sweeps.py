@@ -21,17 +21,15 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+
+from suite.run_reader import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "results" / "readme" / "figures"
-
-import plotting  # noqa: E402
 
 Job = tuple[list[str], str]  # (train.py overrides, log name)
 
@@ -99,48 +97,6 @@ def call(script: list[str]) -> int:
     return subprocess.call([sys.executable, *script], cwd=ROOT)
 
 
-@dataclass
-class Run:
-    """One finished run: its resolved config, summary and directory."""
-
-    path: Path
-    cfg: dict[str, Any]
-    summary: dict[str, Any]
-
-    @property
-    def seed(self) -> int:
-        return int(self.cfg["seed"])
-
-    @property
-    def lr(self) -> float:
-        return float(self.cfg["step_rule"]["lr"])
-
-    @property
-    def level(self) -> float | None:
-        return self.cfg["optimizer"].get("clipping_level")
-
-    @property
-    def preset(self) -> str:
-        return str(self.cfg["optimizer"]["name"])
-
-    def final(self, metric: str) -> float:
-        """The final validation ``metric``; non-finite values (a diverged run) become NaN."""
-        value = plotting.as_float((self.summary.get("final") or {}).get(f"val_{metric}"))
-        return value if math.isfinite(value) else math.nan
-
-
-def read_runs(root: Path) -> list[Run]:
-    """Every completed run under ``root``, identified by its own config (not its directory name)."""
-    runs = []
-    for summary_path in sorted(Path(root).rglob("summary.json")):
-        summary = plotting.read_json(summary_path)
-        config = summary_path.parent / "config.yaml"
-        if summary is None or summary.get("status") != "completed" or not config.exists():
-            continue
-        runs.append(Run(summary_path.parent, yaml.safe_load(config.read_text()), summary))
-    return runs
-
-
 def score(values: list[float], lower_is_better: bool) -> float:
     """Mean over seeds, oriented so that smaller is better; any diverged seed scores +inf."""
     v = np.asarray(values, dtype=float)
@@ -155,7 +111,7 @@ def best_settings(
     seeds: Iterable[int],
     metric: str,
     lower_is_better: bool,
-    setting_of: Callable[[Run], Hashable] = lambda r: (r.lr, r.level),
+    setting_of: Callable[[Run], Hashable] = lambda r: (r.lr, r.clipping_level),
 ) -> dict[str, dict[str, Any]]:
     """Per method: the setting with the best mean final ``metric`` over all of ``seeds``."""
     seeds = set(seeds)
@@ -189,6 +145,8 @@ def interval90(values: list[float]) -> tuple[float, float, float]:
 
 def norm_quantiles(run: Run, quantiles: Iterable[float]) -> list[float]:
     """Quantiles of the global gradient norm along a (measurement) run, 4 significant digits."""
-    norms = np.load(run.path / "grad_norms.npy")
+    norms = run.grad_norms()
+    if norms is None:
+        raise FileNotFoundError(f"{run.dir}: no grad_norms.npy to place λ on")
     norms = norms[np.isfinite(norms)]
     return [float(f"{v:.4g}") for v in np.quantile(norms, list(quantiles))]

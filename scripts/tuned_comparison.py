@@ -23,6 +23,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from suite.run_reader import Run, read_runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 import sweeps  # noqa: E402
@@ -47,9 +49,9 @@ def method_of(methods: dict[str, list[str]]):
         values = dict(o.split("=", 1) for o in overrides)
         keyed[name] = values
 
-    def of(run: sweeps.Run) -> str:
-        if run.cfg.get("label"):
-            return str(run.cfg["label"])
+    def of(run: Run) -> str:
+        if run.config.get("label"):
+            return str(run.config["label"])
         for name, values in keyed.items():
             if values.get("optimizer") != run.preset:
                 continue
@@ -57,10 +59,10 @@ def method_of(methods: dict[str, list[str]]):
             rule = values.get(
                 "step_rule", "adamw" if values["optimizer"] == "torch_adamw" else "sgd"
             )
-            if rule != run.cfg["step_rule"]["name"]:
+            if rule != run.config["step_rule"]["name"]:
                 continue
             wd = values.get("step_rule.weight_decay")
-            if wd is not None and float(wd) != float(run.cfg["step_rule"]["weight_decay"]):
+            if wd is not None and float(wd) != float(run.config["step_rule"]["weight_decay"]):
                 continue
             return name
         return run.preset
@@ -86,13 +88,13 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
     lrs, small = c["lr_grid"], min(c["lr_grid"])
     seeds = ",".join(map(str, c["tune_seeds"]))
 
-    def stage(title: str, jobs: list[sweeps.Job], name: str) -> list[sweeps.Run]:
+    def stage(title: str, jobs: list[sweeps.Job], name: str) -> list[Run]:
         """Run ``jobs`` into ``<root>/<name>/<task>/`` and read back what is there."""
         if not args.figures_only and jobs:
             print(f"[{task}] {title}", flush=True)
             jobs = [([f"experiment_name={name}", *o], f"{task}_{log}") for o, log in jobs]
             sweeps.run_stage(jobs, args.root, args.jobs, task)
-        return sweeps.read_runs(args.root / name / task)
+        return read_runs(args.root / name / task)
 
     def tune_job(name: str, level: float | None = None) -> sweeps.Job:
         over = [*methods[name], "step_rule.lr=" + ",".join(map(str, lrs)), f"seed={seeds}", *extra]

@@ -55,23 +55,29 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; ``None`` when missing or unreadable (a run still starting)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        value = json.loads(Path(path).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
+    """The JSON objects of ``path``, one a line, up to a torn last line (a killed run)."""
+    rows: list[dict[str, Any]] = []
     try:
         with open(path) as f:
             for line in f:
                 line = line.strip()
-                if line:
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        break  # a torn last line from a killed run
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if isinstance(row, dict):
+                    rows.append(row)
     except FileNotFoundError:
         pass
     return rows

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from suite.run_reader import discover_runs
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
@@ -201,7 +203,7 @@ def test_steps_and_wall_seconds_to_target(tmp_path: Path) -> None:
     assert adam_line.endswith("| — | — |")  # adam never reaches it
 
     # --target-frac is an explicit opt-in: 0.9 × the best value of any method (0.9) = 0.81.
-    runs = plotting.discover_runs([sweep])
+    runs = discover_runs([sweep])
     assert pc.analyse_task("t", runs).target is None
     result = pc.analyse_task("t", runs, target_frac=0.9)
     assert result.target == pytest.approx(0.81)
@@ -219,14 +221,14 @@ def test_target_frac_refuses_a_best_of_zero(tmp_path: Path, capsys) -> None:
     for method in ("norm", "sgd"):
         make_run(sweep, "cola", method, 0, val=[0.0, 0.0, 0.0], metric="mcc")
     with pytest.raises(ValueError, match=r"Invalid --target-frac: 0.9; the best val mcc .* is 0"):
-        pc.analyse_task("cola", plotting.discover_runs([sweep]), target_frac=0.9)
+        pc.analyse_task("cola", discover_runs([sweep]), target_frac=0.9)
     with pytest.raises(SystemExit) as exc:
         pc.main([str(sweep), "--out", str(tmp_path / "o"), "--target-frac", "0.9", *FAST])
     assert exc.value.code == 2
     assert "conf/experiment/cola.yaml" in capsys.readouterr().err
     assert not (tmp_path / "o" / "cola_table.md").exists()
     # An absolute target of 0 is what the user asked for, and is kept.
-    assert pc.analyse_task("cola", plotting.discover_runs([sweep]), target=0.0).target == 0.0
+    assert pc.analyse_task("cola", discover_runs([sweep]), target=0.0).target == 0.0
 
 
 def test_targets_from_the_runs_config_and_tasks_without_one(tmp_path: Path, capsys) -> None:
@@ -254,17 +256,17 @@ def test_targets_from_the_runs_config_and_tasks_without_one(tmp_path: Path, caps
     by_steps = {r["method"]: float(r["x"]) for r in rows if r["measure"] == "steps"}
     assert by_steps == {"A": 2.0, "B": 1.0}
     # --target overrides the configured value; a config for another metric does not apply.
-    runs = plotting.discover_runs([sweep / "x"])
+    runs = discover_runs([sweep / "x"])
     assert pc.analyse_task("x", runs, target=0.75).target == 0.75
     assert pc.analyse_task("x", runs, metric="loss").target is None
     # Runs of one task that disagree on the target are refused.
     make_run(sweep, "x", "C", 0, val=[0.1, 0.2, 0.3], val_steps=steps,
              comparison={"metric": "accuracy", "target": 0.6})  # fmt: skip
     with pytest.raises(ValueError, match="Invalid comparison for task x"):
-        pc.analyse_task("x", plotting.discover_runs([sweep / "x"]))
+        pc.analyse_task("x", discover_runs([sweep / "x"]))
     make_run(sweep, "z", "A", 0, val=[0.1], comparison={"target": "high"})
     with pytest.raises(ValueError, match=r"Invalid comparison\.target for task z: 'high'"):
-        pc.analyse_task("z", plotting.discover_runs([sweep / "z"]))
+        pc.analyse_task("z", discover_runs([sweep / "z"]))
 
 
 def read_profile(path: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -307,14 +309,14 @@ def test_performance_profile_hand_example(tmp_path: Path) -> None:
 
     # Task-specific targets; B never reaches 0.8 on x, so its ratio there is inf.
     results = [
-        pc.analyse_task("x", plotting.discover_runs([sweep / "x"]), target=0.6),
-        pc.analyse_task("y", plotting.discover_runs([sweep / "y"]), target=0.5),
+        pc.analyse_task("x", discover_runs([sweep / "x"]), target=0.6),
+        pc.analyse_task("y", discover_runs([sweep / "y"]), target=0.5),
     ]
     ratios = pc.profile_ratios(results)
     # x: A at 200, B at 250 -> 1, 1.25;  y: A at 300, B at 150 -> 2, 1.
     assert ratios["A"] == {"x": 1.0, "y": 2.0}
     assert ratios["B"] == {"x": pytest.approx(1.25), "y": 1.0}
-    results[0] = pc.analyse_task("x", plotting.discover_runs([sweep / "x"]), target=0.8)
+    results[0] = pc.analyse_task("x", discover_runs([sweep / "x"]), target=0.8)
     ratios = pc.profile_ratios(results)
     assert ratios["A"]["x"] == math.inf and ratios["B"]["x"] == math.inf
     np.testing.assert_allclose(pc.profile_curve(ratios["B"], taus), [0.5] * 5)
@@ -386,7 +388,7 @@ def test_clipping_figure_means_over_seeds_and_absent_methods(tmp_path: Path, mon
     assert pc.main([str(sweep), "--out", str(out), "--no-profile", *FAST]) == 0
     assert (out / "t_clipping.png").stat().st_size > 5_000
 
-    result = pc.analyse_task("t", plotting.discover_runs([sweep]))
+    result = pc.analyse_task("t", discover_runs([sweep]))
     bands = pc.clipping_bands(result)
     fraction, threshold = bands["norm"]
     np.testing.assert_array_equal(fraction.steps, np.arange(10, 101, 10))
@@ -473,7 +475,7 @@ def test_failed_runs_are_skipped_and_reported(tmp_path: Path, capsys) -> None:
     assert float(table["norm"]["final_val_mean"]) == pytest.approx(0.65)
     md = (out / "cola_table.md").read_text()
     assert "Skipped (not completed): cola/adam/seed0 [running]; cola/norm/seed2 [failed" in md
-    result = pc.analyse_task("cola", plotting.discover_runs([sweep]))
+    result = pc.analyse_task("cola", discover_runs([sweep]))
     assert sorted(r.name for r in result.skipped) == ["cola/adam/seed0", "cola/norm/seed2"]
 
 
@@ -515,7 +517,7 @@ def test_top_right_panel_choice_and_provenance(tmp_path: Path) -> None:
     make_run(sweep, "a", "norm", 0, val=[0.5, 0.6], train_metric=True)
     make_run(sweep, "b", "norm", 0, val=[0.5, 0.6], embedded=False)
     make_run(sweep, "c", "sgd", 0, val=[0.5, 0.6])
-    runs = {t: plotting.discover_runs([sweep / t]) for t in "abc"}
+    runs = {t: discover_runs([sweep / t]) for t in "abc"}
     assert pc.choose_aux(runs["a"], "accuracy", "auto")[0] == "train_accuracy"
     assert pc.choose_aux(runs["b"], "accuracy", "auto")[0] == "clip_fraction"
     key, _, title = pc.choose_aux(runs["c"], "accuracy", "auto")  # sgd never clips
@@ -674,3 +676,21 @@ def test_tail_index_over_training(tmp_path: Path, capsys) -> None:
     series, _ = ph.tail_series([tmp_path / "noise"])
     labels = {s.label: list(s.steps) for s in series}
     assert labels == {"cola — generated: cola": [0, 200], "cola — real CoLA": [0]}
+
+
+def test_the_table_names_a_method_by_its_summary_not_by_its_hashed_directory(tmp_path):
+    """Run directories carry a config hash (``<method>-<hash>``); the summary's ``method`` is the
+    name the table and the legend show, and seeds in two directories of one name are one row."""
+    sweep = tmp_path / "sweep"
+    for seed, value in ((0, 0.6), (1, 0.8)):
+        run = make_run(sweep, "t", "sgd", seed, val=[0.4, value])
+        hashed = sweep / "t" / f"sgd-{seed}bcdef12" / f"seed{seed}"
+        hashed.parent.mkdir(parents=True)
+        run.rename(hashed)
+        summary = json.loads((hashed / "summary.json").read_text())
+        (hashed / "summary.json").write_text(json.dumps({**summary, "method": "SGD"}))
+    out = tmp_path / "figs"
+    assert pc.main([str(sweep), "--out", str(out), "--no-profile", *FAST]) == 0
+    (row,) = read_csv(out / "t_table.csv").values()
+    assert (row["method"], row["n_seeds"]) == ("SGD", "2")
+    assert float(row["final_val_mean"]) == pytest.approx(0.7)

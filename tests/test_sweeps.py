@@ -11,6 +11,7 @@ import pytest
 import yaml
 from scipy import stats
 
+from suite.run_reader import read_runs
 from tests.suite_helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -42,7 +43,7 @@ def test_best_setting_is_the_best_mean_and_a_diverged_seed_disqualifies(tmp_path
         for seed, value in enumerate(values):
             make_run(tmp_path, f"norm,lr={lr},l={level}", seed, lr, level, value)
     make_run(tmp_path, "norm,failed", 0, 0.01, 1.0, 0.01, status="failed")
-    runs = sweeps.read_runs(tmp_path)
+    runs = read_runs(tmp_path)
     assert len(runs) == 7  # the failed run is not read
     best = sweeps.best_settings(runs, lambda r: "norm", [0, 1], "mse", lower_is_better=True)
     assert best["norm"]["setting"] == (0.1, 2.0)
@@ -65,7 +66,7 @@ def test_norm_quantiles_read_the_measured_run(tmp_path):
     norms = np.random.default_rng(0).pareto(1.5, 400) + 1
     norms[7] = np.nan  # a skipped step
     make_run(tmp_path, "torch_sgd", 0, 0.001, None, 1.0, norms=norms)
-    (run,) = sweeps.read_runs(tmp_path)
+    (run,) = read_runs(tmp_path)
     got = sweeps.norm_quantiles(run, [0.1, 0.5, 0.9])
     want = np.quantile(norms[np.isfinite(norms)], [0.1, 0.5, 0.9])
     np.testing.assert_allclose(got, want, rtol=1e-3)
