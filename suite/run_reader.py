@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from suite.naming import method_of_dir
 from suite.records import read_json, read_jsonl
 
 #: directories under a sweep that never hold runs
@@ -164,7 +165,7 @@ def load_run(path: Path) -> Run:
     if not isinstance(seed, int):
         seed = int(match.group(1)) if match else None
     method_dir = path.parent if match else path
-    method = summary.get("method") or method_dir.name
+    method = summary.get("method") or method_of_dir(method_dir.name)
     task = summary.get("task") or (method_dir.parent.name if match else "unknown")
     return Run(dir=path, task=str(task), method=str(method), seed=seed, summary=summary)
 
