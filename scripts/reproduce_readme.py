@@ -13,7 +13,9 @@ The parts:
   tasks (``<task>_comparison.png``, ``<task>_table.md``, ``<task>_clipping.png``,
   ``performance_profile.png``, ``tuned_choices.md``) and the gradient-norm distributions of the
   unclipped SGD runs (``heavy_tail.png``).
-* ``noise`` — ``scripts/noise_probe.py`` at initialisation on every task, and the noise figure.
+* ``noise`` — ``scripts/noise_probe.py`` at initialisation on every task, and the noise figure;
+  ``scripts/tail_over_training.py``: the probes at the start, middle and end of one run per task
+  (``tail_over_training.png``; with ``--quick`` on reddit only).
 
 Runs go under ``results/`` (not committed); every finished run is skipped and an interrupted one
 resumes from its checkpoint, so rerunning the same command continues where it stopped. Figures
@@ -91,7 +93,20 @@ def noise(args: argparse.Namespace) -> int:
     if probes:
         code |= sweeps.call(["scripts/plot_heavy_tail.py", *probes, "--out",
                              str(args.out / "noise_heavy_tail.png")])  # fmt: skip
-    return code
+    return code | tail_over_training(args)
+
+
+def tail_over_training(args: argparse.Namespace) -> int:
+    tasks = [t for t in args.tasks if t == "reddit" or not args.quick]  # quick: the cheapest
+    if not tasks:
+        return 0
+    flags = [
+        flag for flag, on in (("--quick", args.quick), ("--figures-only", args.figures_only)) if on
+    ]
+    if args.root:
+        flags += ["--root", str(args.root / "tail_over_training")]
+    return sweeps.call(["scripts/tail_over_training.py", "--tasks", *tasks, "--out", str(args.out),
+                        *flags])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

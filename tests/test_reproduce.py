@@ -33,7 +33,7 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = ["regime_map.png", "lr_sensitivity.png", "performance_profile.png",
-               "heavy_tail.png", "noise_heavy_tail.png"]  # fmt: skip
+               "heavy_tail.png", "noise_heavy_tail.png", "tail_over_training.png"]  # fmt: skip
     figures += [f"{t}_{kind}.png" for t in TASKS for kind in ("comparison", "clipping")]
     missing = [f for f in figures if not (out / f).is_file() or (out / f).stat().st_size < 1000]
     assert not missing, f"figures not written: {missing}"
