@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from clip_core import ClippedOptimizer
-from clip_core._validation import check_choice
+from clip_core._validation import check_choice, check_int, invalid
 from suite.checkpoint import (
     CheckpointError,
     PreemptionGuard,
@@ -66,23 +66,14 @@ def check_trainer_config(cfg: DictConfig) -> None:
     """Reject bad trainer values with one message naming the value and what is accepted."""
     t = cfg.trainer
     for key in ("max_steps", "eval_every", "log_every"):
-        value = t.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"Invalid trainer.{key}: {value!r}; expected an integer >= 1")
+        check_int(f"trainer.{key}", t.get(key), 1)
     check_choice("trainer.strategy", t.get("strategy", "ddp"), STRATEGIES)
-    every = t.get("checkpoint_every")
-    if not isinstance(every, int) or every < 0:
-        raise ValueError(
-            f"Invalid trainer.checkpoint_every: {every!r}; expected an integer >= 0 (0: off)"
+    every = check_int("trainer.checkpoint_every", t.get("checkpoint_every"), 0)
+    if every % t.log_every:  # a resumed run must log the same windows
+        raise invalid(
+            "trainer.checkpoint_every", every, f"a multiple of trainer.log_every ({t.log_every})"
         )
-    if every and every % t.log_every:
-        raise ValueError(
-            f"Invalid trainer.checkpoint_every: {every}; it must be a multiple of "
-            f"trainer.log_every ({t.log_every}) so that a resumed run logs the same windows"
-        )
-    seed = cfg.get("seed")
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"Invalid seed: {seed!r}; expected an integer >= 0")
+    check_int("seed", cfg.get("seed"), 0)
 
 
 def _fingerprint(cfg: DictConfig) -> dict[str, Any]:

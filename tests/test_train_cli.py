@@ -181,6 +181,15 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
             r"error: Invalid task.noise: 'x'; expected one of gaussian, student_t, stable",
         ),
         (
+            ("task=toy", "trainer.checkpoint_every=7"),
+            r"error: Invalid trainer.checkpoint_every: 7; expected a multiple of "
+            r"trainer.log_every \(5\)",
+        ),
+        (
+            ("task=toy", "seed=-1"),
+            r"error: Invalid seed: -1; expected an integer >= 0",
+        ),
+        (
             ("task=toy", "trainer.device=tpu"),
             r"error: Invalid trainer.device: 'tpu'; expected one of auto, cpu, cuda",
         ),
