@@ -19,14 +19,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from tasks.toy import ToyRegressionTask
-from tests.suite_helpers import ROOT
 
-FAULTY_TOY = ("task=faulty_toy", f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]")
+#: the overrides that select this task (its config is tests/conf/task/faulty_toy.yaml)
+FAULTY_TOY = ("task=faulty_toy", f"hydra.searchpath=[file://{Path(__file__).parent / 'conf'}]")
 
 
 class FaultyToyTask(ToyRegressionTask):
