@@ -4,8 +4,9 @@ progress bar, record writes) against a bare loop of the same task and optimizer.
     python scripts/measure_overhead.py task=imagenet optimizer=norm --steps 60
 
 Both loops call the task's ``train_batches``/``loss``, ``backward`` and ``optimizer.step``; the
-suite loop's evaluation and set-up are excluded from its time. Prints both step times and the
-overhead ratio; run on an otherwise idle machine.
+suite loop's set-up, evaluation and checkpoints are excluded from its time (the trainer reports
+them apart in ``summary.json``'s ``segment_seconds``). Prints both step times and the overhead
+ratio; run on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+WARMUP = 3  # steps excluded from both loops' times
 
 
 def compose(overrides: list[str]):
@@ -45,61 +47,42 @@ def bare_loop(cfg, steps: int) -> float:
     opt = build_optimizer(cfg, [p for p in task.model.parameters() if p.requires_grad], cfg.seed)
     task.model.train()
     done, epoch, t0 = 0, 0, 0.0
-    while done < steps + 3:
+    while done < steps + WARMUP:
         for batch in task.train_batches(epoch, 0, seed=cfg.seed):
-            if done == 3:  # warm-up steps excluded
+            if done == WARMUP:  # warm-up steps excluded
                 t0 = time.perf_counter()
             loss, _ = task.loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             done += 1
-            if done >= steps + 3:
+            if done >= steps + WARMUP:
                 break
         epoch += 1
     return (time.perf_counter() - t0) / steps
 
 
 def suite_loop(cfg, steps: int) -> float:
+    """Seconds per step of train.py's loop, as the trainer times it (its ``segment_seconds``,
+    without evaluation and checkpoints): a run of ``WARMUP`` steps, then its budget grown by
+    ``steps``, so that the timed segment resumes past the warm-up."""
     from omegaconf import OmegaConf
 
     from suite.distributed import DistContext
     from suite.trainer import Trainer
 
     OmegaConf.set_struct(cfg, False)
-    cfg.trainer.max_steps = steps + 3
-    cfg.trainer.eval_every = steps + 3
+    cfg.trainer.eval_every = steps + WARMUP
+    # a checkpoint only at the end of each budget (the warm-up's is where the timed part resumes)
+    cfg.trainer.checkpoint_every = cfg.trainer.log_every * (steps + WARMUP)
     cfg.trainer.progress = True
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tmp), DistContext(), {"task": "measured"})
-        spent = {"eval": 0.0, "first": None}
-        original_setup = Trainer._setup
-
-        def timed_setup(self):
-            original_setup(self)
-            evaluate, loss = self.task.evaluate, self.task.loss
-
-            def timed_evaluate():
-                t = time.perf_counter()
-                out = evaluate()
-                spent["eval"] += time.perf_counter() - t
-                return out
-
-            def counted_loss(batch, calls=[0]):  # noqa: B006 - a counter local to this run
-                calls[0] += 1
-                if calls[0] == 4:
-                    spent["first"] = time.perf_counter()
-                return loss(batch)
-
-            self.task.evaluate, self.task.loss = timed_evaluate, counted_loss
-
-        Trainer._setup = timed_setup
-        try:
-            trainer.run()
-        finally:
-            Trainer._setup = original_setup
-        end = time.perf_counter()
-    return (end - spent["first"] - spent["eval"]) / steps
+        for budget in (WARMUP, steps + WARMUP):
+            cfg.trainer.max_steps = budget
+            summary = Trainer(cfg, Path(tmp), DistContext(), {"task": "measured"}).run()
+    assert summary["resumed_from"][-1]["step"] == WARMUP, summary["resumed_from"]
+    seconds = summary["segment_seconds"]
+    return (seconds["loop"] - seconds["evaluation"] - seconds["checkpoint"]) / steps
 
 
 def main() -> int:

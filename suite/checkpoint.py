@@ -1,8 +1,10 @@
 """Atomic checkpoints and resume, plus the preemption guard (SIGTERM/SIGUSR1/SIGUSR2).
 
-A checkpoint holds everything a bit-identical continuation needs: model, optimizer (with the
-clip history and its generator), scheduler, the data position, the host-side telemetry of the
-current logging window, and the torch/numpy/python random states.
+A checkpoint holds everything a bit-identical continuation needs: ``fingerprint`` (what must
+match to resume), ``model``, ``optimizer`` (with the clip history and its generator),
+``scheduler``, and the entries of the trainer's :class:`~suite.run_state.RunState`: ``step`` (so
+the data position), the unlogged telemetry of the current logging window, the norms, best and
+last rows, and the torch/numpy/python random states.
 """
 
 from __future__ import annotations

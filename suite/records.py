@@ -6,8 +6,9 @@
 ``<run_dir>/grad_norm_hist.jsonl``  a histogram of the norms per epoch
 ``<run_dir>/summary.json``    final/best metrics, provenance, status (running/completed/failed/preempted)
 
-Every file except the append-only ``metrics.jsonl`` is written to a temporary file and renamed,
-so a crash never leaves a half-written ``summary.json``.
+Every file except the append-only ``metrics.jsonl`` and ``grad_norm_hist.jsonl`` is written to a
+temporary file and renamed, so a crash never leaves a half-written ``summary.json``. A resumed run
+first rolls the record back to its checkpoint (:meth:`RunRecord.rollback`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,22 +103,50 @@ class RunRecord:
     def summary_path(self) -> Path:
         return self.dir / "summary.json"
 
+    @property
+    def histogram_path(self) -> Path:
+        return self.dir / "grad_norm_hist.jsonl"
+
+    @property
+    def grad_norms_path(self) -> Path:
+        return self.dir / "grad_norms.npy"
+
     def write_config(self, yaml_text: str) -> None:
         if self.enabled:
             atomic_write_bytes(self.dir / "config.yaml", yaml_text.encode())
 
     def reset(self) -> None:
-        """A fresh start in an existing directory: drop the previous run's rows."""
+        """A fresh start in an existing directory: drop everything the previous run recorded
+        (its summary too: it describes a run that is no longer on disk)."""
         if self.enabled:
-            self.metrics_path.unlink(missing_ok=True)
-            (self.dir / "grad_norm_hist.jsonl").unlink(missing_ok=True)
+            for path in (
+                self.metrics_path,
+                self.histogram_path,
+                self.grad_norms_path,
+                self.summary_path,
+            ):
+                path.unlink(missing_ok=True)
 
-    def truncate_metrics(self, after_step: int) -> None:
-        """On resume: drop rows logged after the checkpoint, so the record continues seamlessly."""
-        if not self.enabled or not self.metrics_path.exists():
+    def rollback(self, step: int, epochs: int) -> None:
+        """On resume from a checkpoint at ``step``, after ``epochs`` whole epochs: drop what was
+        recorded after it, in every file, so the resumed run continues the record seamlessly.
+
+        Metrics rows are kept up to ``step``; histogram rows for the ``epochs`` finished epochs
+        only (a row for a later epoch was written after the checkpoint: at an epoch end past it,
+        or for the partial epoch a run ends in). ``grad_norms.npy``, written whole when a run
+        stops, is removed until this one stops. ``summary.json`` stays until then.
+        """
+        if not self.enabled:
             return
-        kept = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= after_step]
-        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        self._keep_rows(self.metrics_path, lambda r: r.get("step", 0) <= step)
+        self._keep_rows(self.histogram_path, lambda r: r["epoch"] < epochs)
+        self.grad_norms_path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _keep_rows(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+        if path.exists():
+            kept = [r for r in read_jsonl(path) if keep(r)]
+            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -135,7 +165,7 @@ class RunRecord:
         edges = np.geomspace(finite.min(), finite.max() * (1 + 1e-9), bins + 1)
         counts, _ = np.histogram(finite, bins=edges)
         row = {"epoch": epoch, "step": step, "edges": edges.tolist(), "counts": counts.tolist()}
-        with open(self.dir / "grad_norm_hist.jsonl", "a") as f:
+        with open(self.histogram_path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
     def save_grad_norms(self, norms: list[float]) -> None:
@@ -144,7 +174,7 @@ class RunRecord:
 
             buffer = io.BytesIO()
             np.save(buffer, np.asarray(norms, dtype=np.float32))
-            atomic_write_bytes(self.dir / "grad_norms.npy", buffer.getvalue())
+            atomic_write_bytes(self.grad_norms_path, buffer.getvalue())
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.enabled:

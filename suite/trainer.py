@@ -21,15 +21,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from clip_core import ClippedOptimizer
 from clip_core._validation import check_choice, check_int, invalid
 from suite.checkpoint import (
     CheckpointError,
     PreemptionGuard,
     checkpoint_path,
     load_checkpoint,
-    random_states,
-    restore_random_states,
     save_checkpoint,
 )
 from suite.distributed import (
@@ -46,9 +43,10 @@ from suite.distributed import (
     wrap_model,
 )
 from suite.loggers import WandbLogger
-from suite.naming import run_identity
+from suite.naming import method_of_dir, run_identity
 from suite.optim import build_optimizer, build_scheduler, clips, describe_optimizer
 from suite.records import RunRecord, read_json
+from suite.run_state import RunState
 from tasks.base import Task, TaskInfo
 
 
@@ -81,8 +79,45 @@ def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return run_identity(cfg)
 
 
+class _Progress:
+    """The progress bar (rank 0, if asked for), showing the latest train loss and val metric."""
+
+    def __init__(self, label: str, total: int, initial: int, enabled: bool) -> None:
+        self.label = label
+        self.postfix: dict[str, str] = {}
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=label,
+            disable=not enabled,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+
+    def epoch(self, epoch: int) -> None:
+        self.bar.set_description(f"{self.label} epoch {epoch}")
+
+    def step(self) -> None:
+        self.bar.update(1)
+
+    def show(self, key: str, value: float) -> None:
+        self.postfix[key] = f"{value:.4f}"
+        self.bar.set_postfix(self.postfix, refresh=False)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+
+
 class Trainer:
-    """One run of one task with one optimizer. Construct, then :meth:`run`."""
+    """One run of one task with one optimizer. Construct, then :meth:`run`.
+
+    Everything the loop carries across steps and checkpoints is in ``self.state`` (a
+    :class:`~suite.run_state.RunState`); ``self.seconds`` is where this segment (process) spent
+    its time: set-up (resume included), the loop, and within the loop evaluation and checkpoints.
+    """
 
     def __init__(
         self,
@@ -96,21 +131,38 @@ class Trainer:
         self.ctx = ctx
         self.choices = choices
         self.record = RunRecord(run_dir, enabled=ctx.is_main)
+        self.state = RunState()
+        self.seconds = dict.fromkeys(("setup", "loop", "evaluation", "checkpoint"), 0.0)
         self.summary: dict[str, Any] = {
             "status": "running",
             "task": choices.get("task"),
             "optimizer": cfg.optimizer.get("name"),
-            "method": method or run_dir.parent.name,  # the display name (no hash)
+            "method": method or method_of_dir(run_dir.parent.name),  # display name, no hash
             "seed": cfg.get("seed"),
             "started_at": datetime.now(timezone.utc).isoformat(),
             "world_size": ctx.world_size,
             "torch": torch.__version__,
             "python": platform.python_version(),
-            "resumed_from": [],
         }
         self.wandb: WandbLogger | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Set up, resume (or start afresh), open the loggers and say what runs."""
+        started = time.perf_counter()
+        self._setup()
+        self._resume()
+        if self.ctx.is_main and self.cfg.logger.get("wandb"):
+            self.wandb = WandbLogger(
+                self.cfg.logger.wandb,
+                self.record.dir,
+                name=f"{self.summary['task']}/{self.record.dir.parent.name}/seed{self.cfg.seed}",
+                config=OmegaConf.to_container(self.cfg, resolve=True),
+            )
+        self._announce()
+        self.seconds["setup"] = time.perf_counter() - started
+        self.state.start_segment()
+
     def _setup(self) -> None:
         cfg = self.cfg
         check_trainer_config(cfg)
@@ -124,6 +176,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.task: Task = instantiate(cfg.task, _convert_="all")
         self.info: TaskInfo = self.task.setup(self.device, cfg.seed)
+        self.steps_per_epoch = self.task.steps_per_epoch(self.ctx.world_size)
         # The task keeps its bare module (it evaluates that); the trainer keeps the model the
         # training step runs (a DDP wrapper, or the module sharded in place by fully_shard).
         self.module = self.task.model
@@ -133,11 +186,11 @@ class Trainer:
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(cfg, self.params, seed=cfg.seed)
         self.scheduler = build_scheduler(cfg, self.optimizer)
-        self.summary["optimizer_description"] = describe_optimizer(self.optimizer)
-        self.summary["clips"] = clips(self.optimizer)
         # the clipped optimizers and the peers measure the norm themselves; torch's do not
         self.norm_by_trainer = not hasattr(self.optimizer, "last_clip_stats")
         self.summary.update(
+            optimizer_description=describe_optimizer(self.optimizer),
+            clips=clips(self.optimizer),
             data_source=self.info.data_source,
             model_source=self.info.model_source,
             embedded_data=self.info.embedded,
@@ -154,7 +207,7 @@ class Trainer:
         )
         self.record.write_config(OmegaConf.to_yaml(cfg, resolve=True))
 
-    def _announce(self, start_step: int) -> None:
+    def _announce(self) -> None:
         if not self.ctx.is_main:
             return
         kind = "EMBEDDED PROXY data" if self.info.embedded else "real data"
@@ -163,90 +216,186 @@ class Trainer:
             f"  data:      {self.info.data_source}\n"
             f"  model:     {self.info.model_source} ({self.summary['num_parameters']:,} parameters)\n"
             f"  optimizer: {self.summary['optimizer_description']}\n"
-            f"  budget:    {self.cfg.trainer.max_steps} steps from step {start_step}, device {self.device}"
-            f", {self.ctx.world_size} process(es)\n"
+            f"  budget:    {self.cfg.trainer.max_steps} steps from step {self.state.step}, "
+            f"device {self.device}, {self.ctx.world_size} process(es)\n"
             f"  record:    {self.record.dir}",
             flush=True,
         )
 
-    # -- state ----------------------------------------------------------------------------------
-    def _state(self, step: int) -> dict[str, Any]:
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _checkpoint(self) -> dict[str, Any]:
         return {
             "fingerprint": _fingerprint(self.cfg),
-            "step": step,
             "model": full_model_state(self.module),
             "optimizer": full_optimizer_state(self.module, self.optimizer),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "random": random_states(),
-            "grad_norms": list(self.grad_norms),
-            # the unflushed part of the logging window, so a resumed run logs the same rows
-            "window": [{k: float(v) for k, v in w.items()} for w in self.window],
-            "epoch_norm_start": self.epoch_norm_start,
-            "best": self.best,
-            "last_eval": self.last_eval,
-            "wall_seconds": self.wall_before + (time.time() - self.t0),
+            **self.state.state_dict(),
         }
 
-    def _save(self, step: int) -> None:
-        if self.sharded:  # gathering the whole state is a collective: every rank takes part
-            state = self._state(step)
+    def _save(self) -> None:
+        started = time.perf_counter()
+        # gathering a sharded state is a collective: every rank takes part, rank 0 writes
+        if self.sharded or self.ctx.is_main:
+            payload = self._checkpoint()
             if self.ctx.is_main:
-                save_checkpoint(checkpoint_path(self.record.dir), state)
-        elif self.ctx.is_main:
-            save_checkpoint(checkpoint_path(self.record.dir), self._state(step))
+                save_checkpoint(checkpoint_path(self.record.dir), payload)
+        self.seconds["checkpoint"] += time.perf_counter() - started
 
-    def _try_resume(self) -> int:
+    def _resume(self) -> None:
+        """Continue from the run directory's checkpoint, rolling the record back to it; or
+        start afresh, clearing what an earlier run recorded there."""
         path = checkpoint_path(self.record.dir)
         if not self.cfg.trainer.get("resume", True) or not path.exists():
             self.record.reset()
-            return 0
+            return
         payload = load_checkpoint(path, _fingerprint(self.cfg))
         load_full_model_state(self.module, payload["model"])
         load_full_optimizer_state(self.module, self.optimizer, payload["optimizer"])
         if self.scheduler is not None and payload["scheduler"] is not None:
             self.scheduler.load_state_dict(payload["scheduler"])
-        restore_random_states(payload["random"])
-        self.grad_norms = list(payload["grad_norms"])
-        self.window = [
-            {k: torch.tensor(v, device=self.device) for k, v in w.items()}
-            for w in payload["window"]
-        ]
-        self.epoch_norm_start = payload["epoch_norm_start"]
-        self.best = payload["best"]
-        self.last_eval = payload["last_eval"]
-        self.wall_before = payload["wall_seconds"]
-        step = int(payload["step"])
-        self.record.truncate_metrics(step)
-        self.summary["resumed_from"].append({"checkpoint": str(path), "step": step})
+        state = self.state
+        state.load_state_dict(payload, self.device)
+        state.resumed_from.append({"checkpoint": str(path), "step": state.step})
+        self.record.rollback(state.step, epochs=state.position(self.steps_per_epoch)[0])
         if self.ctx.is_main:
-            print(f"[torch-clip] resuming from {path} at step {step}", flush=True)
-        return step
+            print(f"[torch-clip] resuming from {path} at step {state.step}", flush=True)
 
-    # -- telemetry ------------------------------------------------------------------------------
-    def _telemetry(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(grad norm, threshold, clipped fraction) of the step just taken, as device tensors."""
-        stats = None if self.norm_by_trainer else self.optimizer.last_clip_stats
-        if stats is not None:
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        guard = PreemptionGuard()
+        with contextlib.ExitStack() as guarded:
+            try:
+                self._start()
+                # from the loop until the record is written, a signal only sets a flag
+                guarded.enter_context(guard)
+                with self._task_model(self.wrapped):
+                    self._loop(guard)
+                self.summary["status"] = "completed"
+            except Preempted:
+                self.summary.update(status="preempted", signal=guard.received)
+                raise
+            except BaseException as exc:
+                self.summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                self._finish()
+                if self.summary["status"] == "preempted":
+                    guard.forward()  # the record is safe: requeue (submitit) or re-raise it
+        return self.summary
+
+    def _loop(self, guard: PreemptionGuard) -> None:
+        t, state = self.cfg.trainer, self.state
+        started = time.perf_counter()
+        label = f"{self.choices.get('task')}/{self.cfg.optimizer.name}"
+        show = self.ctx.is_main and t.get("progress", True)
+        with _Progress(label, t.max_steps, state.step, show) as progress:
+            self.wrapped.train()
+            while state.step < t.max_steps:
+                epoch, offset = state.position(self.steps_per_epoch)
+                progress.epoch(epoch)
+                batches = self.task.train_batches(
+                    epoch,
+                    offset,
+                    seed=self.cfg.seed,
+                    rank=self.ctx.rank,
+                    world_size=self.ctx.world_size,
+                )
+                for batch in batches:
+                    self._train_step(batch)
+                    progress.step()
+                    self._after_step(epoch, guard, progress)
+                    if state.step >= t.max_steps:
+                        break
+        if state.epoch_norm_start < len(state.grad_norms):  # the partial epoch the run ends in
+            self._epoch_histogram(state.step // self.steps_per_epoch)
+        self.seconds["loop"] += time.perf_counter() - started
+
+    def _train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """One optimizer step on ``batch``. Its telemetry, still on the device, joins the logging
+        window and is returned: loss, task metrics, grad norm, clip threshold, clipped fraction."""
+        loss, metrics = self.task.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = None
+        if self.norm_by_trainer:  # before the step: torch's optimizers do not report it
+            norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.params if p.grad is not None]
+            )
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        grad_norm, threshold, fraction = self._telemetry(norm)
+        measured = {
+            "loss": loss.detach(),
+            **{f"metric_{k}": v.detach() for k, v in metrics.items()},
+            "grad_norm": grad_norm,
+            "threshold": threshold,
+            "clip_fraction": fraction,
+        }
+        self.state.window.append(measured)
+        self.state.step += 1
+        return measured
+
+    def _telemetry(
+        self, measured_norm: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(grad norm, threshold, clipped fraction) of the step just taken, as device tensors:
+        the optimizer's own, or the norm the trainer measured with no threshold and no clipping."""
+        if measured_norm is None:
+            stats = self.optimizer.last_clip_stats
             return stats.grad_norm, stats.threshold.float().mean(), stats.clip_fraction
         nan = torch.full((), float("nan"), device=self.device)
-        return whole(self._baseline_norm), nan, torch.zeros((), device=self.device)
+        return whole(measured_norm), nan, torch.zeros((), device=self.device)
 
-    def _flush(
-        self, window: list[dict[str, torch.Tensor]], step: int, epoch: int
-    ) -> dict[str, Any]:
+    def _after_step(self, epoch: int, guard: PreemptionGuard, progress: _Progress) -> None:
+        """What the step just taken triggers: logging (the window's one host transfer), the
+        epoch histogram, evaluation, a checkpoint, and stopping on a preemption signal."""
+        t, step = self.cfg.trainer, self.state.step
+        last = step == t.max_steps
+        end_of_epoch = step % self.steps_per_epoch == 0
+        if step % t.log_every == 0 or last or end_of_epoch:
+            progress.show("loss", self._flush(epoch)["train_loss"])
+        if end_of_epoch:
+            self._epoch_histogram(epoch)
+        if step % t.eval_every == 0 or last:
+            primary = self._evaluate(epoch).get(f"val_{self.task.primary_metric}")
+            if primary is not None:
+                progress.show(f"val_{self.task.primary_metric}", primary)
+        saved = bool(t.checkpoint_every) and (step % t.checkpoint_every == 0 or last)
+        if saved:
+            self._save()  # the final one lets a longer budget continue this run
+        if self._preempted(guard):
+            if not saved:
+                self._save()
+            raise Preempted(f"preempted by signal {guard.received} at step {step}")
+
+    def _preempted(self, guard: PreemptionGuard) -> bool:
+        """Whether to stop here. Sharded ranks save together, so they agree on the step: at the
+        end of a logging window (one flag all-reduced per window, none per step)."""
+        if not self.sharded:
+            return guard.received is not None
+        if self.state.step % self.cfg.trainer.log_every:
+            return False
+        return agree(guard.received is not None, self.ctx, self.device)
+
+    # -- telemetry and evaluation ---------------------------------------------------------------
+    def _flush(self, epoch: int) -> dict[str, Any]:
+        """Log the window's means as one train row, in a single host transfer; keep its norms."""
+        state, window = self.state, self.state.window
         keys = list(window[0])
         rows = [torch.stack([w[k].float() for k in keys]) for w in window]
         counter = getattr(self.optimizer, "skipped_steps", None)  # clipped optimizers only
         if counter is not None:  # rides along in the window's single host transfer
             rows.append(counter.float().expand(len(keys)))
         values = torch.stack(rows).cpu()
+        window.clear()
         skipped = None
         if counter is not None:
             skipped, values = int(values[-1, 0]), values[:-1]
-        self.grad_norms.extend(values[:, keys.index("grad_norm")].tolist())
+        state.grad_norms.extend(values[:, keys.index("grad_norm")].tolist())
         means = dict(zip(keys, values.nanmean(dim=0).tolist()))
         row = {
-            "step": step,
+            "step": state.step,
             "epoch": epoch,
             "split": "train",
             "train_loss": means.pop("loss"),
@@ -255,18 +404,21 @@ class Trainer:
             "grad_norm": means["grad_norm"],
             "clip_threshold": means["threshold"],
             "clip_fraction": means["clip_fraction"],
-            "wall_time": self.wall_before + time.time() - self.t0,
+            "wall_time": state.wall_seconds(),
         }
         if skipped is not None:
             row["skipped_steps"] = skipped
+        state.last_train = row
+        self._log(row)
         return row
 
-    def _epoch_histogram(self, epoch: int, step: int) -> None:
-        norms = np.asarray(self.grad_norms[self.epoch_norm_start :], dtype=np.float64)
-        self.record.log_histogram(epoch, step, norms)
+    def _epoch_histogram(self, epoch: int) -> None:
+        state = self.state
+        norms = np.asarray(state.grad_norms[state.epoch_norm_start :], dtype=np.float64)
+        self.record.log_histogram(epoch, state.step, norms)
         if self.wandb is not None:
-            self.wandb.log_histogram(norms, step)
-        self.epoch_norm_start = len(self.grad_norms)
+            self.wandb.log_histogram(norms, state.step)
+        state.epoch_norm_start = len(state.grad_norms)
 
     @contextlib.contextmanager
     def _task_model(self, model: torch.nn.Module):
@@ -278,21 +430,24 @@ class Trainer:
         finally:
             self.task.model = previous
 
-    def _evaluate(self, step: int, epoch: int) -> dict[str, Any]:
+    def _evaluate(self, epoch: int) -> dict[str, Any]:
+        started, state = time.perf_counter(), self.state
         # all ranks evaluate: gathering a sharded module's whole parameters is a collective
         with self._task_model(self.module), whole_parameters(self.module):
             metrics = self.task.evaluate()
         row = {
-            "step": step,
+            "step": state.step,
             "epoch": epoch,
             "split": "val",
             **{f"val_{k}": v for k, v in metrics.items()},
+            "wall_time": state.wall_seconds(),
         }
-        row["wall_time"] = self.wall_before + time.time() - self.t0
         primary = metrics.get(self.task.primary_metric)
-        if primary is not None and (self.best is None or primary > self.best["value"]):
-            self.best = {"metric": self.task.primary_metric, "value": primary, "step": step}
-        self.last_eval = row
+        if primary is not None and (state.best is None or primary > state.best["value"]):
+            state.best = {"metric": self.task.primary_metric, "value": primary, "step": state.step}
+        state.last_eval = row
+        self._log(row)
+        self.seconds["evaluation"] += time.perf_counter() - started
         return row
 
     def _log(self, row: dict[str, Any]) -> None:
@@ -300,154 +455,30 @@ class Trainer:
         if self.wandb is not None:
             self.wandb.log(row, row["step"])
 
-    # -- the loop -------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        try:
-            self._setup()
-            self.grad_norms: list[float] = []
-            self.window: list[dict[str, torch.Tensor]] = []
-            self.epoch_norm_start = 0
-            self.best: dict[str, Any] | None = None
-            self.last_eval: dict[str, Any] | None = None
-            self.wall_before = 0.0
-            self.t0 = time.time()
-            start = self._try_resume()
-            self.t0 = time.time()
-            if self.ctx.is_main and self.cfg.logger.get("wandb"):
-                self.wandb = WandbLogger(
-                    self.cfg.logger.wandb,
-                    self.record.dir,
-                    name=f"{self.summary['task']}/{self.record.dir.parent.name}/seed{self.cfg.seed}",
-                    config=OmegaConf.to_container(self.cfg, resolve=True),
-                )
-            self._announce(start)
-            with PreemptionGuard() as guard, self._task_model(self.wrapped):
-                final_step = self._loop(start, guard)
-            self.summary["status"] = "completed"
-            self.summary["steps"] = final_step
-        except Preempted:
-            self.summary["status"] = "preempted"
-            raise
-        except BaseException as exc:
-            self.summary["status"] = "failed"
-            self.summary["error"] = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            self._finish()
-        return self.summary
-
-    def _loop(self, start: int, guard: PreemptionGuard) -> int:
-        cfg, t = self.cfg, self.cfg.trainer
-        model = self.wrapped
-        steps_per_epoch = self.task.steps_per_epoch(self.ctx.world_size)
-        step = start
-        window = self.window
-        postfix: dict[str, str] = {}
-        bar = tqdm(
-            total=t.max_steps,
-            initial=start,
-            desc=f"{self.choices.get('task')}/{cfg.optimizer.name}",
-            disable=not (self.ctx.is_main and t.get("progress", True)),
-            dynamic_ncols=True,
-            file=sys.stderr,
-        )
-        model.train()
-        while step < t.max_steps:
-            epoch, offset = divmod(step, steps_per_epoch)
-            bar.set_description(f"{self.choices.get('task')}/{cfg.optimizer.name} epoch {epoch}")
-            batches = self.task.train_batches(
-                epoch, offset, seed=cfg.seed, rank=self.ctx.rank, world_size=self.ctx.world_size
-            )
-            for batch in batches:
-                loss, metrics = self.task.loss(batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.norm_by_trainer:
-                    grads = [p.grad for p in self.params if p.grad is not None]
-                    self._baseline_norm = torch.nn.utils.get_total_norm(grads)
-                self.optimizer.step()
-                if self.scheduler is not None:
-                    self.scheduler.step()
-                grad_norm, threshold, fraction = self._telemetry()
-                window.append(
-                    {
-                        "loss": loss.detach(),
-                        **{f"metric_{k}": v.detach() for k, v in metrics.items()},
-                        "grad_norm": grad_norm,
-                        "threshold": threshold,
-                        "clip_fraction": fraction,
-                    }
-                )
-                step += 1
-                bar.update(1)
-                end_of_epoch = step % steps_per_epoch == 0
-                if step % t.log_every == 0 or step == t.max_steps or end_of_epoch:
-                    row = self._flush(window, step, epoch)
-                    window.clear()
-                    self._log(row)
-                    postfix["loss"] = f"{row['train_loss']:.4f}"
-                    bar.set_postfix(postfix, refresh=False)
-                if end_of_epoch:
-                    self._epoch_histogram(epoch, step)
-                if step % t.eval_every == 0 or step == t.max_steps:
-                    row = self._evaluate(step, epoch)
-                    self._log(row)
-                    primary = row.get(f"val_{self.task.primary_metric}")
-                    if primary is not None:
-                        postfix[f"val_{self.task.primary_metric}"] = f"{primary:.4f}"
-                        bar.set_postfix(postfix, refresh=False)
-                if t.checkpoint_every and (step % t.checkpoint_every == 0 or step == t.max_steps):
-                    self._save(step)  # the final one lets a longer budget continue this run
-                if self._preempted(guard, step):
-                    self._save(step)
-                    bar.close()
-                    self.summary.update(status="preempted", steps=step, signal=guard.received)
-                    self._finish()
-                    guard.forward()  # requeue (submitit) or re-raise the signal
-                    raise Preempted(f"preempted by signal {guard.received} at step {step}")
-                if step >= t.max_steps:
-                    break
-        bar.close()
-        if self.epoch_norm_start < len(self.grad_norms):
-            self._epoch_histogram(step // steps_per_epoch, step)
-        return step
-
-    def _preempted(self, guard: PreemptionGuard, step: int) -> bool:
-        """Whether to stop here. Sharded ranks save together, so they agree on the step: at the
-        end of a logging window (one flag all-reduced per window, none per step)."""
-        if not self.sharded:
-            return guard.received is not None
-        if step % self.cfg.trainer.log_every:
-            return False
-        return agree(guard.received is not None, self.ctx, self.device)
-
+    # -- the end --------------------------------------------------------------------------------
     def _finish(self) -> None:
-        if getattr(self, "_finished", False):
-            return
-        self._finished = True
-        wall = getattr(self, "wall_before", 0.0) + (time.time() - getattr(self, "t0", time.time()))
-        self.summary["finished_at"] = datetime.now(timezone.utc).isoformat()
-        self.summary["wall_seconds"] = wall
-        self.summary["best"] = getattr(self, "best", None)
-        last = getattr(self, "last_eval", None)
-        self.summary["final"] = (
-            None if last is None else {k: v for k, v in last.items() if k.startswith("val_")}
+        """Write the summary and the norms of this segment, however it ended (once, from run)."""
+        state = self.state
+        last_train = state.last_train or {}
+        self.summary.update(
+            steps=state.step,
+            finished_at=datetime.now(timezone.utc).isoformat(),
+            wall_seconds=state.wall_seconds(),
+            best=state.best,
+            final=None
+            if state.last_eval is None
+            else {k: v for k, v in state.last_eval.items() if k.startswith("val_")},
+            final_train_loss=last_train.get("train_loss"),
+            resumed_from=state.resumed_from,
+            segment_seconds=dict(self.seconds),
         )
-        norms = getattr(self, "grad_norms", [])
-        self.summary["final_train_loss"] = self._last_train_loss()
-        if isinstance(getattr(self, "optimizer", None), ClippedOptimizer):
-            self.summary["skipped_steps"] = int(self.optimizer.skipped_steps)
-        self.record.save_grad_norms(norms)
+        if "skipped_steps" in last_train:  # clipped optimizers: the count at the last log
+            self.summary["skipped_steps"] = last_train["skipped_steps"]
+        self.record.save_grad_norms(state.grad_norms)
         self.record.write_summary(self.summary)
         self.record.close()
         if self.wandb is not None:
             self.wandb.finish(0 if self.summary["status"] == "completed" else 1)
-
-    def _last_train_loss(self) -> float | None:
-        from suite.records import read_jsonl
-
-        rows = [r for r in read_jsonl(self.record.metrics_path) if r.get("split") == "train"]
-        return rows[-1]["train_loss"] if rows else None
 
 
 def completed_summary(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:

@@ -23,8 +23,6 @@ targets are noise-free; the metric is R².
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,7 +71,6 @@ class ToyRegressionTask(Task):
         noise_scale: float = 0.5,
         model: str = "mlp",
         batch_size: int = 32,
-        fail_at_step: int | None = None,
     ) -> None:
         for key, value in (
             ("num_train", num_train),
@@ -91,11 +88,6 @@ class ToyRegressionTask(Task):
         self.num_train, self.num_val, self.dim, self.hidden = num_train, num_val, dim, hidden
         self.noise, self.noise_df, self.noise_alpha = noise, float(noise_df), float(noise_alpha)
         self.noise_scale, self.model_kind, self.batch_size = noise_scale, model, batch_size
-        self.fail_at_step = fail_at_step  # raise mid-run: exercises failure handling in sweeps
-        self._calls = 0
-        # Seconds of sleep per step, from the environment so that it changes neither the run's
-        # directory nor its checkpoint fingerprint: lets tests interrupt a run mid-way.
-        self.step_delay = float(os.environ.get("TORCH_CLIP_TOY_STEP_DELAY", "0"))
 
     def noise_law(self) -> str:
         """The label-noise law in words, for run records and figure titles."""
@@ -159,11 +151,6 @@ class ToyRegressionTask(Task):
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, y = batch
-        self._calls += 1
-        if self.fail_at_step is not None and self._calls > self.fail_at_step:
-            raise RuntimeError(f"toy task: deliberate failure at step {self._calls} (fail_at_step)")
-        if self.step_delay:
-            time.sleep(self.step_delay)
         pred = self.model(x).squeeze(-1)
         return nn.functional.mse_loss(pred, y), {}
 

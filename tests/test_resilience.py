@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.fault_task import FAULTY_TOY
 from tests.suite_helpers import (
     ROOT,
     assert_same_training,
@@ -26,11 +27,14 @@ from tests.suite_helpers import (
 
 pytestmark = pytest.mark.slow
 
-RUN = ("task=toy", "trainer.max_steps=120", "trainer.checkpoint_every=10", "trainer.eval_every=30")
+BUDGET = ("trainer.max_steps=120", "trainer.checkpoint_every=10", "trainer.eval_every=30")
+RUN = ("task=toy", *BUDGET)
+FAULTY = (*FAULTY_TOY, *BUDGET)  # the same run on the toy task with faults to order
 
 
-def _run_dir(results, optimizer):
-    return composed_run_dir(results, *RUN, f"optimizer={optimizer}")
+def _run_dir(results, *overrides):
+    """Where train.py puts the run of these overrides (composed, so known before it runs)."""
+    return composed_run_dir(results, *overrides)
 
 
 def _assert_same_run(a, b):
@@ -43,7 +47,7 @@ def _assert_same_run(a, b):
 
 
 def _start(results, *overrides):
-    env = {**train_env(), "TORCH_CLIP_TOY_STEP_DELAY": "0.02"}
+    env = {**train_env(), "TORCH_CLIP_TEST_STEP_DELAY": "0.02"}
     return subprocess.Popen(
         train_command(results, *overrides),
         cwd=ROOT,
@@ -57,11 +61,11 @@ def _start(results, *overrides):
 @pytest.mark.parametrize("optimizer", ["quadratic_stoch_auto", "auto"])
 def test_sigkill_at_an_arbitrary_step_then_resume_is_bit_identical(tmp_path, optimizer):
     straight = tmp_path / "straight"
-    assert run_train(straight, *RUN, f"optimizer={optimizer}").returncode == 0
+    assert run_train(straight, *FAULTY, f"optimizer={optimizer}").returncode == 0
 
     killed = tmp_path / "killed"
-    run_dir = _run_dir(killed, optimizer)
-    proc = _start(killed, *RUN, f"optimizer={optimizer}")
+    run_dir = _run_dir(killed, *FAULTY, f"optimizer={optimizer}")
+    proc = _start(killed, *FAULTY, f"optimizer={optimizer}")
     wait_for_step(run_dir, 47, proc)  # past the checkpoint at 40, before the one at 50
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -71,35 +75,91 @@ def test_sigkill_at_an_arbitrary_step_then_resume_is_bit_identical(tmp_path, opt
         else True
     )
 
-    resumed = run_train(killed, *RUN, f"optimizer={optimizer}")
+    resumed = run_train(killed, *FAULTY, f"optimizer={optimizer}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout and "last.pt at step" in resumed.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert [r["step"] for r in summary["resumed_from"]] in ([40], [50])
-    _assert_same_run(_run_dir(straight, optimizer), run_dir)
+    _assert_same_run(_run_dir(straight, *FAULTY, f"optimizer={optimizer}"), run_dir)
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_identically(tmp_path):
     straight = tmp_path / "straight"
-    assert run_train(straight, *RUN, "optimizer=linear_stoch_norm").returncode == 0
+    assert run_train(straight, *FAULTY, "optimizer=linear_stoch_norm").returncode == 0
     stopped = tmp_path / "stopped"
-    run_dir = _run_dir(stopped, "linear_stoch_norm")
-    proc = _start(stopped, *RUN, "optimizer=linear_stoch_norm")
+    run_dir = _run_dir(stopped, *FAULTY, "optimizer=linear_stoch_norm")
+    proc = _start(stopped, *FAULTY, "optimizer=linear_stoch_norm")
     wait_for_step(run_dir, 33, proc)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert proc.returncode != 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "preempted" and 33 <= summary["steps"] < 120
-    resumed = run_train(stopped, *RUN, "optimizer=linear_stoch_norm")
+    resumed = run_train(stopped, *FAULTY, "optimizer=linear_stoch_norm")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"at step {summary['steps']}" in resumed.stdout
-    _assert_same_run(_run_dir(straight, "linear_stoch_norm"), run_dir)
+    _assert_same_run(_run_dir(straight, *FAULTY, "optimizer=linear_stoch_norm"), run_dir)
+
+
+# 16 steps per epoch (512 points, batch 32): epochs end at 16, 32, 48; checkpoints at 20, 40, 60
+EPOCHS = (*FAULTY_TOY, "task.num_train=512", "optimizer=quadratic_stoch_auto", "label=run")
+EPOCHS = (*EPOCHS, "trainer.max_steps=60", "trainer.checkpoint_every=20", "trainer.eval_every=25")
+EPOCHS = (*EPOCHS, "trainer.extend=true")  # the grown budget continues the completed 50 steps
+
+
+def _assert_same_record(a, b):
+    """Every file of the two run records matches (wall-clock times aside)."""
+    _assert_same_run(a, b)
+    for name in ("grad_norm_hist.jsonl", "config.yaml"):
+        assert (a / name).read_text() == (b / name).read_text(), name
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert sa["status"] == sb["status"] == "completed" and sa["steps"] == sb["steps"] == 60
+    assert (sa["final"], sa["best"], sa["final_train_loss"]) == (
+        sb["final"],
+        sb["best"],
+        sb["final_train_loss"],
+    )
+
+
+@pytest.mark.parametrize("interruption", ["killed_after_an_epoch_end", "budget_grown_mid_epoch"])
+def test_an_interrupted_run_resumes_into_the_record_of_an_uninterrupted_one(tmp_path, interruption):
+    """The resumed run rolls every record file back to its checkpoint: the epoch histogram
+    written after the checkpoint (at an epoch end, or the partial epoch a shorter budget ended
+    in) is not written twice."""
+    results, run_dir = tmp_path / "results", _run_dir(tmp_path / "results", *EPOCHS)
+    assert run_train(results, *EPOCHS).returncode == 0
+    straight = tmp_path / "straight"
+    run_dir.rename(straight)  # the same config (results_root included) for both runs
+
+    if interruption == "killed_after_an_epoch_end":
+        # a hard crash on step 36: after the epoch that ended at 32, before the checkpoint at 40
+        first = subprocess.run(
+            train_command(results, *EPOCHS),
+            cwd=ROOT,
+            env={**train_env(), "TORCH_CLIP_TEST_KILL_AFTER": "35"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+        resumed_at = 20
+    else:  # 50 steps, then a budget of 60 continues from the final checkpoint
+        first = run_train(results, *EPOCHS, "trainer.max_steps=50")
+        assert first.returncode == 0, first.stderr[-2000:]
+        resumed_at = 50
+    last_hist = (run_dir / "grad_norm_hist.jsonl").read_text().splitlines()[-1]
+    # a histogram row the checkpoint does not cover: its epoch had not ended at the checkpoint
+    assert json.loads(last_hist)["epoch"] >= resumed_at // 16
+
+    resumed = run_train(results, *EPOCHS)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"last.pt at step {resumed_at}" in resumed.stdout
+    _assert_same_record(straight, run_dir)
 
 
 def test_corrupt_checkpoint_is_a_clear_error_not_a_fresh_start(tmp_path):
-    run_dir = _run_dir(tmp_path, "norm")
+    run_dir = _run_dir(tmp_path, *RUN, "optimizer=norm")
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     proc = run_train(tmp_path, *RUN, "optimizer=norm")
@@ -144,7 +204,9 @@ def test_a_longer_budget_extends_a_completed_run_only_when_asked(tmp_path):
     # the extended run is the run that was asked for in one go (constant learning rate)
     straight = tmp_path / "straight"
     assert run_train(straight, *RUN, "optimizer=auto").returncode == 0
-    _assert_same_run(_run_dir(straight, "auto"), _run_dir(tmp_path, "auto"))
+    _assert_same_run(
+        _run_dir(straight, *RUN, "optimizer=auto"), _run_dir(tmp_path, *RUN, "optimizer=auto")
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from suite.trainer import check_trainer_config
+from tests.fault_task import FAULTY_TOY
 from tests.suite_helpers import (
     ROOT,
     assert_same_training,
@@ -164,14 +165,14 @@ def test_submitit_slurm_tasks_join_one_process_group(tmp_path):
 
 
 def test_sigterm_under_fsdp2_saves_at_a_window_end_and_resumes(tmp_path):
-    args = ("task=toy", *BUDGET, "optimizer=quadratic_stoch_auto", "trainer.strategy=fsdp2")
+    args = (*FAULTY_TOY, *BUDGET, "optimizer=quadratic_stoch_auto", "trainer.strategy=fsdp2")
     args = (*args, "trainer.max_steps=30", "trainer.checkpoint_every=30", "trainer.eval_every=10")
-    single = _one_process(tmp_path / "single", "toy", args)
+    single = _one_process(tmp_path / "single", "faulty_toy", args)
     run_dir = composed_run_dir(tmp_path / "two", *args)
     proc = subprocess.Popen(
         torchrun_command(tmp_path / "two", *args),
         cwd=ROOT,
-        env={**train_env(), "TORCH_CLIP_TOY_STEP_DELAY": "0.05"},
+        env={**train_env(), "TORCH_CLIP_TEST_STEP_DELAY": "0.05"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

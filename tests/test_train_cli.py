@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.fault_task import FAULTY_TOY
 from tests.suite_helpers import find_run_dir, metric_rows, run_train, summaries
 
 pytestmark = pytest.mark.slow
@@ -108,7 +109,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     proc = run_train(
         tmp_path,
         "-m",
-        "task=toy",
+        *FAULTY_TOY,
         "task.fail_at_step=null,7",
         "optimizer=norm",
         "trainer.max_steps=12",
