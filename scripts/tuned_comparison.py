@@ -128,7 +128,7 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
             over.append(f"optimizer.clipping_level={chosen_level}")
         jobs.append((over, f"report_{name}"))
     stage("reporting on seeds " + report, jobs, "report")
-    return {"task": task, "level": level, "best": best, "spec": c}
+    return {"task": task, "level": level, "best": best, "spec": c, "grid": tuning_grid(runs, of, c)}
 
 
 def write_choices(results: list[dict[str, Any]], out: Path, command: str) -> None:
@@ -159,6 +159,27 @@ def write_choices(results: list[dict[str, Any]], out: Path, command: str) -> Non
     (out / "tuned_choices.md").write_text("\n".join(lines))
 
 
+def tuning_grid(runs: list, of, c: dict[str, Any]) -> list[dict[str, Any]]:
+    metric = c["metric"]
+    return [{"method": of(r), "lr": r.lr, "seed": r.seed, metric: r.final(metric),
+             "val_loss": r.final("loss")} for r in runs if r.seed in c["tune_seeds"]]  # fmt: skip
+
+
+def write_grid(results: list[dict[str, Any]], out: Path, command: str) -> None:
+    """Every tuning run's final metric: what each method's choice was made from."""
+    lines = ["# The tuning grid: final validation metric of every tuning run", ""]
+    for r in results:
+        metric = r["spec"]["metric"]
+        rows = sorted(r["grid"], key=lambda g: (g["method"], g["lr"], g["seed"]))
+        lines += [f"## {r['task']} (val_{metric}; val_loss)", "",
+                  "| method | lr | seed | " + metric + " | val_loss |", "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        lines += [f"| {g['method']} | {g['lr']:g} | {g['seed']} | {g[metric]:.4f} | {g['val_loss']:.4f} |"
+                  for g in rows]  # fmt: skip
+        lines.append("")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tuning_grid.md").write_text("\n".join([*lines, stamp(command), ""]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, "run directory (default results/tuned)", jobs=1)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
@@ -170,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         (["--quick"] if args.quick else []) + ["--tasks", *args.tasks]
     )
     write_choices(results, args.out, command)
+    write_grid(results, args.out, command)
     targets = [f"--target={t}={spec(t)['target']}" for t in args.tasks]
     return sweeps.call(["scripts/plot_comparison.py", str(args.root / "report"), "--out",
                         str(args.out), *targets])  # fmt: skip
