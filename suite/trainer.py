@@ -188,6 +188,11 @@ class Trainer:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         # the clipped optimizers and the peers measure the norm themselves; torch's do not
         self.norm_by_trainer = not hasattr(self.optimizer, "last_clip_stats")
+        # made once: a torch optimizer has no threshold and clips nothing, at every step
+        self.unclipped_telemetry = (
+            torch.full((), float("nan"), device=self.device),
+            torch.zeros((), device=self.device),
+        )
         self.summary.update(
             optimizer_description=describe_optimizer(self.optimizer),
             clips=clips(self.optimizer),
@@ -344,8 +349,8 @@ class Trainer:
         if measured_norm is None:
             stats = self.optimizer.last_clip_stats
             return stats.grad_norm, stats.threshold.float().mean(), stats.clip_fraction
-        nan = torch.full((), float("nan"), device=self.device)
-        return whole(measured_norm), nan, torch.zeros((), device=self.device)
+        no_threshold, no_clipping = self.unclipped_telemetry
+        return whole(measured_norm), no_threshold, no_clipping
 
     def _after_step(self, epoch: int, guard: PreemptionGuard, progress: _Progress) -> None:
         """What the step just taken triggers: logging (the window's one host transfer), the
