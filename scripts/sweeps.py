@@ -112,20 +112,27 @@ def best_settings(
     metric: str,
     lower_is_better: bool,
     setting_of: Callable[[Run], Hashable] = lambda r: (r.lr, r.clipping_level),
+    tie_break: str | None = "loss",
 ) -> dict[str, dict[str, Any]]:
-    """Per method: the setting with the best mean final ``metric`` over all of ``seeds``."""
+    """Per method: the setting with the best mean final ``metric`` over all of ``seeds``.
+
+    Settings whose means are equal (MCC 0 on a majority-class plateau, say) are told apart by the
+    lower mean final ``tie_break`` metric (the validation loss); a seed without it counts as +inf.
+    """
     seeds = set(seeds)
-    groups: dict[tuple[str, Hashable], dict[int, float]] = defaultdict(dict)
+    groups: dict[tuple[str, Hashable], dict[int, tuple[float, float]]] = defaultdict(dict)
     for run in runs:
         if run.seed in seeds:
-            groups[(method_of(run), setting_of(run))][run.seed] = run.final(metric)
+            second = run.final(tie_break) if tie_break else 0.0
+            groups[(method_of(run), setting_of(run))][run.seed] = (run.final(metric), second)
     best: dict[str, dict[str, Any]] = {}
     for (method, setting), by_seed in groups.items():
         if set(by_seed) != seeds:
             continue  # not every tuning seed has finished
-        s = score(list(by_seed.values()), lower_is_better)
-        if method not in best or s < best[method]["score"]:
-            best[method] = {"setting": setting, "score": s}
+        s = score([v for v, _ in by_seed.values()], lower_is_better)
+        tie = score([t for _, t in by_seed.values()], lower_is_better=True)
+        if method not in best or (s, tie) < (best[method]["score"], best[method]["tie"]):
+            best[method] = {"setting": setting, "score": s, "tie": tie}
     return best
 
 

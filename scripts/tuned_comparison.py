@@ -131,53 +131,90 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
     return {"task": task, "level": level, "best": best, "spec": c, "grid": tuning_grid(runs, of, c)}
 
 
+def merge_task_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` after the rows of the other tasks already in the CSV at ``path``.
+
+    Tasks are often run one invocation at a time (``--tasks imagenet``, later ``--tasks voc``);
+    a table keeps every task's rows, each with the command that made it (``made_by``).
+    """
+    tasks = {r["task"] for r in rows}
+    kept = []
+    if path.exists():
+        with open(path, newline="") as f:
+            kept = [r for r in csv.DictReader(f) if r["task"] not in tasks]
+    return kept + rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def stamps_by_task(rows: list[dict[str, Any]]) -> list[str]:
+    """One provenance line per command that made some of ``rows``, naming its tasks."""
+    tasks: dict[str, list[str]] = {}
+    for r in rows:
+        names = tasks.setdefault(r["made_by"], [])
+        if r["task"] not in names:
+            names.append(r["task"])
+    return [f"{', '.join(names)}: {made_by}" for made_by, names in tasks.items()]
+
+
 def write_choices(results: list[dict[str, Any]], out: Path, command: str) -> None:
     """The grid and each method's chosen lr and λ: the tuned table's hyper-parameter columns."""
+    made_by = stamp(command)
     rows = []
     for r in results:
         for method, chosen in r["best"].items():
             lr, level = chosen["setting"]
-            rows.append({"task": r["task"], "method": method, "lr": lr,
+            rows.append({"task": r["task"], "method": method, "lr": f"{lr:g}",
                          "clipping_level": "" if level is None else level,
-                         "lr_grid": " ".join(map(str, r["spec"]["lr_grid"])),
+                         "lr_grid": " ".join(f"{x:g}" for x in r["spec"]["lr_grid"]),
                          "measured_norm_quantile": f"q{r['spec']['lambda_quantile']}={r['level']:.4g}",
                          "tune_seeds": " ".join(map(str, r["spec"]["tune_seeds"])),
-                         "report_seeds": " ".join(map(str, r["spec"]["report_seeds"]))})  # fmt: skip
+                         "report_seeds": " ".join(map(str, r["spec"]["report_seeds"])),
+                         "made_by": made_by})  # fmt: skip
     if not rows:
         return
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "tuned_choices.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = merge_task_rows(out / "tuned_choices.csv", rows)
+    write_csv(out / "tuned_choices.csv", rows)
     lines = ["# Tuned settings: best learning rate (and λ) per method, chosen on the tuning seeds",
              "", "| task | method | lr | λ | lr grid | λ placed at | tuning seeds | report seeds |",
              "| --- | --- | ---: | ---: | --- | --- | --- | --- |"]  # fmt: skip
-    lines += [f"| {r['task']} | {r['method']} | {r['lr']:g} | {r['clipping_level']} | {r['lr_grid']} "
+    lines += [f"| {r['task']} | {r['method']} | {r['lr']} | {r['clipping_level']} | {r['lr_grid']} "
               f"| {r['measured_norm_quantile']} | {r['tune_seeds']} | {r['report_seeds']} |" for r in rows]  # fmt: skip
-    lines += ["", stamp(command), ""]
+    lines += ["", *(f"- {line}" for line in stamps_by_task(rows)), ""]
     (out / "tuned_choices.md").write_text("\n".join(lines))
 
 
 def tuning_grid(runs: list, of, c: dict[str, Any]) -> list[dict[str, Any]]:
-    metric = c["metric"]
-    return [{"method": of(r), "lr": r.lr, "seed": r.seed, metric: r.final(metric),
+    return [{"method": of(r), "lr": r.lr, "seed": r.seed, "value": r.final(c["metric"]),
              "val_loss": r.final("loss")} for r in runs if r.seed in c["tune_seeds"]]  # fmt: skip
 
 
 def write_grid(results: list[dict[str, Any]], out: Path, command: str) -> None:
     """Every tuning run's final metric: what each method's choice was made from."""
+    made_by = stamp(command)
+    rows = [{"task": r["task"], "metric": r["spec"]["metric"], "method": g["method"],
+             "lr": f"{g['lr']:g}", "seed": g["seed"], "value": f"{g['value']:.4f}",
+             "val_loss": f"{g['val_loss']:.4f}", "made_by": made_by}
+            for r in results for g in sorted(r["grid"], key=lambda g: (g["method"], g["lr"], g["seed"]))]  # fmt: skip
+    if not rows:
+        return
+    rows = merge_task_rows(out / "tuning_grid.csv", rows)
+    write_csv(out / "tuning_grid.csv", rows)
     lines = ["# The tuning grid: final validation metric of every tuning run", ""]
-    for r in results:
-        metric = r["spec"]["metric"]
-        rows = sorted(r["grid"], key=lambda g: (g["method"], g["lr"], g["seed"]))
-        lines += [f"## {r['task']} (val_{metric}; val_loss)", "",
-                  "| method | lr | seed | " + metric + " | val_loss |", "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
-        lines += [f"| {g['method']} | {g['lr']:g} | {g['seed']} | {g[metric]:.4f} | {g['val_loss']:.4f} |"
-                  for g in rows]  # fmt: skip
-        lines.append("")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tuning_grid.md").write_text("\n".join([*lines, stamp(command), ""]))
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        metric = mine[0]["metric"]
+        lines += [f"## {task} (val_{metric}; val_loss)", "",
+                  f"| method | lr | seed | {metric} | val_loss |", "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        lines += [f"| {r['method']} | {r['lr']} | {r['seed']} | {r['value']} | {r['val_loss']} |" for r in mine]  # fmt: skip
+        lines += ["", mine[0]["made_by"], ""]
+    (out / "tuning_grid.md").write_text("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

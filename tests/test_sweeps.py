@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import sys
@@ -18,7 +19,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import sweeps
 
 
-def make_run(root, name, seed, lr, level, value, metric="mse", norms=None, status="completed"):
+def make_run(
+    root, name, seed, lr, level, value, metric="mse", norms=None, status="completed", loss=None
+):
     run = root / name / f"seed{seed}"
     run.mkdir(parents=True)
     optimizer = {"name": name.split(",")[0]}
@@ -26,7 +29,8 @@ def make_run(root, name, seed, lr, level, value, metric="mse", norms=None, statu
         optimizer["clipping_level"] = level
     cfg = {"seed": seed, "step_rule": {"lr": lr}, "optimizer": optimizer}
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    summary = {"status": status, "final": {f"val_{metric}": value}}
+    final = {f"val_{metric}": value} | ({} if loss is None else {"val_loss": loss})
+    summary = {"status": status, "final": final}
     (run / "summary.json").write_text(json.dumps(summary))
     if norms is not None:
         np.save(run / "grad_norms.npy", np.asarray(norms))
@@ -53,6 +57,24 @@ def test_best_setting_is_the_best_mean_and_a_diverged_seed_disqualifies(tmp_path
     assert best["norm"]["setting"] == (0.1, 1.0)
 
 
+def test_equal_metrics_are_told_apart_by_the_validation_loss(tmp_path):
+    # MCC 0 on every setting (a majority-class plateau): the lowest mean val_loss wins, wherever
+    # it stands in the grid; a setting with a diverged loss on one seed loses the tie.
+    losses = {0.001: [0.64, 0.62], 0.01: [0.60, 0.61], 0.1: [0.30, math.inf], 1.0: [0.66, 0.70]}
+    for lr, values in losses.items():
+        for seed, loss in enumerate(values):
+            make_run(tmp_path, f"sgd,lr={lr}", seed, lr, None, 0.0, metric="mcc", loss=loss)
+    runs = read_runs(tmp_path)
+    best = sweeps.best_settings(runs, lambda r: "SGD", [0, 1], "mcc", lower_is_better=False)
+    assert best["SGD"]["setting"] == (0.01, None)
+    assert best["SGD"]["tie"] == pytest.approx(0.605)
+    # a better metric still beats a better loss
+    make_run(tmp_path, "sgd,lr=3", 0, 3.0, None, 0.2, metric="mcc", loss=0.9)
+    make_run(tmp_path, "sgd,lr=3", 1, 3.0, None, 0.1, metric="mcc", loss=0.9)
+    best = sweeps.best_settings(read_runs(tmp_path), lambda r: "SGD", [0, 1], "mcc", False)
+    assert best["SGD"]["setting"] == (3.0, None)
+
+
 def test_interval90_matches_scipy_t_interval():
     values = [0.31, 0.29, 0.35, 0.40, 0.33]
     mean, low, high = sweeps.interval90(values)
@@ -70,3 +92,27 @@ def test_norm_quantiles_read_the_measured_run(tmp_path):
     got = sweeps.norm_quantiles(run, [0.1, 0.5, 0.9])
     want = np.quantile(norms[np.isfinite(norms)], [0.1, 0.5, 0.9])
     np.testing.assert_allclose(got, want, rtol=1e-3)
+
+
+def test_tuned_tables_keep_the_other_tasks_rows(tmp_path):
+    # tasks are tuned one invocation at a time: a second task adds its rows, a rerun replaces
+    import tuned_comparison as tc
+
+    def result(task, lr):
+        spec = {"metric": "mcc", "lr_grid": [1e-4, 1e-3], "lambda_quantile": 0.5,
+                "tune_seeds": [0], "report_seeds": [1, 2]}  # fmt: skip
+        grid = [{"method": "SGD", "lr": lr, "seed": 0, "value": 0.25, "val_loss": 0.5}]
+        return {"task": task, "level": 0.9, "best": {"SGD": {"setting": (lr, None)}},
+                "spec": spec, "grid": grid}  # fmt: skip
+
+    for task, lr in (("cola", 1e-4), ("voc", 1e-3), ("cola", 1e-3)):
+        tc.write_choices([result(task, lr)], tmp_path, f"run {task}")
+        tc.write_grid([result(task, lr)], tmp_path, f"run {task}")
+    for name in ("tuned_choices.csv", "tuning_grid.csv"):
+        with open(tmp_path / name) as f:
+            rows = list(csv.DictReader(f))
+        assert [(r["task"], float(r["lr"])) for r in rows] == [("voc", 1e-3), ("cola", 1e-3)]
+        assert "`run voc`" in rows[0]["made_by"] and "`run cola`" in rows[1]["made_by"]
+    grid = (tmp_path / "tuning_grid.md").read_text()
+    assert grid.index("## voc") < grid.index("## cola") and "| SGD | 0.001 | 0 | 0.2500 |" in grid
+    assert "cola: made by `run cola`" in (tmp_path / "tuned_choices.md").read_text()
