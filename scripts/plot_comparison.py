@@ -1001,6 +1001,56 @@ def write_task_outputs(
     print(f"wrote {fig_path}, {clip_path}, {md}, {csv_path}\n")
 
 
+def _cell(text: str) -> float:
+    """A number of a table's CSV (``nan``/``inf`` as written; empty: NaN)."""
+    return float(text) if text.strip() else math.nan
+
+
+def result_from_table(csv_path: Path) -> TaskResult | None:
+    """A task's profile entry rebuilt from its ``<task>_table.csv`` (``None`` without a target).
+
+    Per method the table keeps what the profile uses: the seeds, how many reached the target and
+    the mean steps and wall seconds over those; the rebuilt rows give back exactly these.
+    """
+    with open(csv_path, newline="") as f:
+        table = list(csv.DictReader(f))
+    if not table or not table[0].get("target"):
+        return None
+    task, metric, target = table[0]["task"], table[0]["metric"], float(table[0]["target"])
+    rows = []
+    for r in table:
+        n, hit = int(r["n_seeds"]), int(r["seeds_reached"])
+        steps, wall = (
+            _cell(r["steps_to_target_mean"]),
+            _cell(r["wall_seconds_to_target_mean"]),
+        )
+        rows.append(MethodRow(method=r["method"], description=r["description"], lr=r["lr"],
+                              level=r["clipping_level"], seeds=[None] * n,
+                              final_val=(_cell(r["final_val_mean"]), _cell(r["final_val_std"]), n),
+                              best_val=(_cell(r["best_val_mean"]), _cell(r["best_val_std"]), n),
+                              train_loss=(math.nan, math.nan, 0),
+                              steps=[steps] * hit + [math.nan] * (n - hit),
+                              walls=[wall] * hit + [math.nan] * (n - hit)))  # fmt: skip
+    lower = plotting.lower_is_better(metric)
+    note = f"val {metric} {'≤' if lower else '≥'} {target:.4g} (from {csv_path.name}, its runs not read)"
+    return TaskResult(task, metric, lower, target, note, rows, {r.method: [] for r in rows}, [])
+
+
+def tables_of_other_tasks(out_dir: Path, results: Sequence[TaskResult]) -> list[TaskResult]:
+    """The tasks whose table is in ``out_dir`` but whose runs are not part of this call.
+
+    Tasks are often compared one invocation at a time; the profile covers every task with a table
+    (a table written earlier counts with the numbers it holds; its own line says what made it).
+    """
+    have = {res.task for res in results}
+    others = []
+    for path in sorted(out_dir.glob("*_table.csv")):
+        task = path.name.removesuffix("_table.csv")
+        if task not in have and (res := result_from_table(path)) is not None:
+            others.append(res)
+    return others
+
+
 def write_profile(
     results: list[TaskResult], args: argparse.Namespace, command: str, out_dir: Path,
     colors: dict[str, Any],
@@ -1046,11 +1096,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     command = plotting.command_line("scripts/plot_comparison.py", argv)
     out_dir, figures = output_paths(args.out, args.sweep, [res.task for res in results])
-    colors = plotting.method_colors(sorted({row.method for res in results for row in res.rows}))
+    others = [] if args.no_profile else tables_of_other_tasks(out_dir, results)
+    every = sorted([*results, *others], key=lambda res: res.task)
+    colors = plotting.method_colors(sorted({row.method for res in every for row in res.rows}))
     for res in results:
         write_task_outputs(res, args, command, out_dir, figures[res.task], colors)
     if not args.no_profile:
-        write_profile(results, args, command, out_dir, colors)
+        write_profile(every, args, command, out_dir, colors)
     return 0
 
 

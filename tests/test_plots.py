@@ -323,6 +323,34 @@ def test_performance_profile_hand_example(tmp_path: Path) -> None:
     np.testing.assert_allclose(pc.profile_curve(ratios["A"], taus), [0, 0, 0, 0.5, 0.5])
 
 
+def test_profile_covers_the_tasks_of_earlier_calls_from_their_tables(tmp_path: Path) -> None:
+    # the hand example of the test above, one task per call into the same folder: the second
+    # call's profile holds both tasks, with the same ratios as when both are read from runs
+    sweep, steps = tmp_path / "fake", [50, 100, 150, 200, 250, 300]
+    make_run(sweep, "x", "A", 0, val=[0.1, 0.5, 0.5, 0.6, 0.6, 0.6], val_steps=steps,
+             seconds_per_step=1.0)  # fmt: skip
+    make_run(sweep, "x", "B", 0, val=[0.1, 0.2, 0.3, 0.5, 0.6, 0.6], val_steps=steps,
+             seconds_per_step=0.25)  # fmt: skip
+    make_run(sweep, "x", "B", 1, val=[0.1, 0.2, 0.3, 0.3, 0.3, 0.3], val_steps=steps)
+    make_run(sweep, "y", "A", 0, val=[0.1, 0.1, 0.2, 0.2, 0.3, 0.5], val_steps=steps,
+             seconds_per_step=1.0)  # fmt: skip
+    make_run(sweep, "y", "B", 0, val=[0.1, 0.2, 0.7, 0.7, 0.7, 0.7], val_steps=steps,
+             seconds_per_step=3.0)  # fmt: skip
+    out = tmp_path / "figs"
+    for task in ("x", "y"):
+        assert (
+            pc.main([str(sweep), "--out", str(out), "--target", "0.5", "--tasks", task, *FAST]) == 0
+        )
+    ratios = read_profile(out / "performance_profile.csv")
+    # B reaches x's target on 1 of its 2 seeds: the 0.5 quorum keeps it, at step 200
+    assert ratios["steps"] == {"A": {"x": 1.0, "y": 2.0}, "B": {"x": 2.0, "y": 1.0}}
+    assert ratios["wall"] == {"A": {"x": 2.0, "y": 1.0}, "B": {"x": 1.0, "y": 1.5}}
+    # with a quorum above one half B no longer reaches x, read from the table as from the runs
+    assert pc.main([str(sweep), "--out", str(out), "--target", "0.5", "--tasks", "y",
+                    "--quorum", "0.6", *FAST]) == 0  # fmt: skip
+    assert read_profile(out / "performance_profile.csv")["steps"]["B"]["x"] == math.inf
+
+
 def test_profile_denominator_is_every_task_and_labels_are_method_names(
     tmp_path: Path, monkeypatch
 ) -> None:
