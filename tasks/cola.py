@@ -339,7 +339,8 @@ class ColaTask(Task):
             )
         train, dev, layouts = load_cola_dir(self.data_root)
         root = Path(self.data_root).expanduser().resolve()
-        return train, dev, f"CoLA TSV at {root}", {"layouts": layouts}
+        source = f"CoLA TSV ({len(train):,} train / {len(dev):,} dev) at {root}"
+        return train, dev, source, {"layouts": layouts}
 
     def _encode(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
         self.tokenizer.padding_side = "right"  # _batch trims trailing columns
