@@ -518,8 +518,8 @@ def plot_tail_over_training(
         1, len(TRAINING_INDICES), figsize=(12, 4.6 + 0.2 * len(series)), layout="constrained"
     )
     draw_tail_over_training(axes, series)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
+    # inside the last panel: a legend below the axes would sit on the provenance footnote
+    axes[-1].legend(fontsize=8, loc="best", framealpha=0.85)
     metas = [m for s in series for m in s.meta]
     batches = sorted({m.get("batches") for m in metas if m.get("batches")})
     fig.suptitle(
