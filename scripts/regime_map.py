@@ -24,7 +24,6 @@ interrupted map resumes). The figures ``regime_map.png`` and ``lr_sensitivity.pn
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from collections import defaultdict
@@ -199,10 +198,7 @@ def summarise(runs, noises, budget, bests) -> list[dict[str, Any]]:
 
 
 def write_table(rows: list[dict[str, Any]], grids: dict[str, Any], out: Path, note: str) -> None:
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    sweeps.write_csv(out.with_suffix(".csv"), rows)
     noises = list(dict.fromkeys(r["noise"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cell = {(r["noise"], r["method"]): r for r in rows}

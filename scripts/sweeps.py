@@ -14,6 +14,7 @@ runs, so an interrupted sweep resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import subprocess
 import sys
@@ -95,6 +96,15 @@ def call(script: list[str]) -> int:
     """Run a script of this folder with this interpreter, from the repository root."""
     print("$ python " + " ".join(script), flush=True)
     return subprocess.call([sys.executable, *script], cwd=ROOT)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``rows`` (dicts with the same keys, in order) as a CSV file with a header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def score(values: list[float], lower_is_better: bool) -> float:

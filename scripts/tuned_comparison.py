@@ -145,14 +145,6 @@ def merge_task_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, An
     return kept + rows
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def stamps_by_task(rows: list[dict[str, Any]]) -> list[str]:
     """One provenance line per command that made some of ``rows``, naming its tasks."""
     tasks: dict[str, list[str]] = {}
@@ -180,7 +172,7 @@ def write_choices(results: list[dict[str, Any]], out: Path, command: str) -> Non
     if not rows:
         return
     rows = merge_task_rows(out / "tuned_choices.csv", rows)
-    write_csv(out / "tuned_choices.csv", rows)
+    sweeps.write_csv(out / "tuned_choices.csv", rows)
     lines = ["# Tuned settings: best learning rate (and λ) per method, chosen on the tuning seeds",
              "", "| task | method | lr | λ | lr grid | λ placed at | tuning seeds | report seeds |",
              "| --- | --- | ---: | ---: | --- | --- | --- | --- |"]  # fmt: skip
@@ -205,7 +197,7 @@ def write_grid(results: list[dict[str, Any]], out: Path, command: str) -> None:
     if not rows:
         return
     rows = merge_task_rows(out / "tuning_grid.csv", rows)
-    write_csv(out / "tuning_grid.csv", rows)
+    sweeps.write_csv(out / "tuning_grid.csv", rows)
     lines = ["# The tuning grid: final validation metric of every tuning run", ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         mine = [r for r in rows if r["task"] == task]
