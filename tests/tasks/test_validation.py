@@ -32,6 +32,7 @@ CASES = [
     (COLA, {"corpus_seed": -1}, "corpus_seed", -1, "null or an integer >= 0"),
     (COLA, {"dropout": 1.0}, "dropout", 1.0, "null or a value in [0, 1)"),
     (COLA, {"dropout": "0.1"}, "dropout", "0.1", "null or a value in [0, 1)"),
+    (COLA, {"pooling": "max"}, "pooling", "max", "one of cls, mean"),
     (
         COLA,
         {"data_root": 5},
