@@ -89,6 +89,9 @@ def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
     inner = optimizer.optimizer if isinstance(optimizer, PeerClipped) else optimizer
     group = inner.param_groups[0]
     hyper = {k: group[k] for k in ("lr", "momentum", "betas", "weight_decay") if k in group}
+    # a scheduler has already set lr to its step-0 value (0 at the start of a warm-up);
+    # torch schedulers keep the configured one as initial_lr
+    hyper["lr"] = group.get("initial_lr", group["lr"])
     parts = [type(inner).__name__]
     if isinstance(optimizer, PeerClipped):
         parts.append(f"+ {optimizer.peer}")

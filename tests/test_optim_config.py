@@ -79,6 +79,8 @@ def test_linear_warmup_schedule_ramps_up_then_decays_to_zero_at_the_budget():
     )
     opt = build_optimizer(cfg, _model().parameters(), 0)
     sched = build_scheduler(cfg, opt)
+    assert opt.param_groups[0]["lr"] == 0.0  # the warm-up's first step
+    assert f"lr={lr:g}," in describe_optimizer(opt)  # the record names the configured lr
     seen = []
     for _ in range(total + 1):
         seen.append(opt.param_groups[0]["lr"])
