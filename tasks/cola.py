@@ -280,11 +280,15 @@ class MeanPooledClassifier(nn.Module):
         nn.init.normal_(self.classifier.weight, std=init_std)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        # the output type of the models it stands in for, so callers read .logits from either;
+        # transformers is loaded already (the encoder is one of its models)
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         weight = attention_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * weight).sum(1) / weight.sum(1).clamp_min(1.0)
-        return self.classifier(self.dropout(pooled))
+        return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
 
 
 def mean_pooled(model: nn.Module, seed: int) -> MeanPooledClassifier:
@@ -475,8 +479,9 @@ class ColaTask(Task):
             yield self._batch(self._train, idx)
 
     def _logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return out if self.pooling == "mean" else out.logits
+        return self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = self._logits(batch)
