@@ -96,19 +96,23 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
             sweeps.run_stage(jobs, args.root, args.jobs, task)
         return read_runs(args.root / name / task)
 
-    def tune_job(name: str, level: float | None = None) -> sweeps.Job:
-        over = [*methods[name], "step_rule.lr=" + ",".join(map(str, lrs)), f"seed={seeds}", *extra]
-        if level is not None:
-            over.append(f"optimizer.clipping_level={level}")
-        return over, f"tune_{name}"
+    # One job per run, not one multirun per method: the workers then stay busy to the end
+    # (a run's directory depends on its configuration only, so the split changes no path).
+    def tune_jobs(name: str, level: float | None = None) -> list[sweeps.Job]:
+        jobs = []
+        for seed in c["tune_seeds"]:
+            for lr in lrs:
+                over = [*methods[name], f"step_rule.lr={lr}", f"seed={seed}", *extra]
+                if level is not None:
+                    over.append(f"optimizer.clipping_level={level}")
+                jobs.append((over, f"tune_{name}_lr{lr}_seed{seed}"))
+        return jobs
 
     # unclipped SGD first: its run at the smallest lr on seed 0 is the norm measurement
-    runs = stage(
-        "tuning SGD (and measuring the unclipped gradient norm)", [tune_job("SGD")], "tune"
-    )
+    runs = stage("tuning SGD (and measuring the unclipped gradient norm)", tune_jobs("SGD"), "tune")
     measured = [r for r in runs if of(r) == "SGD" and r.lr == small and r.seed == 0]
     if not measured:
-        raise SystemExit(f"[{task}] no measurement run; see {args.root}/logs/{task}_tune_SGD.log")
+        raise SystemExit(f"[{task}] no measurement run; see {args.root}/logs/{task}_tune_SGD_*.log")
     (level,) = sweeps.norm_quantiles(measured[0], [c["lambda_quantile"]])
     fixed = {
         n for n, o in methods.items() if any(x.startswith("optimizer=") and "norm" in x for x in o)
@@ -116,18 +120,21 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
     if len(lrs) == 1:  # a one-point grid leaves nothing to choose (--quick): skip the tuning
         best = {n: {"setting": (lrs[0], level if n in fixed else None)} for n in methods}
     else:
-        jobs = [tune_job(n, level if n in fixed else None) for n in methods if n != "SGD"]
+        jobs = [
+            j for n in methods if n != "SGD" for j in tune_jobs(n, level if n in fixed else None)
+        ]
         runs = stage("tuning on seeds " + seeds, jobs, "tune")
         best = sweeps.best_settings(runs, of, c["tune_seeds"], c["metric"], lower_is_better=False)
-    report = ",".join(map(str, c["report_seeds"]))
     jobs = []
-    for name, chosen in best.items():
-        lr, chosen_level = chosen["setting"]
-        over = [*methods[name], f"step_rule.lr={lr}", f"seed={report}", f"label='{name}'", *extra]  # fmt: skip
-        if chosen_level is not None:
-            over.append(f"optimizer.clipping_level={chosen_level}")
-        jobs.append((over, f"report_{name}"))
-    stage("reporting on seeds " + report, jobs, "report")
+    # seed-major: an interrupted stage already holds every method's first seeds
+    for seed in c["report_seeds"]:
+        for name, chosen in best.items():
+            lr, chosen_level = chosen["setting"]
+            over = [*methods[name], f"step_rule.lr={lr}", f"seed={seed}", f"label='{name}'", *extra]  # fmt: skip
+            if chosen_level is not None:
+                over.append(f"optimizer.clipping_level={chosen_level}")
+            jobs.append((over, f"report_{name}_seed{seed}"))
+    stage("reporting on seeds " + ",".join(map(str, c["report_seeds"])), jobs, "report")
     return {"task": task, "level": level, "best": best, "spec": c, "grid": tuning_grid(runs, of, c)}
 
 
