@@ -70,11 +70,24 @@ def method_of(methods: dict[str, list[str]]):
     return of
 
 
+def measure_lr(c: dict[str, Any], task: str) -> float:
+    """The lr of λ's measurement run (torch SGD, seed 0): ``comparison.measure_lr``, by default
+    the grid's smallest. Naming it lets a grid grow at its lower edge without moving λ, which
+    would invalidate every clipped run already made."""
+    lr = c.get("measure_lr")
+    if lr is None:
+        return min(c["lr_grid"])
+    if lr not in c["lr_grid"]:
+        raise SystemExit(f"[{task}] Invalid comparison.measure_lr: {lr}; expected one of "
+                         f"comparison.lr_grid {c['lr_grid']}")  # fmt: skip
+    return lr
+
+
 def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     c = spec(task)
     methods: dict[str, list[str]] = c["methods"]
     if args.quick:
-        c.update(lr_grid=c["lr_grid"][:1], tune_seeds=[0], report_seeds=[0])
+        c.update(lr_grid=c["lr_grid"][:1], measure_lr=None, tune_seeds=[0], report_seeds=[0])
         clipped = next(n for n, o in methods.items() if "optimizer=norm" in o)
         methods = {n: methods[n] for n in ("SGD", clipped)}
         extra = [*sweeps.quick_task_overrides(task, True), *extra]
@@ -85,7 +98,8 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
     ):
         extra = [f"task.data_root={SHARED_COLA}", *extra]
     of = method_of(methods)
-    lrs, small = c["lr_grid"], min(c["lr_grid"])
+    lrs = c["lr_grid"]
+    small = c["measure_lr"] = measure_lr(c, task)
     seeds = ",".join(map(str, c["tune_seeds"]))
 
     def stage(title: str, jobs: list[sweeps.Job], name: str) -> list[Run]:
@@ -108,7 +122,7 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
                 jobs.append((over, f"tune_{name}_lr{lr}_seed{seed}"))
         return jobs
 
-    # unclipped SGD first: its run at the smallest lr on seed 0 is the norm measurement
+    # unclipped SGD first: its run at measure_lr on seed 0 is the norm measurement
     runs = stage("tuning SGD (and measuring the unclipped gradient norm)", tune_jobs("SGD"), "tune")
     measured = [r for r in runs if of(r) == "SGD" and r.lr == small and r.seed == 0]
     if not measured:
@@ -172,7 +186,8 @@ def write_choices(results: list[dict[str, Any]], out: Path, command: str) -> Non
             rows.append({"task": r["task"], "method": method, "lr": f"{lr:g}",
                          "clipping_level": "" if level is None else level,
                          "lr_grid": " ".join(f"{x:g}" for x in r["spec"]["lr_grid"]),
-                         "measured_norm_quantile": f"q{r['spec']['lambda_quantile']}={r['level']:.4g}",
+                         "measured_norm_quantile": f"q{r['spec']['lambda_quantile']}={r['level']:.4g}"
+                                           f" (SGD lr {r['spec']['measure_lr']:g})",
                          "tune_seeds": " ".join(map(str, r["spec"]["tune_seeds"])),
                          "report_seeds": " ".join(map(str, r["spec"]["report_seeds"])),
                          "made_by": made_by})  # fmt: skip

@@ -99,7 +99,7 @@ def test_tuned_tables_keep_the_other_tasks_rows(tmp_path):
     import tuned_comparison as tc
 
     def result(task, lr):
-        spec = {"metric": "mcc", "lr_grid": [1e-4, 1e-3], "lambda_quantile": 0.5,
+        spec = {"metric": "mcc", "lr_grid": [1e-4, 1e-3], "measure_lr": 1e-4, "lambda_quantile": 0.5,
                 "tune_seeds": [0], "report_seeds": [1, 2]}  # fmt: skip
         grid = [{"method": "SGD", "lr": lr, "seed": 0, "value": 0.25, "val_loss": 0.5}]
         return {"task": task, "level": 0.9, "best": {"SGD": {"setting": (lr, None)}},
@@ -116,3 +116,12 @@ def test_tuned_tables_keep_the_other_tasks_rows(tmp_path):
     grid = (tmp_path / "tuning_grid.md").read_text()
     assert grid.index("## voc") < grid.index("## cola") and "| SGD | 0.001 | 0 | 0.2500 |" in grid
     assert "cola: made by `run cola`" in (tmp_path / "tuned_choices.md").read_text()
+
+
+def test_measure_lr_defaults_to_the_grids_smallest_and_must_be_on_the_grid():
+    import tuned_comparison as tc
+
+    assert tc.measure_lr({"lr_grid": [0.1, 1e-3, 0.01]}, "voc") == 1e-3
+    assert tc.measure_lr({"lr_grid": [1e-4, 1e-3], "measure_lr": 1e-3}, "voc") == 1e-3
+    with pytest.raises(SystemExit, match=r"Invalid comparison.measure_lr: 0.002; expected one of"):
+        tc.measure_lr({"lr_grid": [1e-4, 1e-3], "measure_lr": 0.002}, "voc")
