@@ -1,13 +1,13 @@
 """The tuning protocol shared by ``regime_map.py`` and ``tuned_comparison.py``.
 
-1. **Measure** the unclipped gradient norm of a task (``torch.optim.SGD``, smallest learning rate
-   of the grid, seed 0) so clipping levels are placed on its quantiles, not copied constants.
+1. **Measure** the unclipped gradient norm of a task (``torch.optim.SGD``, seed 0, at the grid's
+   smallest learning rate unless the task names another) so clipping levels are placed on its quantiles, not copied constants.
 2. **Tune** every method, baselines included, on one shared learning-rate grid (``step_rule.lr``)
    on the tuning seeds; a run that diverged or failed scores worst.
 3. **Report** each method's best setting on fresh seeds, so the reported numbers are not the ones
    the choice was made on; mean and a 90% Student-t interval over those seeds.
 
-Each stage is a list of ``train.py -m`` calls run a few at a time; ``train.py`` skips completed
+Each stage is a list of ``train.py -m`` calls (one run each) run a few at a time; ``train.py`` skips completed
 runs, so an interrupted sweep resumes where it stopped.
 """
 
