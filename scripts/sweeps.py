@@ -7,7 +7,8 @@
 3. **Report** each method's best setting on fresh seeds, so the reported numbers are not the ones
    the choice was made on; mean and a 90% Student-t interval over those seeds.
 
-Each stage is a list of ``train.py -m`` calls (one run each) run a few at a time; ``train.py`` skips completed
+Each stage is a list of ``train.py -m`` calls run a few at a time (the regime map sweeps many
+short runs per call, the tuned comparisons make one run per call); ``train.py`` skips completed
 runs, so an interrupted sweep resumes where it stopped.
 """
 
