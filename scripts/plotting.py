@@ -225,7 +225,10 @@ def savefig(fig: Any, path: Path, dpi: int = DPI, made_by: str | None = None) ->
     from matplotlib.text import Text
 
     if made_by:
-        fig.text(0.01, 0.0, made_by, fontsize=7, color="0.3", va="top", ha="left")
+        # wrapped to the figure's width (7 pt: about 17 characters an inch), or the tight
+        # bounding box would widen the saved image to the length of the command
+        width = max(60, int(fig.get_figwidth() * 17))
+        fig.text(0.01, 0.0, wrap(made_by, width), fontsize=7, color="0.3", va="top", ha="left")
     for text in fig.findobj(Text):
         text.set_text(scrub_paths(text.get_text()))
     path = Path(path)
