@@ -83,13 +83,39 @@ def measure_lr(c: dict[str, Any], task: str) -> float:
     return lr
 
 
+# One job per run, not one multirun per method: the workers then stay busy to the end of a
+# stage (a run's directory depends on its configuration only, so the split changes no path).
+def tune_jobs(
+    c: dict[str, Any], name: str, extra: list[str], level: float | None = None
+) -> list[sweeps.Job]:
+    """``name``'s tuning runs: every lr of the grid on every tuning seed, at λ = ``level``."""
+    clip = [] if level is None else [f"optimizer.clipping_level={level}"]
+    return [([*c["methods"][name], f"step_rule.lr={lr}", f"seed={seed}", *extra, *clip],
+             f"tune_{name}_lr{lr}_seed{seed}")
+            for seed in c["tune_seeds"] for lr in c["lr_grid"]]  # fmt: skip
+
+
+def report_jobs(c: dict[str, Any], best: dict[str, Any], extra: list[str]) -> list[sweeps.Job]:
+    """Each method's chosen setting on the report seeds, seed-major: an interrupted stage
+    already holds every method's first seeds."""
+    jobs = []
+    for seed in c["report_seeds"]:
+        for name, chosen in best.items():
+            lr, level = chosen["setting"]
+            clip = [] if level is None else [f"optimizer.clipping_level={level}"]
+            over = [*c["methods"][name], f"step_rule.lr={lr}", f"seed={seed}",
+                    f"label='{name}'", *extra, *clip]  # fmt: skip
+            jobs.append((over, f"report_{name}_seed{seed}"))
+    return jobs
+
+
 def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     c = spec(task)
     methods: dict[str, list[str]] = c["methods"]
     if args.quick:
         c.update(lr_grid=c["lr_grid"][:1], measure_lr=None, tune_seeds=[0], report_seeds=[0])
         clipped = next(n for n, o in methods.items() if "optimizer=norm" in o)
-        methods = {n: methods[n] for n in ("SGD", clipped)}
+        methods = c["methods"] = {n: methods[n] for n in ("SGD", clipped)}
         extra = [*sweeps.quick_task_overrides(task, True), *extra]
     elif (
         task == "cola"
@@ -110,45 +136,25 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
             sweeps.run_stage(jobs, args.root, args.jobs, task)
         return read_runs(args.root / name / task)
 
-    # One job per run, not one multirun per method: the workers then stay busy to the end
-    # (a run's directory depends on its configuration only, so the split changes no path).
-    def tune_jobs(name: str, level: float | None = None) -> list[sweeps.Job]:
-        jobs = []
-        for seed in c["tune_seeds"]:
-            for lr in lrs:
-                over = [*methods[name], f"step_rule.lr={lr}", f"seed={seed}", *extra]
-                if level is not None:
-                    over.append(f"optimizer.clipping_level={level}")
-                jobs.append((over, f"tune_{name}_lr{lr}_seed{seed}"))
-        return jobs
-
     # unclipped SGD first: its run at measure_lr on seed 0 is the norm measurement
-    runs = stage("tuning SGD (and measuring the unclipped gradient norm)", tune_jobs("SGD"), "tune")
+    runs = stage(
+        "tuning SGD (and measuring the unclipped gradient norm)", tune_jobs(c, "SGD", extra), "tune"
+    )
     measured = [r for r in runs if of(r) == "SGD" and r.lr == small and r.seed == 0]
     if not measured:
         raise SystemExit(f"[{task}] no measurement run; see {args.root}/logs/{task}_tune_SGD_*.log")
     (level,) = sweeps.norm_quantiles(measured[0], [c["lambda_quantile"]])
-    fixed = {
-        n for n, o in methods.items() if any(x.startswith("optimizer=") and "norm" in x for x in o)
-    }
+    # λ for the fixed-threshold methods (norm, norm-adamw, *_stoch_norm), none for the others
+    fixed = [n for n, o in methods.items() if any(x.startswith("optimizer=") and "norm" in x for x in o)]  # fmt: skip
+    levels = dict.fromkeys(fixed, level)
     if len(lrs) == 1:  # a one-point grid leaves nothing to choose (--quick): skip the tuning
-        best = {n: {"setting": (lrs[0], level if n in fixed else None)} for n in methods}
+        best = {n: {"setting": (lrs[0], levels.get(n))} for n in methods}
     else:
-        jobs = [
-            j for n in methods if n != "SGD" for j in tune_jobs(n, level if n in fixed else None)
-        ]
+        jobs = [j for n in methods if n != "SGD" for j in tune_jobs(c, n, extra, levels.get(n))]
         runs = stage("tuning on seeds " + seeds, jobs, "tune")
         best = sweeps.best_settings(runs, of, c["tune_seeds"], c["metric"], lower_is_better=False)
-    jobs = []
-    # seed-major: an interrupted stage already holds every method's first seeds
-    for seed in c["report_seeds"]:
-        for name, chosen in best.items():
-            lr, chosen_level = chosen["setting"]
-            over = [*methods[name], f"step_rule.lr={lr}", f"seed={seed}", f"label='{name}'", *extra]  # fmt: skip
-            if chosen_level is not None:
-                over.append(f"optimizer.clipping_level={chosen_level}")
-            jobs.append((over, f"report_{name}_seed{seed}"))
-    stage("reporting on seeds " + ",".join(map(str, c["report_seeds"])), jobs, "report")
+    reports = report_jobs(c, best, extra)
+    stage("reporting on seeds " + ",".join(map(str, c["report_seeds"])), reports, "report")
     return {"task": task, "level": level, "best": best, "spec": c, "grid": tuning_grid(runs, of, c)}
 
 
