@@ -1,7 +1,8 @@
 """The tuning protocol shared by ``regime_map.py`` and ``tuned_comparison.py``.
 
 1. **Measure** the unclipped gradient norm of a task (``torch.optim.SGD``, seed 0, at the grid's
-   smallest learning rate unless the task names another) so clipping levels are placed on its quantiles, not copied constants.
+   smallest learning rate unless the task names another) so clipping levels are placed on its
+   quantiles, not copied constants.
 2. **Tune** every method, baselines included, on one shared learning-rate grid (``step_rule.lr``)
    on the tuning seeds; a run that diverged or failed scores worst.
 3. **Report** each method's best setting on fresh seeds, so the reported numbers are not the ones

@@ -83,15 +83,30 @@ def measure_lr(c: dict[str, Any], task: str) -> float:
     return lr
 
 
+def run_overrides(
+    c: dict[str, Any],
+    name: str,
+    lr: float,
+    seed: int,
+    extra: list[str],
+    level: float | None = None,
+    label: bool = False,
+) -> list[str]:
+    """The ``train.py`` overrides of one run of method ``name`` (λ = ``level`` when it has one).
+    Their order names the run directory of an unlabelled run, so it never changes."""
+    over = [*c["methods"][name], f"step_rule.lr={lr}", f"seed={seed}"]
+    over += [f"label='{name}'"] if label else []
+    over += extra
+    return over if level is None else [*over, f"optimizer.clipping_level={level}"]
+
+
 # One job per run, not one multirun per method: the workers then stay busy to the end of a
 # stage (a run's directory depends on its configuration only, so the split changes no path).
 def tune_jobs(
     c: dict[str, Any], name: str, extra: list[str], level: float | None = None
 ) -> list[sweeps.Job]:
     """``name``'s tuning runs: every lr of the grid on every tuning seed, at λ = ``level``."""
-    clip = [] if level is None else [f"optimizer.clipping_level={level}"]
-    return [([*c["methods"][name], f"step_rule.lr={lr}", f"seed={seed}", *extra, *clip],
-             f"tune_{name}_lr{lr}_seed{seed}")
+    return [(run_overrides(c, name, lr, seed, extra, level), f"tune_{name}_lr{lr}_seed{seed}")
             for seed in c["tune_seeds"] for lr in c["lr_grid"]]  # fmt: skip
 
 
@@ -102,9 +117,7 @@ def report_jobs(c: dict[str, Any], best: dict[str, Any], extra: list[str]) -> li
     for seed in c["report_seeds"]:
         for name, chosen in best.items():
             lr, level = chosen["setting"]
-            clip = [] if level is None else [f"optimizer.clipping_level={level}"]
-            over = [*c["methods"][name], f"step_rule.lr={lr}", f"seed={seed}",
-                    f"label='{name}'", *extra, *clip]  # fmt: skip
+            over = run_overrides(c, name, lr, seed, extra, level, label=True)
             jobs.append((over, f"report_{name}_seed{seed}"))
     return jobs
 
