@@ -388,8 +388,9 @@ class ColaTask(Task):
                 {},
             )
         train, dev, layouts = load_cola_dir(self.data_root)
-        root = Path(self.data_root).expanduser().resolve()
-        source = f"CoLA TSV ({len(train):,} train / {len(dev):,} dev) at {root}"
+        # named by what it is, not where it sits: figures and tables quote this text, and the
+        # run's config keeps task.data_root
+        source = f"real CoLA (GLUE TSV files), {len(train):,} train / {len(dev):,} dev"
         return train, dev, source, {"layouts": layouts}
 
     def _encode(self, examples: Sequence[Example]) -> dict[str, torch.Tensor]:

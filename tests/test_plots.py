@@ -434,7 +434,7 @@ def test_clipping_figure_means_over_seeds_and_absent_methods(tmp_path: Path, mon
 def test_provenance_stamp_and_no_absolute_path_in_outputs(tmp_path: Path, monkeypatch) -> None:
     sweep = tmp_path / "fake"
     secret = "/home/alice/private/shared/data/cola"
-    source = f"CoLA TSV at {secret}"  # what tasks/cola.py writes for a data_root
+    source = f"CoLA TSV at {secret}"  # a user task's source may name where its data sits
     for method in ("norm", "sgd"):
         make_run(sweep, "cola", method, 0, val=[0.2, 0.4], embedded=False, data_source=source)
     make_run(sweep, "cola", "adam", 0, val=[0.1, 0.1], status="failed", data_source=source)
