@@ -553,6 +553,7 @@ class RedditTask(Task):
                     self._eval_x, self._adj_all, self._adj_val, self._eval_nodes
                 )
                 acc = accuracy(logits, self._eval_y)
+                loss = F.cross_entropy(logits, self._eval_y)
         finally:
             self.model.train(was_training)
-        return {"accuracy": float(acc)}
+        return {"accuracy": float(acc), "loss": float(loss)}

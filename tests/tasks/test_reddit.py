@@ -204,6 +204,11 @@ def test_layerwise_evaluation_equals_full_graph_forward():
             logits = task.model(data.x, data.edge_index)[data.val_idx]
         expected = float(np.mean(logits.argmax(1).numpy() == data.y[data.val_idx].numpy()))
         assert result["accuracy"] == pytest.approx(expected)
+        z = logits.double().numpy()  # cross-entropy by hand: log-sum-exp minus the true logit
+        y = data.y[data.val_idx].numpy()
+        top = z.max(1)
+        nll = top + np.log(np.exp(z - top[:, None]).sum(1)) - z[np.arange(len(y)), y]
+        assert result["loss"] == pytest.approx(nll.mean(), rel=1e-4)
         lw = task.model.layerwise_inference(
             task._eval_x, task._adj_all, task._adj_val, task._eval_nodes
         )
