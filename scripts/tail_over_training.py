@@ -5,9 +5,14 @@ at the end of one run per task, and the figure of the indices against the step.
     python scripts/tail_over_training.py --tasks cola reddit
     python scripts/tail_over_training.py --quick              # tiny budgets: the pipeline
     python scripts/tail_over_training.py --figures-only
+    python scripts/tail_over_training.py --tasks cola --root results/tail_over_training_cola \
+        --out results/readme/figures/cola_tail_over_training -- step_rule.lr=1e-4 trainer.max_steps=534
 
 Per task, the run is the task's own recipe (``conf/task/<task>.yaml``: its optimizer, learning
-rate and budget; real CoLA from ``../shared/data/cola`` when present, never required):
+rate and budget; real CoLA from ``../shared/data/cola`` when present, never required), changed by
+the ``train.py`` overrides after ``--``; give such a run its own ``--root``, which holds one run
+per task. Keep the scheduler constant: the run is made in two calls (below), and a schedule that
+depends on ``trainer.max_steps`` would differ between them.
 
 1. ``train.py`` to half the budget, keeping its final checkpoint;
 2. ``noise_probe.py --at start`` and ``--at end`` on that run (initialisation and mid-run);
@@ -38,14 +43,14 @@ PROBE = ["--batches", "100", "--reference-batches", "64"]
 QUICK_PROBE = ["--batches", "8", "--reference-batches", "4", "--bootstrap", "20"]
 
 
-def task_overrides(task: str, quick: bool) -> list[str]:
-    """The task, shrunk for ``--quick``, on real CoLA when this machine has it."""
+def task_overrides(task: str, quick: bool, extra: list[str] = ()) -> list[str]:
+    """The task, shrunk for ``--quick``, on real CoLA when this machine has it, then ``extra``."""
     over = [f"task={task}", *sweeps.quick_task_overrides(task, quick, trainer=False)]
     if quick:
         over.append("trainer.log_every=1")
     if task == "cola" and not quick and (SHARED_COLA / "train.tsv").exists():
         over.append(f"task.data_root={SHARED_COLA}")
-    return over
+    return [*over, *extra]
 
 
 def budget(overrides: list[str], quick: bool) -> tuple[int, int]:
@@ -88,8 +93,8 @@ def probe(run: Path, at: str, out_name: str, quick: bool) -> int:
     return sweeps.call(args)
 
 
-def run_task(task: str, root: Path, quick: bool) -> int:
-    overrides = task_overrides(task, quick)
+def run_task(task: str, root: Path, quick: bool, extra: list[str]) -> int:
+    overrides = task_overrides(task, quick, extra)
     mid, end = budget(overrides, quick)
     run = run_dir_of(root, task)
     code = 0
@@ -107,13 +112,14 @@ def run_task(task: str, root: Path, quick: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, f"run directory (default {RESULTS})", jobs=1)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
     args = sweeps.parse_sweep_args(parser, argv)
     root = args.root or (RESULTS.with_name(RESULTS.name + "_quick") if args.quick else RESULTS)
     code = 0
     if not args.figures_only:
         for task in args.tasks:
             print(f"[{task}] tail index over training", flush=True)
-            code |= run_task(task, root, args.quick)
+            code |= run_task(task, root, args.quick, list(args.overrides))
     runs = [str(run) for task in args.tasks if (run := run_dir_of(root, task)) is not None]
     if runs:
         out = args.out / "tail_over_training.png"

@@ -125,3 +125,12 @@ def test_measure_lr_defaults_to_the_grids_smallest_and_must_be_on_the_grid():
     assert tc.measure_lr({"lr_grid": [1e-4, 1e-3], "measure_lr": 1e-3}, "voc") == 1e-3
     with pytest.raises(SystemExit, match=r"Invalid comparison.measure_lr: 0.002; expected one of"):
         tc.measure_lr({"lr_grid": [1e-4, 1e-3], "measure_lr": 0.002}, "voc")
+
+
+def test_tail_over_training_takes_extra_overrides_and_halves_their_budget():
+    import tail_over_training as tot
+
+    over = tot.task_overrides("toy", False, ["trainer.max_steps=40", "trainer.log_every=6"])
+    assert over[0] == "task=toy" and over[-2:] == ["trainer.max_steps=40", "trainer.log_every=6"]
+    # mid-run probe at half the budget, rounded down to a logging window: 20 -> 18
+    assert tot.budget(over, quick=False) == (18, 40)
