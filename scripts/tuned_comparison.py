@@ -262,9 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_choices(results, args.out, command)
     write_grid(results, args.out, command)
-    targets = [f"--target={t}={spec(t)['target']}" for t in args.tasks]
     return sweeps.call(["scripts/plot_comparison.py", str(args.root / "report"), "--out",
-                        str(args.out), *targets])  # fmt: skip
+                        str(args.out), *target_flags(args.root / "report", args.tasks)])  # fmt: skip
+
+
+def target_flags(report: Path, tasks: list[str]) -> list[str]:
+    """``--target`` of every task the figures show: those of this call and those already under
+    ``report``, each at the target its experiment config holds now (a run's own config keeps the
+    target of the day it was made)."""
+    shown = [t for t in TASKS if t in tasks or (report / t).is_dir()]
+    return [f"--target={t}={spec(t)['target']}" for t in shown]
 
 
 if __name__ == "__main__":

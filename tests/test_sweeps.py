@@ -134,3 +134,17 @@ def test_tail_over_training_takes_extra_overrides_and_halves_their_budget():
     assert over[0] == "task=toy" and over[-2:] == ["trainer.max_steps=40", "trainer.log_every=6"]
     # mid-run probe at half the budget, rounded down to a logging window: 20 -> 18
     assert tot.budget(over, quick=False) == (18, 40)
+
+
+def test_figures_get_the_configured_target_of_every_task_they_show(tmp_path):
+    import tuned_comparison as tc
+
+    (tmp_path / "voc").mkdir()  # a task of an earlier call
+    flags = tc.target_flags(tmp_path, ["reddit"])
+    configured = {
+        t: yaml.safe_load((ROOT / "conf" / "experiment" / f"{t}.yaml").read_text())["comparison"][
+            "target"
+        ]
+        for t in ("reddit", "voc")
+    }
+    assert flags == [f"--target={t}={configured[t]}" for t in ("reddit", "voc")]
