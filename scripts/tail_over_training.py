@@ -6,7 +6,8 @@ at the end of one run per task, and the figure of the indices against the step.
     python scripts/tail_over_training.py --quick              # tiny budgets: the pipeline
     python scripts/tail_over_training.py --figures-only
     python scripts/tail_over_training.py --tasks cola --root results/tail_over_training_cola \
-        --out results/readme/figures/cola_tail_over_training -- step_rule.lr=1e-4 trainer.max_steps=534
+        --out results/readme/figures/cola_tail_over_training \
+        -- step_rule.lr=1e-4 task.pooling=mean trainer.max_steps=534   # a run that learns
 
 Per task, the run is the task's own recipe (``conf/task/<task>.yaml``: its optimizer, learning
 rate and budget; real CoLA from ``../shared/data/cola`` when present, never required), changed by
@@ -28,6 +29,7 @@ A finished step is skipped, so an interrupted call resumes. Runs go to
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +45,7 @@ PROBE = ["--batches", "100", "--reference-batches", "64"]
 QUICK_PROBE = ["--batches", "8", "--reference-batches", "4", "--bootstrap", "20"]
 
 
-def task_overrides(task: str, quick: bool, extra: list[str] = ()) -> list[str]:
+def task_overrides(task: str, quick: bool, extra: Sequence[str] = ()) -> list[str]:
     """The task, shrunk for ``--quick``, on real CoLA when this machine has it, then ``extra``."""
     over = [f"task={task}", *sweeps.quick_task_overrides(task, quick, trainer=False)]
     if quick:

@@ -158,7 +158,9 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
         raise SystemExit(f"[{task}] no measurement run; see {args.root}/logs/{task}_tune_SGD_*.log")
     (level,) = sweeps.norm_quantiles(measured[0], [c["lambda_quantile"]])
     # λ for the fixed-threshold methods (norm, norm-adamw, *_stoch_norm), none for the others
-    fixed = [n for n, o in methods.items() if any(x.startswith("optimizer=") and "norm" in x for x in o)]  # fmt: skip
+    fixed = [
+        n for n, o in methods.items() if any(x.startswith("optimizer=") and "norm" in x for x in o)
+    ]
     levels = dict.fromkeys(fixed, level)
     if len(lrs) == 1:  # a one-point grid leaves nothing to choose (--quick): skip the tuning
         best = {n: {"setting": (lrs[0], levels.get(n))} for n in methods}
