@@ -8,8 +8,8 @@ The task is ``experiment=regime_map``: an MLP regression whose label noise is sy
 with a chosen index α (and Gaussian), so the tail of the gradient noise is known. For each noise
 law the script
 
-1. **measures** the unclipped gradient norm (``torch.optim.SGD`` at the smallest learning rate of
-   the grid, seed 0) and places the λ grid of the fixed-threshold rules on its quantiles
+1. **measures** the unclipped gradient norm (``torch.optim.SGD`` at ``MEASURE_LR``, seed 0) and
+   places the λ grid of the fixed-threshold rules on its quantiles
    (``LAMBDA_QUANTILES``); per-tensor and per-coordinate rules get the same quantile split evenly
    over tensors (λ/√T) or coordinates (λ/√N);
 2. **tunes** every method on the shared learning-rate grid (× the λ grid) on seed 0, by
@@ -43,7 +43,11 @@ from provenance import stamp  # noqa: E402
 
 ALPHAS = (1.1, 1.3, 1.5, 1.7, 1.9)
 GAUSSIAN = "gaussian"
-LRS = (0.001, 0.003, 0.01, 0.03, 0.1)
+# 1e-4, 3e-4 and 0.3 were added after SGD's choice sat on 0.001 (the smallest) at α ≤ 1.5 and
+# AGC's and coord_wise's on 0.1 (the largest) on the map made with {0.001, ..., 0.1}.
+LRS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+#: the λ grids' measurement run: SGD at this lr (kept at 0.001 when the grid grew, so λ stayed put)
+MEASURE_LR = 0.001
 LAMBDA_QUANTILES = (0.1, 0.25, 0.5, 0.9)
 TUNE_SEEDS = (0,)
 REPORT_SEEDS = (1, 2, 3, 4, 5)
@@ -77,14 +81,17 @@ FIGURES = sweeps.FIGURES
 class Budget:
     steps: int
     lrs: tuple[float, ...]
+    measure_lr: float
     alphas: tuple[float, ...]
     tune_seeds: tuple[int, ...]
     report_seeds: tuple[int, ...]
     methods: tuple[str, ...]
 
 
-FULL = Budget(250, LRS, ALPHAS, TUNE_SEEDS, REPORT_SEEDS, tuple(METHODS))
-QUICK = Budget(20, (0.003, 0.03), (1.1,), (0,), (1, 2), ("SGD", "Adam", "norm", "auto", "ZClip"))
+FULL = Budget(250, LRS, MEASURE_LR, ALPHAS, TUNE_SEEDS, REPORT_SEEDS, tuple(METHODS))
+QUICK = Budget(
+    20, (0.003, 0.03), 0.003, (1.1,), (0,), (1, 2), ("SGD", "Adam", "norm", "auto", "ZClip")
+)
 
 
 def noise_overrides(noises: list) -> list[str]:
@@ -118,7 +125,7 @@ def method_of(run: Run) -> str:
 
 
 def measure_jobs(noises: list, budget: Budget) -> list[sweeps.Job]:
-    return [([*noise_overrides(batch), *METHODS["SGD"], f"step_rule.lr={min(budget.lrs)}",
+    return [([*noise_overrides(batch), *METHODS["SGD"], f"step_rule.lr={budget.measure_lr}",
               "seed=0", f"trainer.max_steps={budget.steps}"], f"measure_{noise_key(batch[0])}")
             for batch in noise_batches(noises)]  # fmt: skip
 
@@ -126,7 +133,7 @@ def measure_jobs(noises: list, budget: Budget) -> list[sweeps.Job]:
 def lambda_grid(runs: list[Run], noise: str, budget: Budget, shapes: dict[str, int]):
     """λ per fixed-threshold method, from the measured run's gradient-norm quantiles."""
     measured = [r for r in runs if noise_of(r) == noise and method_of(r) == "SGD" and r.seed == 0
-                and r.lr == min(budget.lrs)]  # fmt: skip
+                and r.lr == budget.measure_lr]  # fmt: skip
     if not measured:
         raise RuntimeError(f"no measurement run for {noise} (see the logs under the sweep)")
     q = sweeps.norm_quantiles(measured[0], LAMBDA_QUANTILES)
@@ -197,7 +204,7 @@ def summarise(runs, noises, budget, bests) -> list[dict[str, Any]]:
     return rows
 
 
-def write_table(rows: list[dict[str, Any]], grids: dict[str, Any], out: Path, note: str) -> None:
+def write_table(rows, grids: dict[str, Any], lrs: tuple[float, ...], out: Path, note: str) -> None:
     sweeps.write_csv(out.with_suffix(".csv"), rows)
     noises = list(dict.fromkeys(r["noise"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -219,9 +226,11 @@ def write_table(rows: list[dict[str, Any]], grids: dict[str, Any], out: Path, no
                 cells.append(f"diverged ({r['diverged_seeds']}/{r['seeds']})")
             else:
                 lam = "" if r["clipping_level"] is None else f", λ={r['clipping_level']:g}"
+                edge = " †" if r["lr"] in (min(lrs), max(lrs)) else ""
                 cells.append(f"{r['val_mse_mean']:.3f} [{r['ci90_low']:.3f}, {r['ci90_high']:.3f}] "
-                             f"(lr={r['lr']:g}{lam})")  # fmt: skip
+                             f"(lr={r['lr']:g}{edge}{lam})")  # fmt: skip
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", f"† the lr is at an edge of the grid {list(lrs)}: the best may lie outside it."]
     lines += ["", "λ grids (from the quantiles " + ", ".join(map(str, LAMBDA_QUANTILES))
               + " of the unclipped gradient norm):", ""]  # fmt: skip
     for noise, grid in grids.items():
@@ -331,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/regime_map.py" + (" --quick" if args.quick else "")
     note = stamp(command, f"{budget.steps} steps, lr grid {list(budget.lrs)}, tuned on seeds "
                  f"{list(budget.tune_seeds)}, reported on seeds {list(budget.report_seeds)}")  # fmt: skip
-    write_table(rows, quantiles, args.out / "regime_map_table", note)
+    write_table(rows, quantiles, budget.lrs, args.out / "regime_map_table", note)
     plot_map(rows, args.out / "regime_map.png", note)
     plot_lr_sensitivity(
         runs, [keys[0], noise_key(GAUSSIAN)], budget, args.out / "lr_sensitivity.png", note
