@@ -43,9 +43,9 @@ from provenance import stamp  # noqa: E402
 
 ALPHAS = (1.1, 1.3, 1.5, 1.7, 1.9)
 GAUSSIAN = "gaussian"
-# 1e-4, 3e-4 and 0.3 were added after SGD's choice sat on 0.001 (the smallest) at α ≤ 1.5 and
-# AGC's and coord_wise's on 0.1 (the largest) on the map made with {0.001, ..., 0.1}.
-LRS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+# Widened twice at the edges where a choice sat: {0.001, ..., 0.1} put SGD on 0.001 at α ≤ 1.5
+# and AGC and coord_wise on 0.1; {1e-4, ..., 0.3} still put SGD on 1e-4 at α = 1.3 and AGC on 0.3.
+LRS = (0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 #: the λ grids' measurement run: SGD at this lr (kept at 0.001 when the grid grew, so λ stayed put)
 MEASURE_LR = 0.001
 LAMBDA_QUANTILES = (0.1, 0.25, 0.5, 0.9)
