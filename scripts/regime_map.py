@@ -8,12 +8,13 @@ The task is ``experiment=regime_map``: an MLP regression whose label noise is sy
 with a chosen index α (and Gaussian), so the tail of the gradient noise is known. For each noise
 law the script
 
-1. **measures** the unclipped gradient norm (``torch.optim.SGD`` at ``MEASURE_LR``, seed 0) and
-   places the λ grid of the fixed-threshold rules on its quantiles
-   (``LAMBDA_QUANTILES``); per-tensor and per-coordinate rules get the same quantile split evenly
-   over tensors (λ/√T) or coordinates (λ/√N);
-2. **tunes** every method on the shared learning-rate grid (× the λ grid) on seed 0, by
-   final validation MSE (a run that diverges counts as +inf);
+1. **tunes the methods without λ** on the shared learning-rate grid on seed 0; unclipped SGD's
+   run at ``MEASURE_LR`` is the measurement of the gradient norm on whose quantiles
+   (``LAMBDA_QUANTILES``) the λ grid of the fixed-threshold rules is placed (per-tensor and
+   per-coordinate rules get the same quantile split evenly over tensors, λ/√T, or coordinates,
+   λ/√N);
+2. **tunes** the fixed-threshold rules on the learning-rate grid × their λ grid on seed 0. Every
+   choice is made by final validation MSE (a run that diverges counts as +inf);
 3. **reports** each method's best setting on five fresh seeds (1–5), so the reported numbers are
    not the ones the choice was made on.
 
@@ -87,29 +88,28 @@ class Budget:
     report_seeds: tuple[int, ...]
     methods: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        # λ is placed on SGD's tuning run at measure_lr on seed 0: the budget must make that run
+        if self.measure_lr not in self.lrs or "SGD" not in self.methods or 0 not in self.tune_seeds:
+            raise ValueError(f"Invalid Budget: measure_lr={self.measure_lr} must be in lrs "
+                             f"{self.lrs}, with 'SGD' among the methods and seed 0 among the "
+                             f"tune_seeds {self.tune_seeds}")  # fmt: skip
+
 
 FULL = Budget(250, LRS, MEASURE_LR, ALPHAS, TUNE_SEEDS, REPORT_SEEDS, tuple(METHODS))
-QUICK = Budget(
-    20, (0.003, 0.03), 0.003, (1.1,), (0,), (1, 2), ("SGD", "Adam", "norm", "auto", "ZClip")
-)
+# one method per path through the stages: baseline and λ measurement, extra overrides, λ grid, peer
+QUICK = Budget(20, (0.003, 0.03), 0.003, (1.1,), (0,), (1, 2), ("SGD", "Adam", "norm", "ZClip"))
 
 
-def noise_overrides(noises: list) -> list[str]:
-    """Overrides selecting ``noises``: all α-stable ones in one sweep, or the Gaussian law."""
-    if noises == [GAUSSIAN]:
+def noise_overrides(noise: str | float) -> list[str]:
+    """The overrides selecting one noise law: the Gaussian, or α-stable with index ``noise``."""
+    if noise == GAUSSIAN:
         return ["task.noise=gaussian"]
-    assert GAUSSIAN not in noises
-    return ["task.noise=stable", "task.noise_alpha=" + ",".join(map(str, noises))]
+    return ["task.noise=stable", f"task.noise_alpha={noise}"]
 
 
 def noise_key(noise: str | float) -> str:
     return GAUSSIAN if noise == GAUSSIAN else f"alpha={noise}"
-
-
-def noise_batches(noises: list) -> list[list]:
-    """The noise laws that one ``train.py -m`` can sweep together."""
-    stable = [n for n in noises if n != GAUSSIAN]
-    return ([stable] if stable else []) + ([[GAUSSIAN]] if GAUSSIAN in noises else [])
 
 
 def noise_of(run: Run) -> str:
@@ -124,10 +124,20 @@ def method_of(run: Run) -> str:
 # ----------------------------------------------------------------------------- the stages
 
 
-def measure_jobs(noises: list, budget: Budget) -> list[sweeps.Job]:
-    return [([*noise_overrides(batch), *METHODS["SGD"], f"step_rule.lr={budget.measure_lr}",
-              "seed=0", f"trainer.max_steps={budget.steps}"], f"measure_{noise_key(batch[0])}")
-            for batch in noise_batches(noises)]  # fmt: skip
+def free_tuning_jobs(noises: list, budget: Budget) -> list[sweeps.Job]:
+    """The tuning runs of the methods without λ, SGD's among them: its run at ``measure_lr`` on
+    seed 0 is the measurement the λ grids are placed on. One ``train.py -m`` per noise law and
+    group of methods that share their overrides (few start-ups, and jobs short enough that two
+    workers stay busy)."""
+    common = ["step_rule.lr=" + ",".join(map(str, budget.lrs)),
+              "seed=" + ",".join(map(str, budget.tune_seeds)), f"trainer.max_steps={budget.steps}"]  # fmt: skip
+    jobs = []
+    for extra, methods in _groups([m for m in budget.methods if m not in FIXED]).items():
+        presets = ",".join(METHODS[m][0].split("=")[1] for m in methods)
+        for noise in noises:
+            jobs.append(([*noise_overrides(noise), f"optimizer={presets}", *extra, *common],
+                         f"tune_{noise_key(noise)}_{'+'.join(methods)}"))  # fmt: skip
+    return jobs
 
 
 def lambda_grid(runs: list[Run], noise: str, budget: Budget, shapes: dict[str, int]):
@@ -145,21 +155,15 @@ def lambda_grid(runs: list[Run], noise: str, budget: Budget, shapes: dict[str, i
     return {m: [float(f"{v * split[g]:.4g}") for v in q] for m, g in FIXED.items()}, q
 
 
-def tuning_jobs(noises: list, budget: Budget, grids: dict[str, dict]) -> list[sweeps.Job]:
-    """One ``train.py -m`` per group of methods that share their overrides (fewer start-ups)."""
-    lrs = "step_rule.lr=" + ",".join(map(str, budget.lrs))
-    seeds = "seed=" + ",".join(map(str, budget.tune_seeds))
-    common = [lrs, seeds, f"trainer.max_steps={budget.steps}"]
+def fixed_tuning_jobs(noises: list, budget: Budget, grids: dict[str, dict]) -> list[sweeps.Job]:
+    """The fixed-threshold rules on the lr grid × their λ grid, placed per noise law."""
+    common = ["step_rule.lr=" + ",".join(map(str, budget.lrs)),
+              "seed=" + ",".join(map(str, budget.tune_seeds)), f"trainer.max_steps={budget.steps}"]  # fmt: skip
     jobs = []
-    for extra, methods in _groups([m for m in budget.methods if m not in FIXED]).items():
-        presets = ",".join(METHODS[m][0].split("=")[1] for m in methods)
-        for batch in noise_batches(noises):  # no λ: every noise law in one sweep
-            jobs.append(([*noise_overrides(batch), f"optimizer={presets}", *extra, *common],
-                         f"tune_{noise_key(batch[0])}_{'+'.join(methods)}"))  # fmt: skip
     for method in (m for m in budget.methods if m in FIXED):
-        for noise in noises:  # λ is placed per noise law
+        for noise in noises:
             level = ",".join(map(str, grids[noise_key(noise)][method]))
-            jobs.append(([*noise_overrides([noise]), *METHODS[method], *common,
+            jobs.append(([*noise_overrides(noise), *METHODS[method], *common,
                           f"optimizer.clipping_level={level}"], f"tune_{noise_key(noise)}_{method}"))  # fmt: skip
     return jobs
 
@@ -178,7 +182,7 @@ def report_jobs(noise, budget: Budget, best: dict[str, dict]) -> list[sweeps.Job
     jobs = []
     for method, chosen in best.items():
         lr, level = chosen["setting"]
-        over = [*noise_overrides([noise]), *METHODS[method], f"step_rule.lr={lr}", seeds,
+        over = [*noise_overrides(noise), *METHODS[method], f"step_rule.lr={lr}", seeds,
                 f"trainer.max_steps={budget.steps}"]  # fmt: skip
         if level is not None:
             over.append(f"optimizer.clipping_level={level}")
@@ -323,11 +327,12 @@ def main(argv: list[str] | None = None) -> int:
             sweeps.run_stage(jobs, root, args.jobs, "regime_map")
         return read_runs(root)
 
-    runs = stage("measuring the unclipped gradient norm", measure_jobs(noises, budget))
+    runs = stage("tuning the methods without λ (SGD's run at the measure lr places λ)",
+                 free_tuning_jobs(noises, budget))  # fmt: skip
     grids, quantiles = {}, {}
     for key in keys:
         grids[key], quantiles[key] = lambda_grid(runs, key, budget, shapes)
-    runs = stage("tuning", tuning_jobs(noises, budget, grids))
+    runs = stage("tuning the fixed-threshold rules", fixed_tuning_jobs(noises, budget, grids))
     bests = {
         key: sweeps.best_settings((r for r in runs if noise_of(r) == key), method_of,
                                   budget.tune_seeds, "mse", lower_is_better=True)

@@ -50,7 +50,7 @@ def regime_map(args: argparse.Namespace) -> int:
 
 
 def tuned(args: argparse.Namespace) -> int:
-    flags = ["--out", str(args.out), "--tasks", *args.tasks]
+    flags = ["--out", str(args.out), "--tasks", *args.tasks, "--jobs", str(args.jobs)]
     flags += ["--quick"] * args.quick + ["--figures-only"] * args.figures_only
     root = (
         args.root / "tuned"
@@ -82,7 +82,7 @@ def noise(args: argparse.Namespace) -> int:
     for task in args.tasks:
         out = root / task
         if not args.figures_only and not (out / "noise_probe.json").exists():
-            budget = ["--batches", "8", "--reference-batches", "4"] if args.quick else []
+            budget = sweeps.QUICK_PROBE if args.quick else []
             overrides = [
                 f"task={task}",
                 *sweeps.quick_task_overrides(task, args.quick, trainer=False),

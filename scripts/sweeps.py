@@ -45,6 +45,10 @@ QUICK_TASK = {
     "reddit": ["task.num_nodes=400"],
 }
 
+#: --quick: the noise probe's budget (mini-batches of its noise sample and of the reference
+#: gradient, and bootstrap resamples; the default 200 resamples take most of a quick probe)
+QUICK_PROBE = ["--batches", "8", "--reference-batches", "4", "--bootstrap", "20"]
+
 
 def quick_task_overrides(task: str, quick: bool, trainer: bool = True) -> list[str]:
     """The overrides that shrink ``task`` for ``--quick`` (none without it)."""

@@ -42,7 +42,6 @@ RESULTS = ROOT / "results" / "tail_over_training"
 SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
 #: mini-batches of a probe: its noise sample and the reference gradient's average
 PROBE = ["--batches", "100", "--reference-batches", "64"]
-QUICK_PROBE = ["--batches", "8", "--reference-batches", "4", "--bootstrap", "20"]
 
 
 def task_overrides(task: str, quick: bool, extra: Sequence[str] = ()) -> list[str]:
@@ -91,7 +90,13 @@ def probe(run: Path, at: str, out_name: str, quick: bool) -> int:
     """Probe ``run`` at ``start`` or at its checkpoint, unless that probe exists."""
     if (run / out_name / "noise_probe.json").exists():
         return 0
-    args = ["scripts/noise_probe.py", str(run), "--at", at, *(QUICK_PROBE if quick else PROBE)]
+    args = [
+        "scripts/noise_probe.py",
+        str(run),
+        "--at",
+        at,
+        *(sweeps.QUICK_PROBE if quick else PROBE),
+    ]
     return sweeps.call(args)
 
 

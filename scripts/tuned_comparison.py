@@ -149,26 +149,34 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
             sweeps.run_stage(jobs, args.root, args.jobs, task)
         return read_runs(args.root / name / task)
 
-    # unclipped SGD first: its run at measure_lr on seed 0 is the norm measurement
-    runs = stage(
-        "tuning SGD (and measuring the unclipped gradient norm)", tune_jobs(c, "SGD", extra), "tune"
-    )
+    # unclipped SGD first: its run at measure_lr on seed 0 is the norm measurement. A one-point
+    # grid (--quick) leaves nothing to choose, so there is no tuning: SGD's report runs measure.
+    one_point = len(lrs) == 1
+    if one_point:
+        runs = stage("reporting SGD (and measuring the unclipped gradient norm)",
+                      report_jobs(c, {"SGD": {"setting": (lrs[0], None)}}, extra), "report")  # fmt: skip
+    else:
+        runs = stage("tuning SGD (and measuring the unclipped gradient norm)",
+                      tune_jobs(c, "SGD", extra), "tune")  # fmt: skip
     measured = [r for r in runs if of(r) == "SGD" and r.lr == small and r.seed == 0]
     if not measured:
-        raise SystemExit(f"[{task}] no measurement run; see {args.root}/logs/{task}_tune_SGD_*.log")
+        log = f"{task}_{'report' if one_point else 'tune'}_SGD_*.log"
+        raise SystemExit(f"[{task}] no measurement run on seed 0; see {args.root}/logs/{log}")
     (level,) = sweeps.norm_quantiles(measured[0], [c["lambda_quantile"]])
     # λ for the fixed-threshold methods (norm, norm-adamw, *_stoch_norm), none for the others
     fixed = [
         n for n, o in methods.items() if any(x.startswith("optimizer=") and "norm" in x for x in o)
     ]
     levels = dict.fromkeys(fixed, level)
-    if len(lrs) == 1:  # a one-point grid leaves nothing to choose (--quick): skip the tuning
+    if one_point:
         best = {n: {"setting": (lrs[0], levels.get(n))} for n in methods}
     else:
         jobs = [j for n in methods if n != "SGD" for j in tune_jobs(c, n, extra, levels.get(n))]
         runs = stage("tuning on seeds " + seeds, jobs, "tune")
         best = sweeps.best_settings(runs, of, c["tune_seeds"], c["metric"], lower_is_better=False)
-    reports = report_jobs(c, best, extra)
+    reports = report_jobs(
+        c, {n: b for n, b in best.items() if not (one_point and n == "SGD")}, extra
+    )
     stage("reporting on seeds " + ",".join(map(str, c["report_seeds"])), reports, "report")
     return {"task": task, "level": level, "best": best, "spec": c, "grid": tuning_grid(runs, of, c)}
 

@@ -148,3 +148,23 @@ def test_figures_get_the_configured_target_of_every_task_they_show(tmp_path):
         for t in ("reddit", "voc")
     }
     assert flags == [f"--target={t}={configured[t]}" for t in ("reddit", "voc")]
+
+
+def test_regime_map_tunes_every_method_on_every_lr_and_noise_and_measures_in_the_grid():
+    import regime_map as rm
+
+    noises = [*rm.FULL.alphas, rm.GAUSSIAN]
+    grids = {rm.noise_key(n): {m: [0.5, 1.0] for m in rm.FIXED} for n in noises}
+    jobs = rm.free_tuning_jobs(noises, rm.FULL) + rm.fixed_tuning_jobs(noises, rm.FULL, grids)
+    covered = set()
+    for overrides, _ in jobs:
+        values = dict(o.split("=", 1) for o in overrides)
+        noise = values.get("task.noise_alpha", rm.GAUSSIAN)
+        assert values["step_rule.lr"].split(",") == [str(lr) for lr in rm.FULL.lrs]
+        for preset in values["optimizer"].split(","):
+            covered.add((rm.BY_PRESET[preset], str(noise)))
+    assert covered == {(m, str(n)) for m in rm.METHODS for n in noises}
+    # SGD's tuning runs include the λ measurement; a budget without it is refused by name
+    assert rm.FULL.measure_lr in rm.FULL.lrs
+    with pytest.raises(ValueError, match=r"measure_lr=0\.5"):
+        rm.Budget(10, (0.1, 0.3), 0.5, (1.5,), (0,), (1,), ("SGD",))
