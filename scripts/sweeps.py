@@ -46,7 +46,7 @@ QUICK_TASK = {
 }
 
 #: --quick: the noise probe's budget (mini-batches of its noise sample and of the reference
-#: gradient, and bootstrap resamples; the default 200 resamples take most of a quick probe)
+#: gradient, and bootstrap resamples: 200 took a third of a quick ImageNet probe's CPU time)
 QUICK_PROBE = ["--batches", "8", "--reference-batches", "4", "--bootstrap", "20"]
 
 
