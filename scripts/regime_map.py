@@ -44,9 +44,10 @@ from provenance import stamp  # noqa: E402
 
 ALPHAS = (1.1, 1.3, 1.5, 1.7, 1.9)
 GAUSSIAN = "gaussian"
-# Widened twice at the edges where a choice sat: {0.001, ..., 0.1} put SGD on 0.001 at α ≤ 1.5
-# and AGC and coord_wise on 0.1; {1e-4, ..., 0.3} still put SGD on 1e-4 at α = 1.3 and AGC on 0.3.
-LRS = (0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+# Widened at the edges where choices sat: {0.001, ..., 0.1} put SGD on 0.001 at α ≤ 1.5 and AGC
+# and coord_wise on 0.1; {1e-4, ..., 0.3} put SGD on 1e-4 and AGC on 0.3; {3e-5, ..., 1} put SGD
+# on 3e-5 (where it barely leaves its initial loss: a smaller lr cannot do better) and AGC on 1.
+LRS = (0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 #: the λ grids' measurement run: SGD at this lr (kept at 0.001 when the grid grew, so λ stayed put)
 MEASURE_LR = 0.001
 LAMBDA_QUANTILES = (0.1, 0.25, 0.5, 0.9)
