@@ -78,22 +78,28 @@ def noise(args: argparse.Namespace) -> int:
         if args.root
         else ROOT / "results" / ("noise_quick" if args.quick else "noise")
     )
-    code = 0
-    for task in args.tasks:
+
+    def probe(task: str) -> int:
         out = root / task
-        if not args.figures_only and not (out / "noise_probe.json").exists():
-            budget = sweeps.QUICK_PROBE if args.quick else []
-            overrides = [
-                f"task={task}",
-                *sweeps.quick_task_overrides(task, args.quick, trainer=False),
-            ]
-            code |= sweeps.call(["scripts/noise_probe.py", "--overrides", *overrides, "--at", "start",
-                                 *budget, "--out", str(out)])  # fmt: skip
+        if args.figures_only or (out / "noise_probe.json").exists():
+            return 0
+        budget = sweeps.QUICK_PROBE if args.quick else []
+        overrides = [f"task={task}", *sweeps.quick_task_overrides(task, args.quick, trainer=False)]
+        return sweeps.call(["scripts/noise_probe.py", "--overrides", *overrides, "--at", "start",
+                            *budget, "--out", str(out)])  # fmt: skip
+
+    # the probes at initialisation and the run of tail_over_training share nothing: side by side
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        over_training = pool.submit(tail_over_training, args)
+        code = 0
+        for c in pool.map(probe, args.tasks):
+            code |= c
+        code |= over_training.result()
     probes = [str(root / t) for t in args.tasks if (root / t / "noise_probe.json").exists()]
     if probes:
         code |= sweeps.call(["scripts/plot_heavy_tail.py", *probes, "--out",
                              str(args.out / "noise_heavy_tail.png")])  # fmt: skip
-    return code | tail_over_training(args)
+    return code
 
 
 def tail_over_training(args: argparse.Namespace) -> int:
@@ -122,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[reproduce] {part}: exit {code} after {time.time() - started:.0f} s", flush=True)
         return code
 
-    # the parts share nothing, so with --jobs > 1 they run side by side
-    with ThreadPoolExecutor(max_workers=min(args.jobs, len(args.parts))) as pool:
+    # The parts share nothing, so with --jobs > 1 they all run side by side, each with up to
+    # --jobs processes: the machine stays busy while one part waits on its slowest process.
+    with ThreadPoolExecutor(max_workers=len(args.parts) if args.jobs > 1 else 1) as pool:
         codes = dict(zip(args.parts, pool.map(run_part, args.parts)))
     failed = [part for part, code in codes.items() if code]
     if failed:
