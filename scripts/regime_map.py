@@ -13,8 +13,9 @@ law the script
    (``LAMBDA_QUANTILES``) the λ grid of the fixed-threshold rules is placed (per-tensor and
    per-coordinate rules get the same quantile split evenly over tensors, λ/√T, or coordinates,
    λ/√N);
-2. **tunes** the fixed-threshold rules on the learning-rate grid × their λ grid on seed 0. Every
-   choice is made by final validation MSE (a run that diverges counts as +inf);
+2. **tunes** the fixed-threshold rules on the learning-rate grid × their λ grid on seed 0, and
+   AGC on the learning-rate grid × its clip-factor grid (``AGC_CLIP_FACTORS``). Every choice is
+   made by final validation MSE (a run that diverges counts as +inf);
 3. **reports** each method's best setting on five fresh seeds (1–5), so the reported numbers are
    not the ones the choice was made on.
 
@@ -75,6 +76,13 @@ BY_PRESET = {over[0].split("=")[1]: method for method, over in METHODS.items()}
 #: how a fixed-threshold rule's λ relates to the global-norm quantile q (T tensors, N coordinates)
 FIXED = {"norm": "global", "linear_stoch_norm": "global", "quadratic_stoch_norm": "global",
          "layer_wise": "tensor", "coord_wise": "coordinate"}  # fmt: skip
+#: AGC's threshold is its clip factor, a ratio of a unit's gradient norm to its weight norm, so a
+#: quantile of the gradient norm cannot place it: a log grid around timm's default 0.01
+AGC_CLIP_FACTORS = (0.001, 0.01, 0.1, 1.0)
+#: the methods tuned on a threshold grid as well as the lr grid, and the key each one sweeps
+THRESHOLD_KEY = {m: "optimizer.clipping_level" for m in FIXED} | {
+    "AGC": "optimizer.peer_args.clip_factor"
+}
 SWEEP = ROOT / "results" / "regime_map"
 FIGURES = sweeps.FIGURES
 
@@ -122,6 +130,17 @@ def method_of(run: Run) -> str:
     return BY_PRESET.get(run.preset, run.preset)
 
 
+def threshold_of(run: Run) -> float | None:
+    """The swept threshold of a run: λ of a clipping rule, AGC's clip factor, else None."""
+    if method_of(run) == "AGC":
+        return run.config["optimizer"]["peer_args"]["clip_factor"]
+    return run.clipping_level
+
+
+def setting_of(run: Run) -> tuple[float, float | None]:
+    return run.lr, threshold_of(run)
+
+
 # ----------------------------------------------------------------------------- the stages
 
 
@@ -133,7 +152,7 @@ def free_tuning_jobs(noises: list, budget: Budget) -> list[sweeps.Job]:
     common = ["step_rule.lr=" + ",".join(map(str, budget.lrs)),
               "seed=" + ",".join(map(str, budget.tune_seeds)), f"trainer.max_steps={budget.steps}"]  # fmt: skip
     jobs = []
-    for extra, methods in _groups([m for m in budget.methods if m not in FIXED]).items():
+    for extra, methods in _groups([m for m in budget.methods if m not in THRESHOLD_KEY]).items():
         presets = ",".join(METHODS[m][0].split("=")[1] for m in methods)
         for noise in noises:
             jobs.append(([*noise_overrides(noise), f"optimizer={presets}", *extra, *common],
@@ -142,7 +161,8 @@ def free_tuning_jobs(noises: list, budget: Budget) -> list[sweeps.Job]:
 
 
 def lambda_grid(runs: list[Run], noise: str, budget: Budget, shapes: dict[str, int]):
-    """λ per fixed-threshold method, from the measured run's gradient-norm quantiles."""
+    """The threshold grid per thresholded method: λ from the measured run's gradient-norm
+    quantiles, AGC's clip factors as they are."""
     measured = [r for r in runs if noise_of(r) == noise and method_of(r) == "SGD" and r.seed == 0
                 and r.lr == budget.measure_lr]  # fmt: skip
     if not measured:
@@ -153,19 +173,20 @@ def lambda_grid(runs: list[Run], noise: str, budget: Budget, shapes: dict[str, i
         "tensor": shapes["tensors"] ** -0.5,
         "coordinate": shapes["params"] ** -0.5,
     }
-    return {m: [float(f"{v * split[g]:.4g}") for v in q] for m, g in FIXED.items()}, q
+    grids = {m: [float(f"{v * split[g]:.4g}") for v in q] for m, g in FIXED.items()}
+    return grids | {"AGC": list(AGC_CLIP_FACTORS)}, q
 
 
-def fixed_tuning_jobs(noises: list, budget: Budget, grids: dict[str, dict]) -> list[sweeps.Job]:
-    """The fixed-threshold rules on the lr grid × their λ grid, placed per noise law."""
+def threshold_tuning_jobs(noises: list, budget: Budget, grids: dict[str, dict]) -> list[sweeps.Job]:
+    """The thresholded methods on the lr grid × their threshold grid, placed per noise law."""
     common = ["step_rule.lr=" + ",".join(map(str, budget.lrs)),
               "seed=" + ",".join(map(str, budget.tune_seeds)), f"trainer.max_steps={budget.steps}"]  # fmt: skip
     jobs = []
-    for method in (m for m in budget.methods if m in FIXED):
+    for method in (m for m in budget.methods if m in THRESHOLD_KEY):
         for noise in noises:
             level = ",".join(map(str, grids[noise_key(noise)][method]))
             jobs.append(([*noise_overrides(noise), *METHODS[method], *common,
-                          f"optimizer.clipping_level={level}"], f"tune_{noise_key(noise)}_{method}"))  # fmt: skip
+                          f"{THRESHOLD_KEY[method]}={level}"], f"tune_{noise_key(noise)}_{method}"))  # fmt: skip
     return jobs
 
 
@@ -186,7 +207,7 @@ def report_jobs(noise, budget: Budget, best: dict[str, dict]) -> list[sweeps.Job
         over = [*noise_overrides(noise), *METHODS[method], f"step_rule.lr={lr}", seeds,
                 f"trainer.max_steps={budget.steps}"]  # fmt: skip
         if level is not None:
-            over.append(f"optimizer.clipping_level={level}")
+            over.append(f"{THRESHOLD_KEY[method]}={level}")
         jobs.append((over, f"report_{noise_key(noise)}_{method}"))
     return jobs
 
@@ -201,7 +222,7 @@ def summarise(runs, noises, budget, bests) -> list[dict[str, Any]]:
         for method, chosen in bests[key].items():
             lr, level = chosen["setting"]
             values = [r.final("mse") for r in runs if noise_of(r) == key and method_of(r) == method
-                      and r.seed in budget.report_seeds and (r.lr, r.clipping_level) == (lr, level)]  # fmt: skip
+                      and r.seed in budget.report_seeds and setting_of(r) == (lr, level)]  # fmt: skip
             mean, lo, hi = sweeps.interval90(values)
             rows.append({"noise": key, "method": method, "lr": lr, "clipping_level": level,
                          "seeds": len(values), "val_mse_mean": mean, "ci90_low": lo,
@@ -230,7 +251,8 @@ def write_table(rows, grids: dict[str, Any], lrs: tuple[float, ...], out: Path, 
             elif not math.isfinite(r["val_mse_mean"]):
                 cells.append(f"diverged ({r['diverged_seeds']}/{r['seeds']})")
             else:
-                lam = "" if r["clipping_level"] is None else f", λ={r['clipping_level']:g}"
+                name = "clip factor" if r["method"] == "AGC" else "λ"
+                lam = "" if r["clipping_level"] is None else f", {name}={r['clipping_level']:g}"
                 edge = " †" if r["lr"] in (min(lrs), max(lrs)) else ""
                 cells.append(f"{r['val_mse_mean']:.3f} [{r['ci90_low']:.3f}, {r['ci90_high']:.3f}] "
                              f"(lr={r['lr']:g}{edge}{lam})")  # fmt: skip
@@ -240,6 +262,8 @@ def write_table(rows, grids: dict[str, Any], lrs: tuple[float, ...], out: Path, 
               + " of the unclipped gradient norm):", ""]  # fmt: skip
     for noise, grid in grids.items():
         lines.append(f"* {noise}: global-norm quantiles " + ", ".join(f"{v:.3g}" for v in grid))
+    if "AGC" in methods:
+        lines += ["", f"AGC's clip factor grid: {list(AGC_CLIP_FACTORS)} (every noise law)."]
     lines += ["", note, ""]
     out.with_suffix(".md").write_text("\n".join(lines))
 
@@ -293,7 +317,7 @@ def plot_lr_sensitivity(runs, noises: list[str], budget: Budget, out: Path, note
             for lr in budget.lrs:
                 chosen = sweeps.best_settings(
                     (r for r in runs if noise_of(r) == noise and method_of(r) == method and r.lr == lr),
-                    method_of, budget.tune_seeds, "mse", lower_is_better=True,
+                    method_of, budget.tune_seeds, "mse", lower_is_better=True, setting_of=setting_of,
                 )  # fmt: skip
                 scores.append(chosen[method]["score"] if method in chosen else math.inf)
             y = np.where(np.isfinite(scores), scores, np.nan)
@@ -333,10 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     grids, quantiles = {}, {}
     for key in keys:
         grids[key], quantiles[key] = lambda_grid(runs, key, budget, shapes)
-    runs = stage("tuning the fixed-threshold rules", fixed_tuning_jobs(noises, budget, grids))
+    runs = stage("tuning the thresholded methods", threshold_tuning_jobs(noises, budget, grids))
     bests = {
         key: sweeps.best_settings((r for r in runs if noise_of(r) == key), method_of,
-                                  budget.tune_seeds, "mse", lower_is_better=True)
+                                  budget.tune_seeds, "mse", lower_is_better=True,
+                                  setting_of=setting_of)
         for key in keys
     }  # fmt: skip
     runs = stage("reporting on fresh seeds",

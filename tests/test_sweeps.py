@@ -154,17 +154,51 @@ def test_regime_map_tunes_every_method_on_every_lr_and_noise_and_measures_in_the
     import regime_map as rm
 
     noises = [*rm.FULL.alphas, rm.GAUSSIAN]
-    grids = {rm.noise_key(n): {m: [0.5, 1.0] for m in rm.FIXED} for n in noises}
-    jobs = rm.free_tuning_jobs(noises, rm.FULL) + rm.fixed_tuning_jobs(noises, rm.FULL, grids)
+    grids = {rm.noise_key(n): {m: [0.5, 1.0] for m in rm.THRESHOLD_KEY} for n in noises}
+    jobs = rm.free_tuning_jobs(noises, rm.FULL) + rm.threshold_tuning_jobs(noises, rm.FULL, grids)
     covered = set()
     for overrides, _ in jobs:
         values = dict(o.split("=", 1) for o in overrides)
         noise = values.get("task.noise_alpha", rm.GAUSSIAN)
         assert values["step_rule.lr"].split(",") == [str(lr) for lr in rm.FULL.lrs]
         for preset in values["optimizer"].split(","):
-            covered.add((rm.BY_PRESET[preset], str(noise)))
+            method = rm.BY_PRESET[preset]
+            covered.add((method, str(noise)))
+            # every thresholded method sweeps its own key (λ, or AGC's clip factor), no other
+            swept = {k for k in ("optimizer.clipping_level", "optimizer.peer_args.clip_factor")
+                     if k in values}  # fmt: skip
+            expected = {rm.THRESHOLD_KEY[method]} if method in rm.THRESHOLD_KEY else set()
+            assert swept == expected, (method, overrides)
+            if expected:
+                assert values[rm.THRESHOLD_KEY[method]] == "0.5,1.0"
     assert covered == {(m, str(n)) for m in rm.METHODS for n in noises}
+    assert "AGC" in rm.THRESHOLD_KEY and "AGC" in rm.FULL.methods
     # SGD's tuning runs include the λ measurement; a budget without it is refused by name
     assert rm.FULL.measure_lr in rm.FULL.lrs
     with pytest.raises(ValueError, match=r"measure_lr=0\.5"):
         rm.Budget(10, (0.1, 0.3), 0.5, (1.5,), (0,), (1,), ("SGD",))
+
+
+def test_regime_map_chooses_agcs_clip_factor_and_reports_it(tmp_path):
+    """AGC's runs differ only in ``optimizer.peer_args.clip_factor``: each factor is a setting of
+    its own (not one setting whose seeds overwrite each other), the best one is chosen, and its
+    report runs carry it."""
+    import regime_map as rm
+
+    for factor, mse in ((0.001, 0.9), (0.01, 0.5), (0.1, 0.2), (1.0, 0.7)):
+        run = tmp_path / f"peer_agc,clip_factor={factor}" / "seed0"
+        run.mkdir(parents=True)
+        cfg = {"seed": 0, "step_rule": {"lr": 1.0},
+               "optimizer": {"name": "peer_agc", "peer": "agc", "peer_args": {"clip_factor": factor}},
+               "task": {"noise": "gaussian"}}  # fmt: skip
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (run / "summary.json").write_text(
+            json.dumps({"status": "completed", "final": {"val_mse": mse}})
+        )
+    runs = read_runs(tmp_path)
+    assert sorted(rm.threshold_of(r) for r in runs) == [0.001, 0.01, 0.1, 1.0]
+    best = sweeps.best_settings(runs, rm.method_of, [0], "mse", lower_is_better=True,
+                                setting_of=rm.setting_of)  # fmt: skip
+    assert best["AGC"]["setting"] == (1.0, 0.1) and best["AGC"]["score"] == pytest.approx(0.2)
+    ((overrides, _),) = rm.report_jobs(rm.GAUSSIAN, rm.FULL, best)
+    assert "optimizer.peer_args.clip_factor=0.1" in overrides and "step_rule.lr=1.0" in overrides
