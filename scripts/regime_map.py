@@ -221,8 +221,12 @@ def summarise(runs, noises, budget, bests) -> list[dict[str, Any]]:
         key = noise_key(noise)
         for method, chosen in bests[key].items():
             lr, level = chosen["setting"]
-            values = [r.final("mse") for r in runs if noise_of(r) == key and method_of(r) == method
-                      and r.seed in budget.report_seeds and setting_of(r) == (lr, level)]  # fmt: skip
+            # one value per seed: the same run can sit in two directories (a default given
+            # explicitly on the command line names the directory, not the run's identity)
+            by_seed = {r.seed: r.final("mse") for r in runs if noise_of(r) == key
+                       and method_of(r) == method and r.seed in budget.report_seeds
+                       and setting_of(r) == (lr, level)}  # fmt: skip
+            values = [by_seed[seed] for seed in sorted(by_seed)]
             mean, lo, hi = sweeps.interval90(values)
             rows.append({"noise": key, "method": method, "lr": lr, "clipping_level": level,
                          "seeds": len(values), "val_mse_mean": mean, "ci90_low": lo,

@@ -185,16 +185,19 @@ def test_regime_map_chooses_agcs_clip_factor_and_reports_it(tmp_path):
     report runs carry it."""
     import regime_map as rm
 
-    for factor, mse in ((0.001, 0.9), (0.01, 0.5), (0.1, 0.2), (1.0, 0.7)):
-        run = tmp_path / f"peer_agc,clip_factor={factor}" / "seed0"
+    def agc_run(name, seed, factor, mse):
+        run = tmp_path / name / f"seed{seed}"
         run.mkdir(parents=True)
-        cfg = {"seed": 0, "step_rule": {"lr": 1.0},
+        cfg = {"seed": seed, "step_rule": {"lr": 1.0},
                "optimizer": {"name": "peer_agc", "peer": "agc", "peer_args": {"clip_factor": factor}},
                "task": {"noise": "gaussian"}}  # fmt: skip
         (run / "config.yaml").write_text(yaml.safe_dump(cfg))
         (run / "summary.json").write_text(
             json.dumps({"status": "completed", "final": {"val_mse": mse}})
         )
+
+    for factor, mse in ((0.001, 0.9), (0.01, 0.5), (0.1, 0.2), (1.0, 0.7)):
+        agc_run(f"peer_agc,clip_factor={factor}", 0, factor, mse)
     runs = read_runs(tmp_path)
     assert sorted(rm.threshold_of(r) for r in runs) == [0.001, 0.01, 0.1, 1.0]
     best = sweeps.best_settings(runs, rm.method_of, [0], "mse", lower_is_better=True,
@@ -202,3 +205,17 @@ def test_regime_map_chooses_agcs_clip_factor_and_reports_it(tmp_path):
     assert best["AGC"]["setting"] == (1.0, 0.1) and best["AGC"]["score"] == pytest.approx(0.2)
     ((overrides, _),) = rm.report_jobs(rm.GAUSSIAN, rm.FULL, best)
     assert "optimizer.peer_args.clip_factor=0.1" in overrides and "step_rule.lr=1.0" in overrides
+
+    # the report: seeds 1 and 2 at the chosen setting, seed 1 found in two directories (the same
+    # run, once named by its explicit default): each seed counts once in the mean and interval
+    agc_run("report/peer_agc,clip_factor=0.1", 1, 0.1, 0.25)
+    agc_run("report/peer_agc-dup,clip_factor=0.1", 1, 0.1, 0.25)
+    agc_run("report/peer_agc,clip_factor=0.1", 2, 0.1, 0.35)
+    agc_run("report/peer_agc,clip_factor=0.01", 2, 0.01, 9.0)  # another setting: not counted
+    (row,) = rm.summarise(
+        read_runs(tmp_path / "report"), [rm.GAUSSIAN], rm.FULL, {"gaussian": best}
+    )
+    half = stats.t.ppf(0.95, 1) * np.std([0.25, 0.35], ddof=1) / math.sqrt(2)
+    assert (row["method"], row["clipping_level"], row["seeds"]) == ("AGC", 0.1, 2)
+    assert row["val_mse_mean"] == pytest.approx(0.30)
+    assert row["ci90_high"] - row["val_mse_mean"] == pytest.approx(half)
