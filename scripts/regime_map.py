@@ -160,7 +160,7 @@ def free_tuning_jobs(noises: list, budget: Budget) -> list[sweeps.Job]:
     return jobs
 
 
-def lambda_grid(runs: list[Run], noise: str, budget: Budget, shapes: dict[str, int]):
+def threshold_grids(runs: list[Run], noise: str, budget: Budget, shapes: dict[str, int]):
     """The threshold grid per thresholded method: λ from the measured run's gradient-norm
     quantiles, AGC's clip factors as they are."""
     measured = [r for r in runs if noise_of(r) == noise and method_of(r) == "SGD" and r.seed == 0
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                  free_tuning_jobs(noises, budget))  # fmt: skip
     grids, quantiles = {}, {}
     for key in keys:
-        grids[key], quantiles[key] = lambda_grid(runs, key, budget, shapes)
+        grids[key], quantiles[key] = threshold_grids(runs, key, budget, shapes)
     runs = stage("tuning the thresholded methods", threshold_tuning_jobs(noises, budget, grids))
     bests = {
         key: sweeps.best_settings((r for r in runs if noise_of(r) == key), method_of,
