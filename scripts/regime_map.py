@@ -8,12 +8,13 @@ The task is ``experiment=regime_map``: an MLP regression whose label noise is sy
 with a chosen index α (and Gaussian), so the tail of the gradient noise is known. For each noise
 law the script
 
-1. **tunes the methods without λ** on the shared learning-rate grid on seed 0; unclipped SGD's
-   run at ``MEASURE_LR`` is the measurement of the gradient norm on whose quantiles
+1. **tunes the methods without λ** on the shared learning-rate grid on the tuning seeds
+   (``TUNE_SEEDS``, 0 and 6: a choice is the best mean final MSE over both); unclipped SGD's
+   run at ``MEASURE_LR`` on seed 0 is the measurement of the gradient norm on whose quantiles
    (``LAMBDA_QUANTILES``) the λ grid of the fixed-threshold rules is placed (per-tensor and
    per-coordinate rules get the same quantile split evenly over tensors, λ/√T, or coordinates,
    λ/√N);
-2. **tunes** the fixed-threshold rules on the learning-rate grid × their λ grid on seed 0, and
+2. **tunes** the fixed-threshold rules on the learning-rate grid × their λ grid on the same seeds, and
    AGC on the learning-rate grid × its clip-factor grid (``AGC_CLIP_FACTORS``). Every choice is
    made by final validation MSE (a run that diverges counts as +inf);
 3. **reports** each method's best setting on five fresh seeds (1–5), so the reported numbers are
@@ -52,7 +53,9 @@ LRS = (0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 #: the λ grids' measurement run: SGD at this lr (kept at 0.001 when the grid grew, so λ stayed put)
 MEASURE_LR = 0.001
 LAMBDA_QUANTILES = (0.1, 0.25, 0.5, 0.9)
-TUNE_SEEDS = (0,)
+#: two tuning seeds: with one, a lucky seed 0 chose AGC settings at α = 1.5 and 1.7 that did worse
+#: on the report seeds than timm's default (README, "The heavy-tail regime map")
+TUNE_SEEDS = (0, 6)
 REPORT_SEEDS = (1, 2, 3, 4, 5)
 #: method label -> train.py overrides. Every method reads step_rule.lr; "fixed" ones sweep λ.
 METHODS: dict[str, tuple[str, ...]] = {
