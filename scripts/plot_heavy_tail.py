@@ -413,9 +413,15 @@ class TailSeries:
     low: dict[str, np.ndarray]
     high: dict[str, np.ndarray]
     meta: list[dict[str, Any]]
+    #: the series' colour and legend entry: runs that differ only by their seed share one group
+    group: str = ""
+    #: the position of this run's seed within its group (0 for a single run)
+    seed_index: int = 0
+    group_seeds: tuple[int | None, ...] = ()
 
 
-ProbeGroups = dict[tuple[str, str], list[tuple[int, dict[str, Any]]]]
+#: (task, run without its seed — or data source —, seed) -> [(step, probe metadata)]
+ProbeGroups = dict[tuple[str, str, int | None], list[tuple[int, dict[str, Any]]]]
 
 
 def tail_series(
@@ -425,28 +431,48 @@ def tail_series(
     methods: Sequence[str] | None = None,
 ) -> tuple[list[TailSeries], list[str]]:
     """The probes under ``paths`` grouped by run (a probe outside a run: by task and data
-    source), labelled by task — or by run / data source where a task has several — and
-    ``(series, notes on what was skipped)``."""
+    source), and ``(series, notes on what was skipped)``.
+
+    Runs that differ only by their seed form one group, labelled by task — or by run / data
+    source where a task has several groups — with `` seed <k>`` added when it has several seeds.
+    """
     groups, notes = probe_groups(paths, tasks, methods)
+    by_group: dict[tuple[str, str], list[int | None]] = {}
+    for task, name, seed in groups:
+        by_group.setdefault((task, name), []).append(seed)
     per_task: dict[str, int] = {}
-    for task, _ in groups:
+    for task, _ in by_group:
         per_task[task] = per_task.get(task, 0) + 1
     series = []
-    for (task, name), probes in sorted(groups.items()):
+    for (task, name, seed), probes in sorted(groups.items(), key=_group_order):
         probes.sort(key=lambda item: item[0])
         metas = [m for _, m in probes]
         keys = [k for k, _ in TRAINING_INDICES]
+        seeds = tuple(sorted(by_group[(task, name)], key=_seed_order))
+        group = task if per_task[task] == 1 else name
         series.append(
             TailSeries(
-                label=task if per_task[task] == 1 else name,
+                label=group if len(seeds) == 1 else f"{group} seed {seed}",
                 steps=np.array([step for step, _ in probes]),
                 values={k: np.array([as_float(m.get(k)) for m in metas]) for k in keys},
                 low={k: _ci90_bound(metas, k, 0) for k in keys},
                 high={k: _ci90_bound(metas, k, 1) for k in keys},
                 meta=metas,
+                group=group,
+                seed_index=seeds.index(seed),
+                group_seeds=seeds,
             )
         )
     return series, notes
+
+
+def _seed_order(seed: int | None) -> tuple[bool, int]:
+    return (seed is None, seed or 0)
+
+
+def _group_order(item: tuple[tuple[str, str, int | None], Any]) -> tuple[str, str, bool, int]:
+    task, name, seed = item[0]
+    return (task, name, *_seed_order(seed))
 
 
 def _ci90_bound(metas: list[dict[str, Any]], key: str, side: int) -> np.ndarray:
@@ -457,8 +483,8 @@ def _ci90_bound(metas: list[dict[str, Any]], key: str, side: int) -> np.ndarray:
 def probe_groups(
     paths: Sequence[Path], tasks: Sequence[str] | None, methods: Sequence[str] | None
 ) -> tuple[ProbeGroups, list[str]]:
-    """``{(task, run or data source): [(step, probe metadata)]}`` of the selected probes with
-    per-coordinate estimates, and notes on the probes without them."""
+    """``{(task, run or data source, seed): [(step, probe metadata)]}`` of the selected probes
+    with per-coordinate estimates, and notes on the probes without them."""
     groups: ProbeGroups = {}
     notes: list[str] = []
     for path in map(Path, paths):
@@ -479,34 +505,56 @@ def probe_groups(
             ):
                 continue
             # outside a run, probes of one task differ by their data (e.g. the toy noise law)
-            key = (task, run.name if run else f"{task} — {meta.get('data_source', '')}")
+            key = (
+                (task, f"{run.task}/{run.method}", run.seed)
+                if run
+                else (task, f"{task} — {meta.get('data_source', '')}", None)
+            )
             groups.setdefault(key, []).append((int(meta["step"]), meta))
     return groups, notes
 
 
 def draw_tail_over_training(axes: Sequence[Any], series: Sequence[TailSeries]) -> None:
-    """One axis per index of :data:`TRAINING_INDICES`; one line with error bars per series."""
-    colors = plotting.method_colors([s.label for s in series])
+    """One axis per index of :data:`TRAINING_INDICES`; one line with error bars per series.
+
+    The seeds of a group share its colour, each with its own marker, nudged apart along the step
+    axis so that their bars stay readable; the legend names the group once with its seeds.
+    """
+    colors = plotting.method_colors(list(dict.fromkeys(s.group or s.label for s in series)))
+    span = max((float(s.steps.max()) for s in series if s.steps.size), default=0.0)
     for ax, (key, ylabel) in zip(axes, TRAINING_INDICES):
         for s in series:
             v = s.values[key]
             # a probe without intervals (--bootstrap 0) draws its point without a bar
             below = np.nan_to_num(v - s.low[key], nan=0.0)
             above = np.nan_to_num(s.high[key] - v, nan=0.0)
+            n = max(len(s.group_seeds), 1)
             ax.errorbar(
-                s.steps,
+                s.steps + (s.seed_index - (n - 1) / 2) * 0.012 * span,
                 v,
                 yerr=np.vstack([below, above]),
-                marker="o",
+                marker=SEED_MARKERS[s.seed_index % len(SEED_MARKERS)],
                 capsize=3,
-                color=colors[s.label],
-                label=s.label,
+                color=colors[s.group or s.label],
+                label=_legend_label(s),
             )
         if key == "noise_coords_stable_alpha":
             ax.axhline(2.0, color="0.5", ls=":", lw=1)
         ax.set_xlabel("training step of the probed weights")
         ax.set_ylabel(ylabel)
         plotting.style_axes(ax)
+
+
+SEED_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def _legend_label(s: TailSeries) -> str:
+    """The group with its seeds on its first seed's line; the other seeds stay out of the legend."""
+    if len(s.group_seeds) <= 1:
+        return s.label
+    if s.seed_index:
+        return "_" + s.label  # matplotlib leaves labels starting with "_" out of the legend
+    return f"{s.group} (seeds {', '.join(map(str, s.group_seeds))})"
 
 
 def plot_tail_over_training(
@@ -525,7 +573,8 @@ def plot_tail_over_training(
     fig.suptitle(
         "Tail index of the gradient noise over training (noise probe: standardised noise "
         f"coordinates over {', '.join(map(str, batches))} mini-batches; bars: 90% bootstrap "
-        "intervals)\n" + plotting.wrap(plotting.provenance(metas), 150),
+        "intervals of one probe, which cover its resampling, not the run;\nmarkers: seeds)\n"
+        + plotting.wrap(plotting.provenance(metas), 150),
         fontsize=9.5,
     )
     return plotting.savefig(fig, out, dpi, made_by=MADE_BY)

@@ -14,8 +14,8 @@ The parts:
   ``performance_profile.png``, ``tuned_choices.md``) and the gradient-norm distributions of the
   unclipped SGD runs (``heavy_tail.png``).
 * ``noise`` — ``scripts/noise_probe.py`` at initialisation on every task, and the noise figure;
-  ``scripts/tail_over_training.py``: the probes at the start, middle and end of one run per task
-  (``tail_over_training.png``; with ``--quick`` on reddit only).
+  ``scripts/tail_over_training.py``: the probes at the start, middle and end of three runs (seeds
+  0-2) per task (``tail_over_training.png``; with ``--quick`` one run, on reddit only).
 
 Runs go under ``results/`` (not committed); every finished run is skipped and an interrupted one
 resumes from its checkpoint, so rerunning the same command continues where it stopped. Figures

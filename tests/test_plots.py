@@ -690,12 +690,29 @@ def test_tail_index_over_training(tmp_path: Path, capsys) -> None:
             np.testing.assert_allclose(xy[:, 1], by_label[label].values[key])
     plt.close(fig)
 
-    # Several runs of a task: one line per run, labelled by run.
+    # Several runs of a task: one line per run, labelled by method.
     other = make_run(sweep, "toy", "norm", 0, val=[0.5, 0.6])
     _probe_json(other / "noise_probe_start", "toy", 0, 1.8, 3.0)
     series, _ = ph.tail_series([sweep], tasks=["toy"])
-    assert sorted(s.label for s in series) == ["toy/norm/seed0", "toy/sgd/seed0"]
+    assert sorted(s.label for s in series) == ["toy/norm", "toy/sgd"]
     assert [s.label for s in ph.tail_series([sweep], methods=["norm"])[0]] == ["toy"]
+    # Seeds of one recipe: one line each, one colour and one legend entry for the group.
+    seeded = tmp_path / "seeded"
+    for seed, stable in ((2, 1.2), (0, 1.6), (1, 1.4)):
+        _probe_json(make_run(seeded, "toy", "sgd", seed, val=[0.5]) / "noise_probe_start",
+                    "toy", 0, stable, 3.0)  # fmt: skip
+    series, _ = ph.tail_series([seeded])
+    assert [s.label for s in series] == ["toy seed 0", "toy seed 1", "toy seed 2"]
+    assert [float(s.values["noise_coords_stable_alpha"][0]) for s in series] == [1.6, 1.4, 1.2]
+    assert {s.group for s in series} == {"toy"} and [s.seed_index for s in series] == [0, 1, 2]
+    fig, axes = plt.subplots(1, 2)
+    ph.draw_tail_over_training(axes, series)
+    _, labels = axes[0].get_legend_handles_labels()
+    assert labels == ["toy (seeds 0, 1, 2)"]
+    colors = {tuple(c.lines[0].get_color()) if not isinstance(c.lines[0].get_color(), str)
+              else c.lines[0].get_color() for c in axes[0].containers}  # fmt: skip
+    assert len(colors) == 1 and len(axes[0].containers) == 3
+    plt.close(fig)
     # Probes outside runs: one line per data source of a task (e.g. the toy noise laws).
     _probe_json(tmp_path / "noise" / "cola" / "c", "cola", 0, 1.9, 5.0)
     meta = json.loads((tmp_path / "noise" / "cola" / "c" / "noise_probe.json").read_text())

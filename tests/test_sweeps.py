@@ -136,6 +136,19 @@ def test_tail_over_training_takes_extra_overrides_and_halves_their_budget():
     assert tot.budget(over, quick=False) == (18, 40)
 
 
+def test_tail_over_training_finds_each_seeds_run_and_refuses_two_recipes(tmp_path):
+    import tail_over_training as tot
+
+    assert tot.run_dir_of(tmp_path, "voc", 1) is None  # before the first stage
+    for seed in (0, 1):
+        (tmp_path / "voc" / "norm-1a2b" / f"seed{seed}").mkdir(parents=True)
+    assert tot.run_dir_of(tmp_path, "voc", 1) == tmp_path / "voc" / "norm-1a2b" / "seed1"
+    (tmp_path / "voc" / "sgd-3c4d" / "seed1").mkdir(parents=True)  # a second recipe, same root
+    assert tot.run_dir_of(tmp_path, "voc", 0) == tmp_path / "voc" / "norm-1a2b" / "seed0"
+    with pytest.raises(SystemExit, match=r"holds 2 runs of seed 1; expected one"):
+        tot.run_dir_of(tmp_path, "voc", 1)
+
+
 def test_figures_get_the_configured_target_of_every_task_they_show(tmp_path):
     import tuned_comparison as tc
 
