@@ -9,7 +9,7 @@ with a chosen index α (and Gaussian), so the tail of the gradient noise is know
 law the script
 
 1. **tunes the methods without λ** on the shared learning-rate grid on the tuning seeds
-   (``TUNE_SEEDS``, 0 and 6: a choice is the best mean final MSE over both); unclipped SGD's
+   (``TUNE_SEEDS``, 0, 6 and 7: a choice is the best mean final MSE over them); unclipped SGD's
    run at ``MEASURE_LR`` on seed 0 is the measurement of the gradient norm on whose quantiles
    (``LAMBDA_QUANTILES``) the λ grid of the fixed-threshold rules is placed (per-tensor and
    per-coordinate rules get the same quantile split evenly over tensors, λ/√T, or coordinates,
@@ -53,9 +53,10 @@ LRS = (0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 #: the λ grids' measurement run: SGD at this lr (kept at 0.001 when the grid grew, so λ stayed put)
 MEASURE_LR = 0.001
 LAMBDA_QUANTILES = (0.1, 0.25, 0.5, 0.9)
-#: two tuning seeds: with one, a lucky seed 0 chose AGC settings at α = 1.5 and 1.7 that did worse
-#: on the report seeds than timm's default (README, "The heavy-tail regime map")
-TUNE_SEEDS = (0, 6)
+#: three tuning seeds: a choice is the best mean over them. With seed 0 alone, 44 of the 78 choices
+#: differed from those made on seeds 0 and 6, and some did worse on the report seeds (README, "The
+#: heavy-tail regime map")
+TUNE_SEEDS = (0, 6, 7)
 REPORT_SEEDS = (1, 2, 3, 4, 5)
 #: method label -> train.py overrides. Every method reads step_rule.lr; "fixed" ones sweep λ.
 METHODS: dict[str, tuple[str, ...]] = {
