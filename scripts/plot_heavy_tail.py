@@ -595,6 +595,33 @@ def format_training_table(series: Sequence[TailSeries]) -> str:
     return "\n".join(lines)
 
 
+def training_markdown(series: Sequence[TailSeries]) -> str:
+    """The figure's numbers as a Markdown table (one row per probe), with what made them."""
+    rows = [
+        "# Tail index of the gradient noise over training",
+        "",
+        "| series | step | α-stable index [90% CI] | Hill index [90% CI] | data |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for s in series:
+        for i, step in enumerate(s.steps):
+            cells = [
+                f"{s.values[k][i]:.2f} [{s.low[k][i]:.2f}, {s.high[k][i]:.2f}]"
+                for k, _ in TRAINING_INDICES
+            ]
+            data = s.meta[i].get("data_source", "")
+            rows.append(f"| {s.label} | {step} | {cells[0]} | {cells[1]} | {data} |")
+    rows += [
+        "",
+        "The intervals are 90% bootstrap intervals of one probe: they cover the resampling of its "
+        "mini-batches, not the run; compare the seeds of a series for that.",
+        "",
+        plotting.scrub_paths(MADE_BY),
+        "",
+    ]
+    return "\n".join(rows)
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -704,8 +731,10 @@ def over_training_main(parser: argparse.ArgumentParser, args: argparse.Namespace
         return 1
     out = args.out or default_out(args.paths[0], "tail_over_training.png")
     plot_tail_over_training(series, out, dpi=args.dpi)
+    table = out.with_suffix(".md")
+    table.write_text(training_markdown(series), encoding="utf-8")
     print(format_training_table(series))
-    print(f"wrote {out}")
+    print(f"wrote {out} and {table.name}")
     return 0
 
 

@@ -665,6 +665,9 @@ def test_tail_index_over_training(tmp_path: Path, capsys) -> None:
     assert out.stat().st_size > 10_000
     assert f"skipped {old}" in printed
     assert "1.40 [1.30, 1.45]" in printed  # toy at step 100: α-stable with its interval
+    table = (tmp_path / "over.md").read_text()  # the figure's numbers, with what made them
+    assert "| toy | 100 | 1.40 [1.30, 1.45] | 1.50 [1.00, 1.75] | generated: toy |" in table
+    assert "made by `python scripts/plot_heavy_tail.py" in table and str(tmp_path) not in table
 
     series, _ = ph.tail_series([sweep, tmp_path / "noise"])
     by_label = {s.label: s for s in series}

@@ -59,3 +59,10 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
         assert {r["method"] for r in table} == methods, task
         text = (out / f"{task}_table.md").read_text()
         assert "made by" in text and "/tmp/" not in text and str(tmp_path) not in text
+
+    # the tail index over training: reddit's quick run, probed at its start, middle and end
+    over = (out / "tail_over_training.md").read_text()
+    assert [line.split("|")[2].strip() for line in over.splitlines() if line.startswith("| reddit")] == [
+        "0", "4", "8"
+    ]  # fmt: skip
+    assert "made by" in over and str(tmp_path) not in over
