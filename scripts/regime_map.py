@@ -310,8 +310,7 @@ def plot_map(rows: list[dict[str, Any]], out: Path, note: str) -> None:
                  "mean and 90% CI over fresh seeds; × = diverged on some seed", fontsize=10)  # fmt: skip
     plotting.style_axes(ax)
     ax.legend(fontsize=7.5, ncol=2, loc="upper right", frameon=False)
-    fig.text(0.01, 0.005, note, fontsize=7, color="0.3")
-    plotting.savefig(fig, out)
+    plotting.savefig(fig, out, made_by=note)  # the footnote wrapped to the figure's width
 
 
 def plot_lr_sensitivity(runs, noises: list[str], budget: Budget, out: Path, note: str) -> None:
@@ -340,8 +339,7 @@ def plot_lr_sensitivity(runs, noises: list[str], budget: Budget, out: Path, note
         ax.set_title(f"{noise}: a gap = diverged on a tuning seed", fontsize=10)
         plotting.style_axes(ax)
     axes[0][-1].legend(fontsize=7.5, ncol=2, frameon=False)
-    fig.text(0.01, -0.02, note, fontsize=7, color="0.3")
-    plotting.savefig(fig, out)
+    plotting.savefig(fig, out, made_by=note)
 
 
 # ----------------------------------------------------------------------------- main
