@@ -1,6 +1,6 @@
 """The heavy-tail regime map: which method wins as the gradient noise gets heavier.
 
-    python scripts/regime_map.py               # 9 min on 2 idle CPU cores here; resumable
+    python scripts/regime_map.py               # 21 min on 2 idle CPU cores here; resumable
     python scripts/regime_map.py --quick       # the whole pipeline on tiny budgets (CI)
     python scripts/regime_map.py --figures-only
 
