@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from suite.run_reader import Run, read_runs
+from suite.run_reader import Run, discover_runs, read_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,6 +122,36 @@ def report_jobs(c: dict[str, Any], best: dict[str, Any], extra: list[str]) -> li
     return jobs
 
 
+def retire_superseded(root: Path, task: str, best: dict[str, Any], of) -> list[Path]:
+    """Move the report runs whose (lr, λ) is no longer their method's choice (the tuning seeds
+    or the grid changed) from ``<root>/report/<task>/`` to ``<root>/superseded/<task>/``.
+
+    The figures read every run under ``report/``, and two settings of one method there would be
+    pooled into one row. The runs are kept, not deleted; the moved directories are returned.
+    """
+    report = root / "report" / task
+    moved = []
+    # every run with a config, finished or not: an interrupted one would be drawn as well
+    for run in discover_runs([report]) if report.exists() else []:
+        if not (run.dir / "config.yaml").exists():
+            continue
+        chosen = best.get(of(run))
+        if chosen is not None and (run.lr, run.clipping_level) == tuple(chosen["setting"]):
+            continue
+        source = run.dir.parent  # <method>-<hash>: every seed of one setting
+        if not source.exists():
+            continue  # moved with another seed of the same setting
+        target = root / "superseded" / task / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        suffix = 1
+        while target.exists():  # superseded twice: keep both
+            target = target.with_name(f"{source.name}.{suffix}")
+            suffix += 1
+        source.rename(target)
+        moved.append(target)
+    return moved
+
+
 def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     c = spec(task)
     methods: dict[str, list[str]] = c["methods"]
@@ -174,6 +204,8 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
         jobs = [j for n in methods if n != "SGD" for j in tune_jobs(c, n, extra, levels.get(n))]
         runs = stage("tuning on seeds " + seeds, jobs, "tune")
         best = sweeps.best_settings(runs, of, c["tune_seeds"], c["metric"], lower_is_better=False)
+    for moved in retire_superseded(args.root, task, best, of):
+        print(f"[{task}] report runs of a choice no longer made, kept out of the figures: {moved}")
     reports = report_jobs(
         c, {n: b for n, b in best.items() if not (one_point and n == "SGD")}, extra
     )

@@ -149,6 +149,32 @@ def test_tail_over_training_finds_each_seeds_run_and_refuses_two_recipes(tmp_pat
         tot.run_dir_of(tmp_path, "voc", 1)
 
 
+def test_report_runs_of_a_choice_no_longer_made_are_moved_out_of_the_figures(tmp_path):
+    import tuned_comparison as tc
+
+    report = tmp_path / "report" / "reddit"
+    for seed in (1, 2):  # the current choices of norm and SGD, and norm's earlier one
+        make_run(report, "norm-aaaa", seed, 0.03, 0.4261, 0.81, metric="accuracy")
+        make_run(report, "norm-bbbb", seed, 0.1, 0.4261, 0.80, metric="accuracy")
+        make_run(report, "SGD-cccc", seed, 0.1, None, 0.80, metric="accuracy")
+    make_run(report, "auto-dddd", 1, 0.1, None, 0.8, metric="accuracy", status="interrupted")
+    best = {"norm": {"setting": (0.03, 0.4261)}, "SGD": {"setting": (0.1, None)},
+            "auto": {"setting": (0.03, None)}}  # fmt: skip
+
+    def of(run):
+        return run.dir.parent.name.split("-")[0]
+
+    moved = tc.retire_superseded(tmp_path, "reddit", best, of)
+    superseded = tmp_path / "superseded" / "reddit"
+    assert sorted(moved) == [superseded / "auto-dddd", superseded / "norm-bbbb"]
+    assert sorted(p.name for p in report.iterdir()) == ["SGD-cccc", "norm-aaaa"]
+    assert (superseded / "norm-bbbb" / "seed2" / "summary.json").exists()  # kept, not deleted
+    # superseded again later (a choice came back and went): both copies are kept
+    make_run(report, "norm-bbbb", 1, 0.1, 0.4261, 0.79, metric="accuracy")
+    assert tc.retire_superseded(tmp_path, "reddit", best, of) == [superseded / "norm-bbbb.1"]
+    assert tc.retire_superseded(tmp_path, "reddit", best, of) == []  # nothing left to move
+
+
 def test_figures_get_the_configured_target_of_every_task_they_show(tmp_path):
     import tuned_comparison as tc
 
