@@ -304,8 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_choices(results, args.out, command)
     write_grid(results, args.out, command)
-    return sweeps.call(["scripts/plot_comparison.py", str(args.root / "report"), "--out",
-                        str(args.out), *target_flags(args.root / "report", args.tasks)])  # fmt: skip
+    return sweeps.call(plot_command(args.root / "report", args.out, args.tasks))
+
+
+def plot_command(report: Path, out: Path, tasks: list[str]) -> list[str]:
+    """The figures of this call's tasks only: runs of other tasks under ``report`` may be of
+    another machine or code than their committed figures, which the profile reads instead."""
+    return ["scripts/plot_comparison.py", str(report), "--out", str(out),
+            f"--tasks={','.join(tasks)}", *target_flags(report, tasks)]  # fmt: skip
 
 
 def target_flags(report: Path, tasks: list[str]) -> list[str]:

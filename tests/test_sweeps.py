@@ -175,6 +175,15 @@ def test_report_runs_of_a_choice_no_longer_made_are_moved_out_of_the_figures(tmp
     assert tc.retire_superseded(tmp_path, "reddit", best, of) == []  # nothing left to move
 
 
+def test_a_call_redraws_only_its_own_tasks(tmp_path):
+    import tuned_comparison as tc
+
+    (tmp_path / "voc").mkdir()  # runs of an earlier call: their committed figures stay
+    command = tc.plot_command(tmp_path, tmp_path / "figs", ["reddit"])
+    assert "--tasks=reddit" in command
+    assert tc.plot_command(tmp_path, tmp_path, ["reddit", "cola"])[4] == "--tasks=reddit,cola"
+
+
 def test_figures_get_the_configured_target_of_every_task_they_show(tmp_path):
     import tuned_comparison as tc
 
