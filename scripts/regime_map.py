@@ -3,6 +3,8 @@
     python scripts/regime_map.py               # 21 min on 2 idle CPU cores here; resumable
     python scripts/regime_map.py --quick       # the whole pipeline on tiny budgets (CI)
     python scripts/regime_map.py --figures-only
+    python scripts/regime_map.py --steps 1000 --root results/regime_map_1000_steps \
+        --out results/readme/figures/regime_map_1000_steps   # a longer budget
 
 The task is ``experiment=regime_map``: an MLP regression whose label noise is symmetric α-stable
 with a chosen index α (and Gaussian), so the tail of the gradient noise is known. For each noise
@@ -30,7 +32,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -345,10 +347,21 @@ def plot_lr_sensitivity(runs, noises: list[str], budget: Budget, out: Path, note
 # ----------------------------------------------------------------------------- main
 
 
+def of_budget(runs: list[Run], budget: Budget) -> list[Run]:
+    """The runs of ``budget``'s length: a sweep directory may also hold runs of another
+    ``--steps``, whose settings would otherwise be pooled with these."""
+    return [r for r in runs if int(r.config["trainer"]["max_steps"]) == budget.steps]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, "run directory (default results/regime_map)")
+    parser.add_argument("--steps", type=int, help=f"training steps per run (default {FULL.steps})")
     args = sweeps.parse_sweep_args(parser, argv)
     budget = QUICK if args.quick else FULL
+    if args.steps is not None:
+        if args.steps < 1:
+            parser.error(f"Invalid --steps: {args.steps}; expected a positive integer")
+        budget = replace(budget, steps=args.steps)
     root = args.root or (SWEEP.with_name("regime_map_quick") if args.quick else SWEEP)
     noises: list[Any] = [*budget.alphas, GAUSSIAN]
     keys = [noise_key(n) for n in noises]
@@ -358,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.figures_only and jobs:
             print(f"[regime map] {title}", flush=True)
             sweeps.run_stage(jobs, root, args.jobs, "regime_map")
-        return read_runs(root)
+        return of_budget(read_runs(root), budget)
 
     runs = stage("tuning the methods without λ (SGD's run at the measure lr places λ)",
                  free_tuning_jobs(noises, budget))  # fmt: skip
@@ -377,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(runs, noises, budget, bests)
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python scripts/regime_map.py" + (" --quick" if args.quick else "")
+    command += f" --steps {args.steps}" if args.steps is not None else ""
     note = stamp(command, f"{budget.steps} steps, lr grid {list(budget.lrs)}, tuned on seeds "
                  f"{list(budget.tune_seeds)}, reported on seeds {list(budget.report_seeds)}")  # fmt: skip
     write_table(rows, quantiles, budget.lrs, args.out / "regime_map_table", note)

@@ -175,6 +175,24 @@ def test_report_runs_of_a_choice_no_longer_made_are_moved_out_of_the_figures(tmp
     assert tc.retire_superseded(tmp_path, "reddit", best, of) == []  # nothing left to move
 
 
+def test_regime_map_reads_only_the_runs_of_its_budgets_length(tmp_path):
+    import regime_map as rm
+
+    for steps in (250, 1000):
+        run = tmp_path / f"torch_sgd-{steps}" / "seed0"
+        run.mkdir(parents=True)
+        cfg = {"seed": 0, "step_rule": {"lr": 0.01}, "optimizer": {"name": "torch_sgd"},
+               "trainer": {"max_steps": steps}}  # fmt: skip
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (run / "summary.json").write_text(json.dumps({"status": "completed", "final": {}}))
+    runs = read_runs(tmp_path)
+    assert len(runs) == 2
+    longer = rm.of_budget(runs, rm.replace(rm.FULL, steps=1000))
+    assert [r.dir.parent.name for r in longer] == ["torch_sgd-1000"]
+    with pytest.raises(SystemExit):
+        rm.main(["--steps", "0", "--figures-only", "--root", str(tmp_path)])
+
+
 def test_a_call_redraws_only_its_own_tasks(tmp_path):
     import tuned_comparison as tc
 
