@@ -580,15 +580,19 @@ def plot_tail_over_training(
     return plotting.savefig(fig, out, dpi, made_by=MADE_BY)
 
 
+def probe_cells(s: TailSeries, i: int) -> list[str]:
+    """Each index of probe ``i`` of ``s`` with its interval, as the tables print it."""
+    return [
+        f"{s.values[k][i]:.2f} [{s.low[k][i]:.2f}, {s.high[k][i]:.2f}]" for k, _ in TRAINING_INDICES
+    ]
+
+
 def format_training_table(series: Sequence[TailSeries]) -> str:
     header = f"{'series':<56} {'step':>7} {'α-stable [90% CI]':>22} {'Hill [90% CI]':>22}"
     lines = [header, "-" * len(header)]
     for s in series:
         for i, step in enumerate(s.steps):
-            cells = [
-                f"{s.values[k][i]:.2f} [{s.low[k][i]:.2f}, {s.high[k][i]:.2f}]"
-                for k, _ in TRAINING_INDICES
-            ]
+            cells = probe_cells(s, i)
             lines.append(
                 f"{plotting.shorten(s.label, 56):<56} {step:>7} {cells[0]:>22} {cells[1]:>22}"
             )
@@ -605,10 +609,7 @@ def training_markdown(series: Sequence[TailSeries]) -> str:
     ]
     for s in series:
         for i, step in enumerate(s.steps):
-            cells = [
-                f"{s.values[k][i]:.2f} [{s.low[k][i]:.2f}, {s.high[k][i]:.2f}]"
-                for k, _ in TRAINING_INDICES
-            ]
+            cells = probe_cells(s, i)
             data = s.meta[i].get("data_source", "")
             rows.append(f"| {s.label} | {step} | {cells[0]} | {cells[1]} | {data} |")
     rows += [
