@@ -285,3 +285,57 @@ def test_regime_map_chooses_agcs_clip_factor_and_reports_it(tmp_path):
     assert (row["method"], row["clipping_level"], row["seeds"]) == ("AGC", 0.1, 2)
     assert row["val_mse_mean"] == pytest.approx(0.30)
     assert row["ci90_high"] - row["val_mse_mean"] == pytest.approx(half)
+
+
+def _toy_run(root, name, seed, preset, lr, mse, fractions=None, level=None, norms=None):
+    """A completed regime-map run: its config, final MSE, logged clip fractions, gradient norms."""
+    run = root / name / f"seed{seed}"
+    run.mkdir(parents=True)
+    optimizer = {"name": preset} | ({} if level is None else {"clipping_level": level})
+    cfg = {"seed": seed, "step_rule": {"lr": lr}, "optimizer": optimizer,
+           "task": {"noise": "gaussian"}, "trainer": {"max_steps": 250}}  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "summary.json").write_text(
+        json.dumps({"status": "completed", "final": {"val_mse": mse}})
+    )
+    rows = [{"split": "train", "step": 5 * (i + 1), "clip_fraction": f}
+            for i, f in enumerate(fractions or [])]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if norms is not None:
+        np.save(run / "grad_norms.npy", np.asarray(norms, dtype=np.float32))
+
+
+def test_regime_map_reports_the_share_of_the_norm_each_clipping_method_removed(tmp_path):
+    import regime_map as rm
+
+    _toy_run(tmp_path, "norm", 1, "norm", 0.01, 0.3, [0.2, 0.4, 0.9], level=1.5)
+    _toy_run(tmp_path, "norm", 2, "norm", 0.01, 0.5, [0.1, 0.1], level=1.5)
+    _toy_run(tmp_path, "norm-other", 2, "norm", 0.01, 0.5, [1.0, 1.0], level=0.5)  # not chosen
+    _toy_run(tmp_path, "sgd", 1, "torch_sgd", 0.01, 0.6, [0.0, 0.0])
+    best = {"norm": {"setting": (0.01, 1.5)}, "SGD": {"setting": (0.01, None)}}
+    rows = rm.summarise(read_runs(tmp_path), [rm.GAUSSIAN], rm.FULL, {"gaussian": best})
+    by_method = {r["method"]: r for r in rows}
+    # each seed's mean over its logged steps, then the mean over seeds
+    assert by_method["norm"]["clip_fraction_mean"] == pytest.approx((0.5 + 0.1) / 2)
+    assert math.isnan(by_method["SGD"]["clip_fraction_mean"])  # a baseline clips nothing
+    rm.write_table(rows, {"gaussian": [0.1, 1.0]}, rm.FULL.lrs, tmp_path / "table", "note")
+    text = (tmp_path / "table.md").read_text()
+    share = text[text.index("Share of the gradient norm") :]
+    assert "| norm | 0.30 |" in share and "| SGD |" not in share
+
+
+def test_regime_map_lambda_grid_reaches_below_every_measured_norm(tmp_path):
+    import regime_map as rm
+
+    norms = np.random.default_rng(0).lognormal(0.0, 0.5, size=400).astype(np.float32)
+    _toy_run(tmp_path, "torch_sgd", 0, "torch_sgd", rm.FULL.measure_lr, 0.5, norms=norms)
+    shapes = {"tensors": 4, "params": 100}
+    grids, global_grid = rm.threshold_grids(read_runs(tmp_path), rm.GAUSSIAN, rm.FULL, shapes)
+    q = np.quantile(norms, rm.LAMBDA_QUANTILES)
+    expected = [rm.LAMBDA_BELOW * q[0], *q]
+    assert global_grid == pytest.approx(expected, rel=1e-3)
+    assert global_grid[0] < norms.min()  # the level where the rule always clips
+    assert grids["norm"] == pytest.approx(expected, rel=1e-3)
+    assert grids["layer_wise"] == pytest.approx([v / 2 for v in expected], rel=1e-3)  # λ/√T
+    assert grids["coord_wise"] == pytest.approx([v / 10 for v in expected], rel=1e-3)  # λ/√N
+    assert grids["AGC"] == list(rm.AGC_CLIP_FACTORS)
