@@ -385,3 +385,39 @@ def test_mean_pooling_trains_every_parameter_and_seeds_its_head(mean_task):
     again = ColaTask(embedded_train_size=16, embedded_dev_size=8, pooling="mean")
     again.setup(torch.device("cpu"), seed=0)
     assert torch.equal(again.model.classifier.weight, mean_task.model.classifier.weight)
+
+
+def test_a_local_model_directory_of_another_family_trains_with_the_mean_head(tmp_path):
+    """``model_name_or_path`` given a local directory of another encoder family (MPNet, the family
+    of all-mpnet-base-v2 in the README's CoLA section): it loads offline, the mean head drops
+    the encoder's pooler so every parameter gets a gradient, and its logits are the head applied
+    to each sentence's mean token state computed unpadded with the plain encoder."""
+    from transformers import AutoModel, AutoTokenizer, MPNetConfig, MPNetForSequenceClassification
+
+    from tasks.cola import packaged_model_dir
+
+    torch.manual_seed(0)
+    config = MPNetConfig(vocab_size=30527, hidden_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32, pad_token_id=0)  # fmt: skip
+    MPNetForSequenceClassification(config).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(str(packaged_model_dir())).save_pretrained(tmp_path)
+    t = ColaTask(model_name_or_path=str(tmp_path), batch_size=8, max_length=32,
+                 embedded_train_size=16, embedded_dev_size=8, pooling="mean")  # fmt: skip
+    info = t.setup(torch.device("cpu"), seed=0)
+    assert info.model_source == f"{tmp_path} + new mean-pooling head"
+    assert type(t.model.encoder).__name__ == "MPNetModel" and t.model.encoder.pooler is None
+
+    loss, _ = t.loss(_batches(t, epoch=0, seed=0)[0])
+    loss.backward()
+    assert [n for n, p in t.model.named_parameters() if p.grad is None] == []
+
+    encoder = AutoModel.from_pretrained(str(tmp_path)).eval()
+    head = t.model.classifier
+    w, b = head.weight.detach().double().numpy(), head.bias.detach().double().numpy()
+    _, dev, _ = generate_corpus(16, 8, seed=0)
+    t.model.eval()
+    with torch.no_grad():
+        got = t._logits(t._batch(t._dev, torch.arange(len(dev)))).double().numpy()
+        for i, (sentence, _) in enumerate(dev):
+            states = encoder(**t.tokenizer(sentence, return_tensors="pt")).last_hidden_state[0]
+            np.testing.assert_allclose(got[i], w @ states.double().numpy().mean(0) + b, atol=2e-5)
