@@ -211,7 +211,7 @@ def load_model_and_tokenizer(model_name_or_path: str | None, seed: int):
     else:
         local = Path(model_name_or_path).expanduser()
         if local.is_dir():
-            candidates, source = [(str(local), True)], str(local)
+            candidates, source = [(str(local), True)], None  # named once loaded (below)
         elif model_name_or_path.startswith(("/", ".", "~")) or local.exists():
             raise FileNotFoundError(
                 f"model_name_or_path={model_name_or_path!r} is not a directory holding a "
@@ -256,6 +256,10 @@ def load_model_and_tokenizer(model_name_or_path: str | None, seed: int):
             "task.model_name_or_path=null for the packaged all-MiniLM-L6-v2. "
             f"[transformers: {detail}]"
         ) from None
+    if source is None:  # a local directory, named by what it holds, not by a path of the machine
+        c = model.config
+        source = (f"{local.resolve().name} (local directory; {c.model_type}, "
+                  f"{c.num_hidden_layers} layers, width {c.hidden_size})")  # fmt: skip
     if any(k.startswith("classifier.") for k in info.get("missing_keys", ())):
         source += " + new classification head"
     return model, tokenizer, source
