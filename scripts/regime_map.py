@@ -250,8 +250,8 @@ def summarise(runs, noises, budget, bests) -> list[dict[str, Any]]:
             chosen_runs = [by_seed[seed] for seed in sorted(by_seed)]
             values = [r.final("mse") for r in chosen_runs]
             mean, lo, hi = sweeps.interval90(values)
-            removed = [f for f in (removed_fraction(r) for r in chosen_runs) if math.isfinite(f)]
-            removed = [] if method in UNCLIPPED else removed
+            removed = [] if method in UNCLIPPED else [
+                f for f in map(removed_fraction, chosen_runs) if math.isfinite(f)]  # fmt: skip
             rows.append({"noise": key, "method": method, "lr": lr, "clipping_level": level,
                          "seeds": len(values), "val_mse_mean": mean, "ci90_low": lo,
                          "ci90_high": hi, "diverged_seeds": sum(not math.isfinite(v) for v in values),

@@ -20,20 +20,28 @@ import sweeps
 
 
 def make_run(
-    root, name, seed, lr, level, value, metric="mse", norms=None, status="completed", loss=None
-):
+    root, name, seed, lr, level, value, metric="mse", norms=None, status="completed", loss=None,
+    fractions=None, extra=None,
+):  # fmt: skip
+    """A run directory: config (the optimizer preset is the name's first part; ``extra`` adds
+    config sections), summary, and optionally gradient norms and the ``clip_fraction`` of logged
+    training steps."""
     run = root / name / f"seed{seed}"
     run.mkdir(parents=True)
     optimizer = {"name": name.split(",")[0]}
     if level is not None:
         optimizer["clipping_level"] = level
-    cfg = {"seed": seed, "step_rule": {"lr": lr}, "optimizer": optimizer}
+    cfg = {"seed": seed, "step_rule": {"lr": lr}, "optimizer": optimizer} | (extra or {})
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     final = {f"val_{metric}": value} | ({} if loss is None else {"val_loss": loss})
     summary = {"status": status, "final": final}
     (run / "summary.json").write_text(json.dumps(summary))
     if norms is not None:
         np.save(run / "grad_norms.npy", np.asarray(norms))
+    if fractions is not None:
+        rows = [{"split": "train", "step": 5 * (i + 1), "clip_fraction": f}
+                for i, f in enumerate(fractions)]  # fmt: skip
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_best_setting_is_the_best_mean_and_a_diverged_seed_disqualifies(tmp_path):
@@ -287,31 +295,19 @@ def test_regime_map_chooses_agcs_clip_factor_and_reports_it(tmp_path):
     assert row["ci90_high"] - row["val_mse_mean"] == pytest.approx(half)
 
 
-def _toy_run(root, name, seed, preset, lr, mse, fractions=None, level=None, norms=None):
-    """A completed regime-map run: its config, final MSE, logged clip fractions, gradient norms."""
-    run = root / name / f"seed{seed}"
-    run.mkdir(parents=True)
-    optimizer = {"name": preset} | ({} if level is None else {"clipping_level": level})
-    cfg = {"seed": seed, "step_rule": {"lr": lr}, "optimizer": optimizer,
-           "task": {"noise": "gaussian"}, "trainer": {"max_steps": 250}}  # fmt: skip
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (run / "summary.json").write_text(
-        json.dumps({"status": "completed", "final": {"val_mse": mse}})
-    )
-    rows = [{"split": "train", "step": 5 * (i + 1), "clip_fraction": f}
-            for i, f in enumerate(fractions or [])]  # fmt: skip
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if norms is not None:
-        np.save(run / "grad_norms.npy", np.asarray(norms, dtype=np.float32))
+#: the config section the regime map reads a run's noise law from
+GAUSSIAN_TOY = {"task": {"noise": "gaussian"}}
 
 
 def test_regime_map_reports_the_share_of_the_norm_each_clipping_method_removed(tmp_path):
     import regime_map as rm
 
-    _toy_run(tmp_path, "norm", 1, "norm", 0.01, 0.3, [0.2, 0.4, 0.9], level=1.5)
-    _toy_run(tmp_path, "norm", 2, "norm", 0.01, 0.5, [0.1, 0.1], level=1.5)
-    _toy_run(tmp_path, "norm-other", 2, "norm", 0.01, 0.5, [1.0, 1.0], level=0.5)  # not chosen
-    _toy_run(tmp_path, "sgd", 1, "torch_sgd", 0.01, 0.6, [0.0, 0.0])
+    make_run(tmp_path, "norm", 1, 0.01, 1.5, 0.3, fractions=[0.2, 0.4, 0.9], extra=GAUSSIAN_TOY)
+    make_run(tmp_path, "norm", 2, 0.01, 1.5, 0.5, fractions=[0.1, 0.1], extra=GAUSSIAN_TOY)
+    make_run(
+        tmp_path, "norm,other", 2, 0.01, 0.5, 0.5, fractions=[1.0, 1.0], extra=GAUSSIAN_TOY
+    )  # not chosen
+    make_run(tmp_path, "torch_sgd", 1, 0.01, None, 0.6, fractions=[0.0, 0.0], extra=GAUSSIAN_TOY)
     best = {"norm": {"setting": (0.01, 1.5)}, "SGD": {"setting": (0.01, None)}}
     rows = rm.summarise(read_runs(tmp_path), [rm.GAUSSIAN], rm.FULL, {"gaussian": best})
     by_method = {r["method"]: r for r in rows}
@@ -328,7 +324,9 @@ def test_regime_map_lambda_grid_reaches_below_every_measured_norm(tmp_path):
     import regime_map as rm
 
     norms = np.random.default_rng(0).lognormal(0.0, 0.5, size=400).astype(np.float32)
-    _toy_run(tmp_path, "torch_sgd", 0, "torch_sgd", rm.FULL.measure_lr, 0.5, norms=norms)
+    make_run(
+        tmp_path, "torch_sgd", 0, rm.FULL.measure_lr, None, 0.5, norms=norms, extra=GAUSSIAN_TOY
+    )
     shapes = {"tensors": 4, "params": 100}
     grids, global_grid = rm.threshold_grids(read_runs(tmp_path), rm.GAUSSIAN, rm.FULL, shapes)
     q = np.quantile(norms, rm.LAMBDA_QUANTILES)
