@@ -4,13 +4,19 @@
     python scripts/tuned_comparison.py                           # all four (hours on a CPU)
     python scripts/tuned_comparison.py --quick                   # the pipeline on tiny budgets
     python scripts/tuned_comparison.py --tasks cola -- task.data_root=/data/CoLA
+    python scripts/tuned_comparison.py --tasks cola_mpnet -- task.model_name_or_path=<dir>
 
-Each task's ``conf/experiment/<task>.yaml`` holds its budget and a ``comparison`` block: the
-metric, an absolute target, the learning-rate grid shared by all methods, the quantile of the
+Each comparison's ``conf/experiment/<name>.yaml`` holds its budget and a ``comparison`` block:
+the metric, an absolute target, the learning-rate grid shared by all methods, the quantile of the
 unclipped gradient norm that places λ, the tuning and report seeds and the methods (name → the
 ``train.py`` overrides). The protocol is ``scripts/sweeps.py``'s: measure, tune, report on fresh
 seeds. Runs go to ``results/tuned/<stage>/<task>/…`` (not committed); the report runs are named
 by method, so ``plot_comparison.py`` draws them, into ``results/readme/figures/``.
+
+The four task comparisons are named by their task. Another comparison of a task (``cola_mpnet``:
+CoLA with a larger encoder) names it in ``comparison.task`` and keeps its runs, figures and tables
+in a folder of its own name (``results/tuned/cola_mpnet/``, ``results/readme/figures/cola_mpnet/``),
+so that they never mix with the task's own comparison.
 """
 
 from __future__ import annotations
@@ -31,15 +37,26 @@ import sweeps  # noqa: E402
 from provenance import stamp  # noqa: E402
 
 TASKS = ("reddit", "imagenet", "voc", "cola")
+#: comparisons of a task under other settings, run only when asked for (``--tasks cola_mpnet``)
+VARIANTS = ("cola_mpnet",)
 RESULTS = ROOT / "results" / "tuned"
 FIGURES = sweeps.FIGURES
 #: A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
 SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
 
 
-def spec(task: str) -> dict[str, Any]:
-    cfg = OmegaConf.load(ROOT / "conf" / "experiment" / f"{task}.yaml")
-    return OmegaConf.to_container(cfg.comparison, resolve=True)
+def spec(name: str) -> dict[str, Any]:
+    """The ``comparison`` block of ``conf/experiment/<name>.yaml``, with ``task`` filled in."""
+    cfg = OmegaConf.load(ROOT / "conf" / "experiment" / f"{name}.yaml")
+    c = OmegaConf.to_container(cfg.comparison, resolve=True)
+    c.setdefault("task", name)
+    return c
+
+
+def folders(name: str, task: str, root: Path, out: Path) -> tuple[Path, Path]:
+    """Where comparison ``name`` of ``task`` keeps its runs and its figures: ``root`` and ``out``
+    for a task's own comparison, a subfolder named after it for any other."""
+    return (root, out) if name == task else (root / name, out / name)
 
 
 def method_of(methods: dict[str, list[str]]):
@@ -152,8 +169,10 @@ def retire_superseded(root: Path, task: str, best: dict[str, Any], of) -> list[P
     return moved
 
 
-def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
-    c = spec(task)
+def run_task(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    c = spec(name)
+    task = c["task"]
+    root, out = folders(name, task, args.root, args.out)
     methods: dict[str, list[str]] = c["methods"]
     if args.quick:
         c.update(lr_grid=c["lr_grid"][:1], measure_lr=None, tune_seeds=[0], report_seeds=[0])
@@ -171,13 +190,13 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
     small = c["measure_lr"] = measure_lr(c, task)
     seeds = ",".join(map(str, c["tune_seeds"]))
 
-    def stage(title: str, jobs: list[sweeps.Job], name: str) -> list[Run]:
-        """Run ``jobs`` into ``<root>/<name>/<task>/`` and read back what is there."""
+    def stage(title: str, jobs: list[sweeps.Job], stage_name: str) -> list[Run]:
+        """Run ``jobs`` into ``<root>/<stage_name>/<task>/`` and read back what is there."""
         if not args.figures_only and jobs:
-            print(f"[{task}] {title}", flush=True)
-            jobs = [([f"experiment_name={name}", *o], f"{task}_{log}") for o, log in jobs]
-            sweeps.run_stage(jobs, args.root, args.jobs, task)
-        return read_runs(args.root / name / task)
+            print(f"[{name}] {title}", flush=True)
+            jobs = [([f"experiment_name={stage_name}", *o], f"{name}_{log}") for o, log in jobs]
+            sweeps.run_stage(jobs, root, args.jobs, name)
+        return read_runs(root / stage_name / task)
 
     # unclipped SGD first: its run at measure_lr on seed 0 is the norm measurement. A one-point
     # grid (--quick) leaves nothing to choose, so there is no tuning: SGD's report runs measure.
@@ -190,8 +209,8 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
                       tune_jobs(c, "SGD", extra), "tune")  # fmt: skip
     measured = [r for r in runs if of(r) == "SGD" and r.lr == small and r.seed == 0]
     if not measured:
-        log = f"{task}_{'report' if one_point else 'tune'}_SGD_*.log"
-        raise SystemExit(f"[{task}] no measurement run on seed 0; see {args.root}/logs/{log}")
+        log = f"{name}_{'report' if one_point else 'tune'}_SGD_*.log"
+        raise SystemExit(f"[{name}] no measurement run on seed 0; see {root}/logs/{log}")
     (level,) = sweeps.norm_quantiles(measured[0], [c["lambda_quantile"]])
     # λ for the fixed-threshold methods (norm, norm-adamw, *_stoch_norm), none for the others
     fixed = [
@@ -204,13 +223,14 @@ def run_task(task: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
         jobs = [j for n in methods if n != "SGD" for j in tune_jobs(c, n, extra, levels.get(n))]
         runs = stage("tuning on seeds " + seeds, jobs, "tune")
         best = sweeps.best_settings(runs, of, c["tune_seeds"], c["metric"], lower_is_better=False)
-    for moved in retire_superseded(args.root, task, best, of):
-        print(f"[{task}] report runs of a choice no longer made, kept out of the figures: {moved}")
+    for moved in retire_superseded(root, task, best, of):
+        print(f"[{name}] report runs of a choice no longer made, kept out of the figures: {moved}")
     reports = report_jobs(
         c, {n: b for n, b in best.items() if not (one_point and n == "SGD")}, extra
     )
     stage("reporting on seeds " + ",".join(map(str, c["report_seeds"])), reports, "report")
-    return {"task": task, "level": level, "best": best, "spec": c, "grid": tuning_grid(runs, of, c)}
+    return {"task": name, "level": level, "best": best, "spec": c, "grid": tuning_grid(runs, of, c),
+            "root": root, "out": out}  # fmt: skip
 
 
 def merge_task_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -294,17 +314,36 @@ def write_grid(results: list[dict[str, Any]], out: Path, command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, "run directory (default results/tuned)", jobs=1)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS + VARIANTS,
+                        help="the four task comparisons (default) or a variant of one")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
     args = sweeps.parse_sweep_args(parser, argv)
     args.root = args.root or (RESULTS.with_name("tuned_quick") if args.quick else RESULTS)
-    results = [run_task(task, args, list(args.overrides)) for task in args.tasks]
+    results = [run_task(name, args, list(args.overrides)) for name in args.tasks]
     command = "python scripts/tuned_comparison.py " + " ".join(
         (["--quick"] if args.quick else []) + ["--tasks", *args.tasks]
     )
-    write_choices(results, args.out, command)
-    write_grid(results, args.out, command)
-    return sweeps.call(plot_command(args.root / "report", args.out, args.tasks))
+    code = 0
+    # the task comparisons share one folder of figures (and the profile); a variant has its own
+    for out in dict.fromkeys(r["out"] for r in results):
+        mine = [r for r in results if r["out"] == out]
+        write_choices(mine, out, command)
+        write_grid(mine, out, command)
+        if out == args.out:
+            plot = plot_command(args.root / "report", out, [r["task"] for r in mine])
+        else:
+            (r,) = mine
+            plot = variant_plot_command(r["root"] / "report", out, r["spec"])
+        code = code or sweeps.call(plot)
+    return code
+
+
+def variant_plot_command(report: Path, out: Path, c: dict[str, Any]) -> list[str]:
+    """The figures of a variant: its own task's runs only, at its own target, no profile (the
+    profile compares the four tasks' comparisons)."""
+    task = c["task"]
+    return ["scripts/plot_comparison.py", str(report), "--out", str(out), f"--tasks={task}",
+            f"--target={task}={c['target']}", "--no-profile"]  # fmt: skip
 
 
 def plot_command(report: Path, out: Path, tasks: list[str]) -> list[str]:

@@ -1,9 +1,10 @@
 """A run's identity and its directory name (the ``run_dir`` resolver of ``conf/config.yaml``).
 
 A run *is* its composed configuration: the nodes that decide what it computes, the config
-groups :data:`IDENTITY_GROUPS` plus the seed. Everything else (``trainer``, ``logger``,
-``hydra``, where results go) says how or where it runs, so a new trainer key never changes
-which directory a run lands in, and a new task, optimizer or step-rule key always does.
+groups :data:`IDENTITY_GROUPS`, the seed, and ``trainer.precision`` when it is not full float32
+(:data:`IDENTITY_TRAINER_KEYS`). Everything else (the other ``trainer`` keys, ``logger``,
+``hydra``, where results go) says how or where it runs, so such a key never changes which
+directory a run lands in, and a new task, optimizer or step-rule key always does.
 
 The directory is ``<task>/<method>-<hash>/seed<N>``: ``<method>`` names what the command line
 changed (the label, or ``optimizer[-step_rule][,key=value...]``) and ``<hash>`` is a short hash
@@ -24,6 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 
 #: the config groups whose resolved nodes decide what a run computes
 IDENTITY_GROUPS = ("task", "optimizer", "step_rule", "scheduler")
+#: trainer keys that change what a run computes, with their defaults. A key joins the identity
+#: only when it differs from its default, so the runs made before it existed keep their directory.
+IDENTITY_TRAINER_KEYS = {"precision": "32"}
 HASH_CHARS = 8
 
 
@@ -35,7 +39,13 @@ def run_identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         value = cfg.get(key)
         return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
-    return {**{group: resolved(group) for group in IDENTITY_GROUPS}, "seed": resolved("seed")}
+    identity = {group: resolved(group) for group in IDENTITY_GROUPS}
+    trainer = cfg.get("trainer") or {}
+    for key, default in IDENTITY_TRAINER_KEYS.items():
+        value = str(trainer.get(key, default))
+        if value != default:
+            identity[f"trainer.{key}"] = value
+    return {**identity, "seed": resolved("seed")}
 
 
 def config_hash(cfg: DictConfig | dict[str, Any]) -> str:

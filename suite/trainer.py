@@ -49,6 +49,10 @@ from suite.records import RunRecord, read_json
 from suite.run_state import RunState
 from tasks.base import Task, TaskInfo
 
+#: ``trainer.precision``: full float32, or Lightning's "bf16-mixed" (the forward passes and losses
+#: under bfloat16 autocast; parameters, gradients and optimizer state stay float32)
+PRECISIONS = ("32", "bf16-mixed")
+
 
 class Preempted(Exception):
     """Raised after a checkpoint was saved because the job received a preemption signal."""
@@ -66,6 +70,7 @@ def check_trainer_config(cfg: DictConfig) -> None:
     for key in ("max_steps", "eval_every", "log_every"):
         check_int(f"trainer.{key}", t.get(key), 1)
     check_choice("trainer.strategy", t.get("strategy", "ddp"), STRATEGIES)
+    check_choice("trainer.precision", str(t.get("precision", "32")), PRECISIONS)
     every = check_int("trainer.checkpoint_every", t.get("checkpoint_every"), 0)
     if every % t.log_every:  # a resumed run must log the same windows
         raise invalid(
@@ -173,6 +178,7 @@ class Trainer:
         if cfg.trainer.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.device = resolve_device(cfg.trainer.device, self.ctx)
+        self.summary["precision"] = str(cfg.trainer.get("precision", "32"))
         seed_everything(cfg.seed)
         self.task: Task = instantiate(cfg.task, _convert_="all")
         self.info: TaskInfo = self.task.setup(self.device, cfg.seed)
@@ -212,6 +218,13 @@ class Trainer:
         )
         self.record.write_config(OmegaConf.to_yaml(cfg, resolve=True))
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Where the task computes (forward and loss, in training and evaluation); the backward
+        pass and the optimizer run outside, on float32 gradients, as torch's AMP recipe has it."""
+        if self.summary["precision"] == "bf16-mixed":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _announce(self) -> None:
         if not self.ctx.is_main:
             return
@@ -222,7 +235,8 @@ class Trainer:
             f"  model:     {self.info.model_source} ({self.summary['num_parameters']:,} parameters)\n"
             f"  optimizer: {self.summary['optimizer_description']}\n"
             f"  budget:    {self.cfg.trainer.max_steps} steps from step {self.state.step}, "
-            f"device {self.device}, {self.ctx.world_size} process(es)\n"
+            f"device {self.device}, {self.ctx.world_size} process(es), "
+            f"precision {self.summary['precision']}\n"
             f"  record:    {self.record.dir}",
             flush=True,
         )
@@ -318,7 +332,8 @@ class Trainer:
     def _train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         """One optimizer step on ``batch``. Its telemetry, still on the device, joins the logging
         window and is returned: loss, task metrics, grad norm, clip threshold, clipped fraction."""
-        loss, metrics = self.task.loss(batch)
+        with self._autocast():
+            loss, metrics = self.task.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = None
@@ -438,7 +453,7 @@ class Trainer:
     def _evaluate(self, epoch: int) -> dict[str, Any]:
         started, state = time.perf_counter(), self.state
         # all ranks evaluate: gathering a sharded module's whole parameters is a collective
-        with self._task_model(self.module), whole_parameters(self.module):
+        with self._task_model(self.module), whole_parameters(self.module), self._autocast():
             metrics = self.task.evaluate()
         row = {
             "step": state.step,

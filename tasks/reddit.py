@@ -242,9 +242,16 @@ class GraphConvNet(nn.Module):
         """
         h = x
         for conv in self.convs[:-1]:
-            h = F.relu(conv.lin_rel(adj_all @ h) + conv.lin_root(h))
+            h = F.relu(conv.lin_rel(_aggregate(adj_all, h)) + conv.lin_root(h))
         last = self.convs[-1]
-        return last.lin_rel(adj_out @ h) + last.lin_root(h[out_nodes])
+        return last.lin_rel(_aggregate(adj_out, h)) + last.lin_root(h[out_nodes])
+
+
+def _aggregate(adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``adj @ h`` in float32 outside autocast: torch has no bfloat16 sparse CSR product on the
+    CPU, and under ``trainer.precision=bf16-mixed`` the linear layers hand back bfloat16."""
+    with torch.autocast(h.device.type, enabled=False):
+        return adj @ h.float()
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

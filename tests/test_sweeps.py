@@ -210,6 +210,37 @@ def test_a_call_redraws_only_its_own_tasks(tmp_path):
     assert tc.plot_command(tmp_path, tmp_path, ["reddit", "cola"])[4] == "--tasks=reddit,cola"
 
 
+def test_a_variant_of_a_task_keeps_its_runs_and_figures_apart_from_the_tasks_own(tmp_path):
+    import tuned_comparison as tc
+
+    assert tc.spec("cola")["task"] == "cola"
+    variant = tc.spec("cola_mpnet")
+    assert variant["task"] == "cola"
+    configured = yaml.safe_load((ROOT / "conf" / "experiment" / "cola_mpnet.yaml").read_text())
+    assert variant["target"] == configured["comparison"]["target"]
+    root, out = tmp_path / "runs", tmp_path / "figs"
+    assert tc.folders("cola", "cola", root, out) == (root, out)
+    assert tc.folders("cola_mpnet", "cola", root, out) == (root / "cola_mpnet", out / "cola_mpnet")
+    command = tc.variant_plot_command(root / "cola_mpnet" / "report", out / "cola_mpnet", variant)
+    assert command[1:4] == [str(root / "cola_mpnet" / "report"), "--out", str(out / "cola_mpnet")]
+    assert command[4:] == ["--tasks=cola", f"--target=cola={variant['target']}", "--no-profile"]
+    with pytest.raises(SystemExit):  # a variant is asked for by name; an unknown one is refused
+        tc.main(["--tasks", "cola_large", "--figures-only"])
+
+
+def test_the_cola_variant_is_one_epoch_of_real_cola_at_bf16_mixed():
+    from hydra import compose, initialize_config_dir
+
+    import suite.naming  # noqa: F401  registers the run_dir resolver
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=cola_mpnet"])
+    assert cfg.trainer.max_steps == 8551 // cfg.task.batch_size  # real CoLA's training set
+    assert cfg.scheduler.num_warmup_steps == round(0.1 * cfg.trainer.max_steps)
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.task.pooling == "mean"
+    assert cfg.task.model_name_or_path == "sentence-transformers/all-mpnet-base-v2"
+
+
 def test_figures_get_the_configured_target_of_every_task_they_show(tmp_path):
     import tuned_comparison as tc
 

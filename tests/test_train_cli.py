@@ -194,6 +194,10 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
             ("task=toy", "trainer.device=tpu"),
             r"error: Invalid trainer.device: 'tpu'; expected one of auto, cpu, cuda",
         ),
+        (
+            ("task=toy", "trainer.precision=16-mixed"),
+            r"error: Invalid trainer.precision: '16-mixed'; expected one of 32, bf16-mixed",
+        ),
     ],
 )
 def test_bad_overrides_end_with_one_clear_message(tmp_path, overrides, expected):
