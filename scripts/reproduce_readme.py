@@ -4,6 +4,7 @@
     python scripts/reproduce_readme.py --quick            # the whole pipeline on tiny budgets
     python scripts/reproduce_readme.py --parts regime_map # one part: regime_map, tuned, noise
     python scripts/reproduce_readme.py --figures-only     # redraw from the runs that exist
+    python scripts/reproduce_readme.py --mpnet <dir>      # also CoLA with MPNet-base from <dir>
 
 The parts:
 
@@ -12,7 +13,9 @@ The parts:
 * ``tuned`` — ``scripts/tuned_comparison.py``: every method on one learning-rate grid on the four
   tasks (``<task>_comparison.png``, ``<task>_table.md``, ``<task>_clipping.png``,
   ``performance_profile.png``, ``tuned_choices.md``) and the gradient-norm distributions of the
-  unclipped SGD runs (``heavy_tail.png``).
+  unclipped SGD runs (``heavy_tail.png``). With ``--mpnet <model dir>`` (all-mpnet-base-v2, which
+  the project does not install: README, "A larger encoder"), also the ``cola_mpnet`` comparison
+  (``cola_mpnet/``); without it those committed figures are left as they are.
 * ``noise`` — ``scripts/noise_probe.py`` at initialisation on every task, and the noise figure;
   ``scripts/tail_over_training.py``: the probes at the start, middle and end of three runs (seeds
   0-2) per task (``tail_over_training.png``; with ``--quick`` one run, on reddit only).
@@ -58,6 +61,11 @@ def tuned(args: argparse.Namespace) -> int:
         else ROOT / "results" / ("tuned_quick" if args.quick else "tuned")
     )
     code = sweeps.call(["scripts/tuned_comparison.py", *flags, "--root", str(root)])
+    if args.mpnet and not args.quick and "cola" in args.tasks:
+        variant = ["--out", str(args.out), "--tasks", "cola_mpnet", "--jobs", str(args.jobs)]
+        variant += ["--figures-only"] * args.figures_only
+        code |= sweeps.call(["scripts/tuned_comparison.py", *variant, "--root", str(root), "--",
+                             f"task.model_name_or_path={args.mpnet}"])  # fmt: skip
     sgd = [str(run.dir) for t in args.tasks for run in first_seed(root / "report" / t, "SGD")]
     if sgd:  # the gradient-norm distribution along an unclipped SGD run of each task
         code |= sweeps.call(
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, "put every run under this directory instead")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--mpnet", type=Path, metavar="DIR",
+                        help="all-mpnet-base-v2 model directory: also run the cola_mpnet comparison")  # fmt: skip
     args = sweeps.parse_sweep_args(parser, argv)
     parts = {"regime_map": regime_map, "tuned": tuned, "noise": noise}
 

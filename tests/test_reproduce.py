@@ -66,3 +66,30 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
         "0", "4", "8"
     ]  # fmt: skip
     assert "made by" in over and str(tmp_path) not in over
+
+
+def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import reproduce_readme as rr
+    import sweeps
+
+    calls = []
+    monkeypatch.setattr(sweeps, "call", lambda script: calls.append(script) or 0)
+    common = ["--parts", "tuned", "--figures-only", "--root", str(tmp_path), "--out", str(tmp_path)]
+    assert rr.main(common) == 0
+    assert [c[c.index("--tasks") + 1 :][:4] for c in calls] == [
+        ["reddit", "imagenet", "voc", "cola"]
+    ]
+    calls.clear()
+    assert rr.main([*common, "--mpnet", str(tmp_path / "mpnet")]) == 0
+    variant = [c for c in calls if "cola_mpnet" in c]
+    assert len(variant) == 1 and variant[0][-2:] == [
+        "--",
+        f"task.model_name_or_path={tmp_path / 'mpnet'}",
+    ]
+    assert "--figures-only" in variant[0] and variant[0][variant[0].index("--root") + 1] == str(
+        tmp_path / "tuned"
+    )
+    calls.clear()
+    assert rr.main([*common, "--mpnet", str(tmp_path / "mpnet"), "--tasks", "voc"]) == 0
+    assert not any("cola_mpnet" in c for c in calls)  # a call without CoLA leaves it out
