@@ -169,22 +169,31 @@ def retire_superseded(root: Path, task: str, best: dict[str, Any], of) -> list[P
     return moved
 
 
-def run_task(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
-    c = spec(name)
+def as_run(c: dict[str, Any], quick: bool, extra: list[str]) -> list[str]:
+    """Shape comparison ``c`` (in place) and the extra overrides as this call runs them:
+    ``--quick`` keeps one lr, one seed and two methods on a shrunken task; real CoLA comes from
+    the shared copy when it is present and no data root was given."""
     task = c["task"]
-    root, out = folders(name, task, args.root, args.out)
-    methods: dict[str, list[str]] = c["methods"]
-    if args.quick:
+    if quick:
         c.update(lr_grid=c["lr_grid"][:1], measure_lr=None, tune_seeds=[0], report_seeds=[0])
-        clipped = next(n for n, o in methods.items() if "optimizer=norm" in o)
-        methods = c["methods"] = {n: methods[n] for n in ("SGD", clipped)}
-        extra = [*sweeps.quick_task_overrides(task, True), *extra]
-    elif (
+        clipped = next(n for n, o in c["methods"].items() if "optimizer=norm" in o)
+        c["methods"] = {n: c["methods"][n] for n in ("SGD", clipped)}
+        return [*sweeps.quick_task_overrides(task, True), *extra]
+    if (
         task == "cola"
         and (SHARED_COLA / "train.tsv").exists()
         and not any(o.startswith("task.data_root") for o in extra)
     ):
-        extra = [f"task.data_root={SHARED_COLA}", *extra]
+        return [f"task.data_root={SHARED_COLA}", *extra]
+    return extra
+
+
+def run_task(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    c = spec(name)
+    task = c["task"]
+    root, out = folders(name, task, args.root, args.out)
+    extra = as_run(c, args.quick, extra)
+    methods: dict[str, list[str]] = c["methods"]
     of = method_of(methods)
     lrs = c["lr_grid"]
     small = c["measure_lr"] = measure_lr(c, task)
