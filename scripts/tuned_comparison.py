@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             (r,) = mine
             plot = variant_plot_command(r["root"] / "report", out, r["spec"])
-        code = code or sweeps.call(plot)
+        code = sweeps.call(plot) or code  # every folder is drawn, even after a failure
     return code
 
 

@@ -43,7 +43,7 @@ from suite.distributed import (
     wrap_model,
 )
 from suite.loggers import WandbLogger
-from suite.naming import method_of_dir, run_identity
+from suite.naming import IDENTITY_TRAINER_KEYS, method_of_dir, run_identity
 from suite.optim import build_optimizer, build_scheduler, clips, describe_optimizer
 from suite.records import RunRecord, read_json
 from suite.run_state import RunState
@@ -52,6 +52,11 @@ from tasks.base import Task, TaskInfo
 #: ``trainer.precision``: full float32, or Lightning's "bf16-mixed" (the forward passes and losses
 #: under bfloat16 autocast; parameters, gradients and optimizer state stay float32)
 PRECISIONS = ("32", "bf16-mixed")
+
+
+def precision_of(t: DictConfig) -> str:
+    """``trainer.precision`` as a string (Hydra reads ``32`` as an int), its default if unset."""
+    return str(t.get("precision", IDENTITY_TRAINER_KEYS["precision"]))
 
 
 class Preempted(Exception):
@@ -70,7 +75,7 @@ def check_trainer_config(cfg: DictConfig) -> None:
     for key in ("max_steps", "eval_every", "log_every"):
         check_int(f"trainer.{key}", t.get(key), 1)
     check_choice("trainer.strategy", t.get("strategy", "ddp"), STRATEGIES)
-    check_choice("trainer.precision", str(t.get("precision", "32")), PRECISIONS)
+    check_choice("trainer.precision", precision_of(t), PRECISIONS)
     every = check_int("trainer.checkpoint_every", t.get("checkpoint_every"), 0)
     if every % t.log_every:  # a resumed run must log the same windows
         raise invalid(
@@ -178,7 +183,7 @@ class Trainer:
         if cfg.trainer.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.device = resolve_device(cfg.trainer.device, self.ctx)
-        self.summary["precision"] = str(cfg.trainer.get("precision", "32"))
+        self.summary["precision"] = precision_of(cfg.trainer)
         seed_everything(cfg.seed)
         self.task: Task = instantiate(cfg.task, _convert_="all")
         self.info: TaskInfo = self.task.setup(self.device, cfg.seed)
