@@ -214,6 +214,8 @@ class Trainer:
             num_train=self.info.num_train,
             num_val=self.info.num_val,
             num_parameters=sum(p.numel() for p in self.params),
+            # tensors T: a per-tensor threshold's share of a global one is about 1/sqrt(T)
+            num_parameter_tensors=len(self.params),
             device=str(self.device),
             device_name=torch.cuda.get_device_name(self.device)
             if self.device.type == "cuda"

@@ -46,6 +46,10 @@ def test_single_run_writes_the_results_contract(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 40
     assert summary["embedded_data"] is True and "Student-t" in summary["data_source"]
+    # the toy MLP dim -> hidden -> 1: two weights and two biases
+    dim, hidden = config["task"]["dim"], config["task"]["hidden"]
+    assert summary["num_parameter_tensors"] == 4
+    assert summary["num_parameters"] == dim * hidden + hidden + hidden + 1
     assert summary["best"]["value"] == max(r["val_r2"] for r in val)
     assert summary["final"]["val_r2"] == val[-1]["val_r2"]
     assert "status" in proc.stdout and "completed" in proc.stdout  # the end-of-run table
