@@ -87,9 +87,9 @@ UNCLIPPED = ("SGD", "Adam")
 PEER_METHODS = ("AutoClip", "ZClip", "AGC")
 #: the run's optimizer preset -> method (the run directory is the preset and the swept values)
 BY_PRESET = {over[0].split("=")[1]: method for method, over in METHODS.items()}
-#: how a fixed-threshold rule's λ relates to the global-norm quantile q (T tensors, N coordinates)
-FIXED = {"norm": "global", "linear_stoch_norm": "global", "quadratic_stoch_norm": "global",
-         "layer_wise": "tensor", "coord_wise": "coordinate"}  # fmt: skip
+#: the fixed-threshold rules (their method names are their clipping types): λ grids placed on the
+#: global-norm quantiles, split per tensor or coordinate (sweeps.THRESHOLD_UNITS)
+FIXED = tuple(sweeps.THRESHOLD_UNITS)
 #: AGC's threshold is its clip factor, a ratio of a unit's gradient norm to its weight norm, so a
 #: quantile of the gradient norm cannot place it: a log grid around timm's default 0.01
 AGC_CLIP_FACTORS = (0.001, 0.01, 0.1, 1.0)
@@ -183,12 +183,8 @@ def threshold_grids(runs: list[Run], noise: str, budget: Budget, shapes: dict[st
         raise RuntimeError(f"no measurement run for {noise} (see the logs under the sweep)")
     quantiles = sweeps.norm_quantiles(measured[0], LAMBDA_QUANTILES)
     q = [LAMBDA_BELOW * quantiles[0], *quantiles]
-    split = {
-        "global": 1.0,
-        "tensor": shapes["tensors"] ** -0.5,
-        "coordinate": shapes["params"] ** -0.5,
-    }
-    grids = {m: [float(f"{v * split[g]:.4g}") for v in q] for m, g in FIXED.items()}
+    share = {m: sweeps.unit_share(m, shapes["tensors"], shapes["params"]) for m in FIXED}
+    grids = {m: [float(f"{v * share[m]:.4g}") for v in q] for m in FIXED}
     return grids | {"AGC": list(AGC_CLIP_FACTORS)}, q
 
 

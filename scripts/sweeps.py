@@ -166,6 +166,19 @@ def interval90(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+#: the fixed-threshold clipping types and the unit each one clips: a global level λ becomes an even
+#: share per unit (λ/√T over T tensors, λ/√N over N coordinates), so that all units at their
+#: threshold make an update of norm λ, as the global rule's does
+THRESHOLD_UNITS = {"norm": "global", "linear_stoch_norm": "global", "quadratic_stoch_norm": "global",
+                   "layer_wise": "tensor", "coord_wise": "coordinate"}  # fmt: skip
+
+
+def unit_share(clipping_type: str, tensors: int, params: int) -> float:
+    """The factor from a global λ to ``clipping_type``'s per-unit λ (``THRESHOLD_UNITS``)."""
+    unit = THRESHOLD_UNITS[clipping_type]
+    return {"global": 1.0, "tensor": tensors**-0.5, "coordinate": params**-0.5}[unit]
+
+
 def norm_quantiles(run: Run, quantiles: Iterable[float]) -> list[float]:
     """Quantiles of the global gradient norm along a (measurement) run, 4 significant digits."""
     norms = run.grad_norms()

@@ -188,6 +188,39 @@ def as_run(c: dict[str, Any], quick: bool, extra: list[str]) -> list[str]:
     return extra
 
 
+def clipping_type(overrides: list[str]) -> str | None:
+    """The clipping type of a method: its optimizer preset's (``conf/optimizer/<preset>.yaml``),
+    unless its overrides set one."""
+    values = dict(o.split("=", 1) for o in overrides if "=" in o)
+    if "optimizer.clipping_type" in values:
+        return values["optimizer.clipping_type"]
+    preset = OmegaConf.load(ROOT / "conf" / "optimizer" / f"{values['optimizer']}.yaml")
+    return preset.get("clipping_type")
+
+
+def thresholds(c: dict[str, Any], measured: Run, level: float) -> tuple[dict, dict]:
+    """λ of each fixed-threshold method and how it was placed: the measured quantile ``level``
+    of the global norm, shared evenly over tensors (layer_wise, λ/√T) or coordinates (coord_wise,
+    λ/√N), counted in the measurement run's model; no λ for the other methods."""
+    where = f"q{c['lambda_quantile']}={level:.4g}"
+    levels, placed = {}, {}
+    for name, overrides in c["methods"].items():
+        kind = clipping_type(overrides)
+        if kind not in sweeps.THRESHOLD_UNITS:
+            continue
+        unit = sweeps.THRESHOLD_UNITS[kind]
+        count = {"tensor": "num_parameter_tensors", "coordinate": "num_parameters"}.get(unit)
+        if count and count not in measured.summary:
+            raise SystemExit(f"[{c['task']}] {measured.dir}: its summary has no {count}, which "
+                             f"places {name}'s λ; rerun the measurement run with this code")  # fmt: skip
+        tensors = measured.summary.get("num_parameter_tensors", 1)
+        share = sweeps.unit_share(kind, tensors, measured.summary.get("num_parameters", 1))
+        levels[name] = float(f"{level * share:.4g}")
+        split = f"/√{measured.summary[count]}" if count else ""
+        placed[name] = f"{where}{split} (SGD lr {c['measure_lr']:g})"
+    return levels, placed
+
+
 def run_task(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     c = spec(name)
     task = c["task"]
@@ -221,11 +254,7 @@ def run_task(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
         log = f"{name}_{'report' if one_point else 'tune'}_SGD_*.log"
         raise SystemExit(f"[{name}] no measurement run on seed 0; see {root}/logs/{log}")
     (level,) = sweeps.norm_quantiles(measured[0], [c["lambda_quantile"]])
-    # λ for the fixed-threshold methods (norm, norm-adamw, *_stoch_norm), none for the others
-    fixed = [
-        n for n, o in methods.items() if any(x.startswith("optimizer=") and "norm" in x for x in o)
-    ]
-    levels = dict.fromkeys(fixed, level)
+    levels, placed = thresholds(c, measured[0], level)
     if one_point:
         best = {n: {"setting": (lrs[0], levels.get(n))} for n in methods}
     else:
@@ -238,7 +267,7 @@ def run_task(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
         c, {n: b for n, b in best.items() if not (one_point and n == "SGD")}, extra
     )
     stage("reporting on seeds " + ",".join(map(str, c["report_seeds"])), reports, "report")
-    return {"task": name, "level": level, "best": best, "spec": c, "grid": tuning_grid(runs, of, c),
+    return {"task": name, "placed": placed, "best": best, "spec": c, "grid": tuning_grid(runs, of, c),
             "root": root, "out": out}  # fmt: skip
 
 
@@ -276,8 +305,7 @@ def write_choices(results: list[dict[str, Any]], out: Path, command: str) -> Non
             rows.append({"task": r["task"], "method": method, "lr": f"{lr:g}",
                          "clipping_level": "" if level is None else level,
                          "lr_grid": " ".join(f"{x:g}" for x in r["spec"]["lr_grid"]),
-                         "measured_norm_quantile": f"q{r['spec']['lambda_quantile']}={r['level']:.4g}"
-                                           f" (SGD lr {r['spec']['measure_lr']:g})",
+                         "measured_norm_quantile": r["placed"].get(method, ""),
                          "tune_seeds": " ".join(map(str, r["spec"]["tune_seeds"])),
                          "report_seeds": " ".join(map(str, r["spec"]["report_seeds"])),
                          "made_by": made_by})  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from suite.run_reader import read_runs
+from suite.run_reader import Run, read_runs
 from tests.suite_helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -110,7 +110,7 @@ def test_tuned_tables_keep_the_other_tasks_rows(tmp_path):
         spec = {"metric": "mcc", "lr_grid": [1e-4, 1e-3], "measure_lr": 1e-4, "lambda_quantile": 0.5,
                 "tune_seeds": [0], "report_seeds": [1, 2]}  # fmt: skip
         grid = [{"method": "SGD", "lr": lr, "seed": 0, "value": 0.25, "val_loss": 0.5}]
-        return {"task": task, "level": 0.9, "best": {"SGD": {"setting": (lr, None)}},
+        return {"task": task, "placed": {}, "best": {"SGD": {"setting": (lr, None)}},
                 "spec": spec, "grid": grid}  # fmt: skip
 
     for task, lr in (("cola", 1e-4), ("voc", 1e-3), ("cola", 1e-3)):
@@ -124,6 +124,29 @@ def test_tuned_tables_keep_the_other_tasks_rows(tmp_path):
     grid = (tmp_path / "tuning_grid.md").read_text()
     assert grid.index("## voc") < grid.index("## cola") and "| SGD | 0.001 | 0 | 0.2500 |" in grid
     assert "cola: made by `run cola`" in (tmp_path / "tuned_choices.md").read_text()
+
+
+def test_per_tensor_and_per_coordinate_rules_get_an_even_share_of_the_measured_lambda():
+    import tuned_comparison as tc
+
+    methods = {"SGD": ["optimizer=torch_sgd"], "norm": ["optimizer=norm"],
+               "AdamW+norm": ["optimizer=norm", "step_rule=adamw"], "auto": ["optimizer=auto"],
+               "layer_wise": ["optimizer=layer_wise"], "coord_wise": ["optimizer=coord_wise"],
+               "AGC": ["optimizer=peer_agc"]}  # fmt: skip
+    c = {"task": "imagenet", "methods": methods, "lambda_quantile": 0.5, "measure_lr": 0.001}
+    summary = {"num_parameter_tensors": 62, "num_parameters": 11_181_642}
+    measured = Run(dir=ROOT, task="imagenet", method="SGD", seed=0, summary=summary)
+    levels, placed = tc.thresholds(c, measured, 0.7735)
+    # the global rules at the quantile; layer_wise at 0.7735/sqrt(62), coord_wise /sqrt(N)
+    assert levels == pytest.approx(
+        {"norm": 0.7735, "AdamW+norm": 0.7735, "layer_wise": 0.7735 / math.sqrt(62),
+         "coord_wise": 0.7735 / math.sqrt(11_181_642)}, rel=1e-3)  # fmt: skip
+    assert placed["layer_wise"] == "q0.5=0.7735/√62 (SGD lr 0.001)"
+    assert placed["norm"] == "q0.5=0.7735 (SGD lr 0.001)" and "SGD" not in placed
+    # an older measurement run cannot place a per-tensor λ: say so, never guess T
+    older = Run(dir=ROOT, task="imagenet", method="SGD", seed=0, summary={})
+    with pytest.raises(SystemExit, match="no num_parameter_tensors, which places layer_wise"):
+        tc.thresholds(c, older, 0.7735)
 
 
 def test_measure_lr_defaults_to_the_grids_smallest_and_must_be_on_the_grid():
