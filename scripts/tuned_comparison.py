@@ -9,7 +9,9 @@
 Each comparison's ``conf/experiment/<name>.yaml`` holds its budget and a ``comparison`` block:
 the metric, an absolute target, the learning-rate grid shared by all methods, the quantile of the
 unclipped gradient norm that places λ, the tuning and report seeds and the methods (name → the
-``train.py`` overrides). The protocol is ``scripts/sweeps.py``'s: measure, tune, report on fresh
+``train.py`` overrides). The global rules (``norm``, ``*_stoch_norm``) take λ at that quantile;
+``layer_wise`` and ``coord_wise`` its even share per tensor (λ/√T) or per coordinate (λ/√N), T
+and N counted in the measurement run's model; the other methods have no λ. The protocol is ``scripts/sweeps.py``'s: measure, tune, report on fresh
 seeds. Runs go to ``results/tuned/<stage>/<task>/…`` (not committed); the report runs are named
 by method, so ``plot_comparison.py`` draws them, into ``results/readme/figures/``.
 
