@@ -231,6 +231,7 @@ class MethodRow:
     final_val: tuple[float, float, int]
     best_val: tuple[float, float, int]
     train_loss: tuple[float, float, int]
+    removed: tuple[float, float, int]  # share of ‖g‖ clipping removed; n = 0 for no clipping
     steps: list[float] = field(default_factory=list)  # per seed; NaN = never reached / no target
     walls: list[float] = field(
         default_factory=list
@@ -323,6 +324,9 @@ def analyse_task(
                 final_val=plotting.mean_std([final_value(r, metric) for r in group]),
                 best_val=plotting.mean_std([best_value(r, metric, lower) for r in group]),
                 train_loss=plotting.mean_std([final_train_loss(r) for r in group]),
+                removed=plotting.mean_std(
+                    [plotting.removed_fraction(r) for r in group if clips(r)]
+                ),
                 steps=[step for step, _ in reach],
                 walls=[wall for _, wall in reach],
             )
@@ -369,17 +373,19 @@ def write_tables(result: TaskResult, md_path: Path, csv_path: Path, made_by: str
         "",
         f"mean ± sample std (ddof=1) over seeds; target: {result.target_note}; steps and wall "
         f"seconds to target: mean over the seeds whose evaluations reach it; {WALL_NOTE}. "
-        "lr: `step_rule.lr`, λ: `optimizer.clipping_level` of the runs' config.",
+        "lr: `step_rule.lr`, λ: `optimizer.clipping_level` of the runs' config; ‖g‖ removed: "
+        "the share of the gradient norm clipping removed (`clip_fraction`, 1 − ‖clipped g‖/‖g‖), "
+        "averaged over a run's logged steps, then over seeds (— for no clipping).",
         "",
         f"| method | optimizer | lr | λ | seeds | final val {m} | best val {m} | final train loss "
-        f"| steps to {goal} | wall s to {goal} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| ‖g‖ removed | steps to {goal} | wall s to {goal} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result.rows:
         lines.append(
             f"| {row.method} | {row.description} | {row.lr} | {row.level} | {row.n_seeds} "
             f"| {fmt_pm(row.final_val)} | {fmt_pm(row.best_val)} | {fmt_pm(row.train_loss)} "
-            f"| {fmt_reach(result, row)} | {fmt_reach(result, row, wall=True)} |"
+            f"| {fmt_pm(row.removed, 2)} | {fmt_reach(result, row)} | {fmt_reach(result, row, wall=True)} |"
         )
     if result.skipped:
         lines += [
@@ -396,13 +402,13 @@ def write_tables(result: TaskResult, md_path: Path, csv_path: Path, made_by: str
         writer.writerow([
             "task", "method", "description", "lr", "clipping_level", "n_seeds", "metric",
             "final_val_mean", "final_val_std", "best_val_mean", "best_val_std",
-            "final_train_loss_mean", "final_train_loss_std", "target",
+            "final_train_loss_mean", "final_train_loss_std", "norm_removed_mean", "target",
             "steps_to_target_mean", "wall_seconds_to_target_mean", "seeds_reached", "made_by",
         ])  # fmt: skip
         for row in result.rows:
             cells = [
                 result.task, row.method, row.description, row.lr, row.level, row.n_seeds, m,
-                *row.final_val[:2], *row.best_val[:2], *row.train_loss[:2], target,
+                *row.final_val[:2], *row.best_val[:2], *row.train_loss[:2], row.removed[0], target,
                 row.mean_steps, row.mean_wall, row.n_reached, made_by,
             ]  # fmt: skip
             writer.writerow([plotting.scrub_paths(c) if isinstance(c, str) else c for c in cells])
@@ -1029,6 +1035,7 @@ def result_from_table(csv_path: Path) -> TaskResult | None:
                               final_val=(_cell(r["final_val_mean"]), _cell(r["final_val_std"]), n),
                               best_val=(_cell(r["best_val_mean"]), _cell(r["best_val_std"]), n),
                               train_loss=(math.nan, math.nan, 0),
+                              removed=(math.nan, math.nan, 0),
                               steps=[steps] * hit + [math.nan] * (n - hit),
                               walls=[wall] * hit + [math.nan] * (n - hit)))  # fmt: skip
     lower = plotting.lower_is_better(metric)

@@ -94,6 +94,13 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return float(np.mean(x)), std, int(x.size)
 
 
+def removed_fraction(run: Run) -> float:
+    """The share of the gradient norm the method removed, averaged over the run's logged steps
+    (``clip_fraction``, ``1 − ‖clipped g‖/‖g‖``; NaN when the run logged none)."""
+    values = run.series("clip_fraction", "train")[1]
+    return float(values.mean()) if values.size else math.nan
+
+
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing moving average over ``window`` points (the first points average what exists)."""
     if window <= 1 or values.size == 0:

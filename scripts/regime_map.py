@@ -226,13 +226,6 @@ def report_jobs(noise, budget: Budget, best: dict[str, dict]) -> list[sweeps.Job
 # ----------------------------------------------------------------------------- outputs
 
 
-def removed_fraction(run: Run) -> float:
-    """The share of the gradient norm the method removed, averaged over the run's logged steps
-    (``clip_fraction``, ``1 − ‖clipped g‖/‖g‖``; NaN when the run logged none)."""
-    values = run.series("clip_fraction", "train")[1]
-    return float(values.mean()) if values.size else math.nan
-
-
 def summarise(runs, noises, budget, bests) -> list[dict[str, Any]]:
     rows = []
     for noise in noises:
@@ -247,7 +240,7 @@ def summarise(runs, noises, budget, bests) -> list[dict[str, Any]]:
             values = [r.final("mse") for r in chosen_runs]
             mean, lo, hi = sweeps.interval90(values)
             removed = [] if method in UNCLIPPED else [
-                f for f in map(removed_fraction, chosen_runs) if math.isfinite(f)]  # fmt: skip
+                f for f in map(plotting.removed_fraction, chosen_runs) if math.isfinite(f)]  # fmt: skip
             rows.append({"noise": key, "method": method, "lr": lr, "clipping_level": level,
                          "seeds": len(values), "val_mse_mean": mean, "ci90_low": lo,
                          "ci90_high": hi, "diverged_seeds": sum(not math.isfinite(v) for v in values),

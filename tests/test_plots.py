@@ -150,9 +150,13 @@ def test_table_mean_std_over_seeds_matches_numpy(tmp_path: Path, capsys) -> None
         "adam": [[0.3, 0.5, 0.6], [0.35, 0.45, 0.5]],
     }
     losses = {"norm": [1.2, 0.9, 1.05], "adam": [1.5, 1.7]}
+    # the clipped share of ‖g‖ at each of the 15 logged steps of each norm seed
+    removed = np.random.default_rng(0).uniform(size=(3, 15))
     for method, seeds in vals.items():
         for seed, val in enumerate(seeds):
-            make_run(sweep, "cola", method, seed, val=val, train_loss=[3.0, losses[method][seed]])
+            fraction = list(removed[seed]) if method == "norm" else None
+            make_run(sweep, "cola", method, seed, val=val, train_loss=[3.0, losses[method][seed]],
+                     clip_fraction=fraction)  # fmt: skip
     out = tmp_path / "figs"
     assert pc.main([str(sweep), "--out", str(out), "--no-profile", *FAST]) == 0
     table = read_csv(out / "cola_table.csv")
@@ -170,11 +174,17 @@ def test_table_mean_std_over_seeds_matches_numpy(tmp_path: Path, capsys) -> None
         assert row["description"] == DESCRIPTIONS[method]
         assert float(row["lr"]) == LRS[method]  # step_rule.lr of the runs' config.yaml
     assert table["norm"]["clipping_level"] == "1" and table["adam"]["clipping_level"] == "—"
+    # the removed share: per run over its logged steps, then over seeds; none for a baseline
+    assert float(table["norm"]["norm_removed_mean"]) == pytest.approx(removed.mean(axis=1).mean())
+    assert math.isnan(float(table["adam"]["norm_removed_mean"]))
     md = (out / "cola_table.md").read_text()
     final_norm = np.array(vals["norm"])[:, -1]
     assert f"{final_norm.mean():.4f} ± {final_norm.std(ddof=1):.4f}" in md
     assert f"| norm | {DESCRIPTIONS['norm']} | 0.002 | 1 | 3 |" in md
     assert f"| adam | {DESCRIPTIONS['adam']} | 0.001 | — | 2 |" in md
+    per_run = removed.mean(axis=1)
+    assert f"| {per_run.mean():.2f} ± {per_run.std(ddof=1):.2f} |" in md
+    assert md.count("| — | no target | no target |") == 1  # adam's removed share
     # No target was given or configured: the table says so instead of inventing one.
     assert "no target known for cola" in md and "comparison.target" in md
     assert md.count("| no target | no target |") == 2
