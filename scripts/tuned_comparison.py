@@ -196,8 +196,12 @@ def clipping_type(overrides: list[str]) -> str | None:
     values = dict(o.split("=", 1) for o in overrides if "=" in o)
     if "optimizer.clipping_type" in values:
         return values["optimizer.clipping_type"]
-    preset = OmegaConf.load(ROOT / "conf" / "optimizer" / f"{values['optimizer']}.yaml")
-    return preset.get("clipping_type")
+    presets = sorted(p.stem for p in (ROOT / "conf" / "optimizer").glob("*.yaml"))
+    name = values.get("optimizer")
+    if name not in presets:
+        raise SystemExit(f"Invalid optimizer preset in comparison.methods: {name!r} (overrides "
+                         f"{overrides}); expected one of {', '.join(presets)}")  # fmt: skip
+    return OmegaConf.load(ROOT / "conf" / "optimizer" / f"{name}.yaml").get("clipping_type")
 
 
 def thresholds(c: dict[str, Any], measured: Run, level: float) -> tuple[dict, dict]:

@@ -147,6 +147,12 @@ def test_per_tensor_and_per_coordinate_rules_get_an_even_share_of_the_measured_l
     older = Run(dir=ROOT, task="imagenet", method="SGD", seed=0, summary={})
     with pytest.raises(SystemExit, match="no num_parameter_tensors, which places layer_wise"):
         tc.thresholds(c, older, 0.7735)
+    # a method whose preset does not exist is named, with the presets there are
+    c["methods"] = {"typo": ["optimizer=layerwise"]}
+    with pytest.raises(
+        SystemExit, match=r"'layerwise' .*expected one of .*layer_wise, linear_stoch_auto"
+    ):
+        tc.thresholds(c, measured, 0.7735)
 
 
 def test_measure_lr_defaults_to_the_grids_smallest_and_must_be_on_the_grid():
