@@ -183,7 +183,7 @@ def threshold_grids(runs: list[Run], noise: str, budget: Budget, shapes: dict[st
         raise RuntimeError(f"no measurement run for {noise} (see the logs under the sweep)")
     quantiles = sweeps.norm_quantiles(measured[0], LAMBDA_QUANTILES)
     q = [LAMBDA_BELOW * quantiles[0], *quantiles]
-    share = {m: sweeps.unit_share(m, shapes["tensors"], shapes["params"]) for m in FIXED}
+    share = {m: sweeps.unit_share(m, shapes) for m in FIXED}
     grids = {m: [float(f"{v * share[m]:.4g}") for v in q] for m in FIXED}
     return grids | {"AGC": list(AGC_CLIP_FACTORS)}, q
 
@@ -382,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root or (SWEEP.with_name("regime_map_quick") if args.quick else SWEEP)
     noises: list[Any] = [*budget.alphas, GAUSSIAN]
     keys = [noise_key(n) for n in noises]
-    shapes = {"tensors": 4, "params": 16 * 32 + 32 + 32 + 1}  # conf/task/toy.yaml's MLP 16-32-1
+    # conf/task/toy.yaml's MLP 16-32-1, counted as a run summary counts it
+    shapes = {"num_parameter_tensors": 4, "num_parameters": 16 * 32 + 32 + 32 + 1}
 
     def stage(title: str, jobs: list[sweeps.Job]) -> list[Run]:
         if not args.figures_only and jobs:

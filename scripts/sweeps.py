@@ -173,10 +173,15 @@ THRESHOLD_UNITS = {"norm": "global", "linear_stoch_norm": "global", "quadratic_s
                    "layer_wise": "tensor", "coord_wise": "coordinate"}  # fmt: skip
 
 
-def unit_share(clipping_type: str, tensors: int, params: int) -> float:
-    """The factor from a global λ to ``clipping_type``'s per-unit λ (``THRESHOLD_UNITS``)."""
+#: the run summary's key that counts each unit of a model
+UNIT_COUNTS = {"tensor": "num_parameter_tensors", "coordinate": "num_parameters"}
+
+
+def unit_share(clipping_type: str, counts: dict[str, int]) -> float:
+    """The factor from a global λ to ``clipping_type``'s per-unit λ (``THRESHOLD_UNITS``), given
+    the model's unit counts (a run summary, or any mapping with the ``UNIT_COUNTS`` keys)."""
     unit = THRESHOLD_UNITS[clipping_type]
-    return {"global": 1.0, "tensor": tensors**-0.5, "coordinate": params**-0.5}[unit]
+    return 1.0 if unit == "global" else counts[UNIT_COUNTS[unit]] ** -0.5
 
 
 def norm_quantiles(run: Run, quantiles: Iterable[float]) -> list[float]:

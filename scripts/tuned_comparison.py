@@ -11,9 +11,10 @@ the metric, an absolute target, the learning-rate grid shared by all methods, th
 unclipped gradient norm that places λ, the tuning and report seeds and the methods (name → the
 ``train.py`` overrides). The global rules (``norm``, ``*_stoch_norm``) take λ at that quantile;
 ``layer_wise`` and ``coord_wise`` its even share per tensor (λ/√T) or per coordinate (λ/√N), T
-and N counted in the measurement run's model; the other methods have no λ. The protocol is ``scripts/sweeps.py``'s: measure, tune, report on fresh
-seeds. Runs go to ``results/tuned/<stage>/<task>/…`` (not committed); the report runs are named
-by method, so ``plot_comparison.py`` draws them, into ``results/readme/figures/``.
+and N counted in the measurement run's model; the other methods have no λ. The protocol is
+``scripts/sweeps.py``'s: measure, tune, report on fresh seeds. Runs go to
+``results/tuned/<stage>/<task>/…`` (not committed); the report runs are named by method, so
+``plot_comparison.py`` draws them, into ``results/readme/figures/``.
 
 The four task comparisons are named by their task. Another comparison of a task (``cola_mpnet``:
 CoLA with a larger encoder) names it in ``comparison.task`` and keeps its runs, figures and tables
@@ -214,14 +215,11 @@ def thresholds(c: dict[str, Any], measured: Run, level: float) -> tuple[dict, di
         kind = clipping_type(overrides)
         if kind not in sweeps.THRESHOLD_UNITS:
             continue
-        unit = sweeps.THRESHOLD_UNITS[kind]
-        count = {"tensor": "num_parameter_tensors", "coordinate": "num_parameters"}.get(unit)
+        count = sweeps.UNIT_COUNTS.get(sweeps.THRESHOLD_UNITS[kind])  # None: a global rule
         if count and count not in measured.summary:
             raise SystemExit(f"[{c['task']}] {measured.dir}: its summary has no {count}, which "
                              f"places {name}'s λ; rerun the measurement run with this code")  # fmt: skip
-        tensors = measured.summary.get("num_parameter_tensors", 1)
-        share = sweeps.unit_share(kind, tensors, measured.summary.get("num_parameters", 1))
-        levels[name] = float(f"{level * share:.4g}")
+        levels[name] = float(f"{level * sweeps.unit_share(kind, measured.summary):.4g}")
         split = f"/√{measured.summary[count]}" if count else ""
         placed[name] = f"{where}{split} (SGD lr {c['measure_lr']:g})"
     return levels, placed

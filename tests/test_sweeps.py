@@ -387,7 +387,7 @@ def test_regime_map_lambda_grid_reaches_below_every_measured_norm(tmp_path):
     make_run(
         tmp_path, "torch_sgd", 0, rm.FULL.measure_lr, None, 0.5, norms=norms, extra=GAUSSIAN_TOY
     )
-    shapes = {"tensors": 4, "params": 100}
+    shapes = {"num_parameter_tensors": 4, "num_parameters": 100}
     grids, global_grid = rm.threshold_grids(read_runs(tmp_path), rm.GAUSSIAN, rm.FULL, shapes)
     q = np.quantile(norms, rm.LAMBDA_QUANTILES)
     expected = [rm.LAMBDA_BELOW * q[0], *q]
