@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import suite.naming  # noqa: F401  registers the run_dir resolver
-from suite.trainer import seed_everything
+from suite.trainer import seed_everything, warn_if_emulated_bf16
 from tests.suite_helpers import ROOT, composed_run_dir, final_params, find_run_dir, run_train
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -71,6 +72,7 @@ def runs(tmp_path_factory):
         proc = run_train(results, *ONE_STEP, f"trainer.precision={precision}", f"label={precision}")
         assert proc.returncode == 0, proc.stderr[-3000:]
         made[precision] = find_run_dir(results, precision)
+        made[f"{precision} stderr"] = proc.stderr
     return made
 
 
@@ -125,3 +127,26 @@ def test_every_task_trains_and_evaluates_under_bf16_mixed(tmp_path, task):
     val = [r for r in _rows(run_dir) if r["split"] == "val"]
     assert [r["step"] for r in val] == [2, 4]
     assert all(math.isfinite(r["val_loss"]) for r in val)
+
+
+@pytest.mark.parametrize("avx512_bf16, amx", [(False, False), (True, False), (False, True)])
+def test_bf16_mixed_on_a_cpu_that_emulates_bfloat16_warns_with_the_remedy(
+    monkeypatch, avx512_bf16, amx
+):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    emulated = not (avx512_bf16 or amx)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_emulated_bf16("bf16-mixed", torch.device("cpu"))
+        warn_if_emulated_bf16("32", torch.device("cpu"))  # float32 never warns
+        warn_if_emulated_bf16("bf16-mixed", torch.device("cuda"))  # nor does a GPU
+    assert len(caught) == emulated
+    if emulated:
+        assert "trainer.precision=32" in str(caught[0].message)
+
+
+def test_a_run_warns_about_emulated_bfloat16_exactly_when_this_cpu_emulates_it(runs):
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert ("bfloat16 is emulated" in runs["bf16-mixed stderr"]) == (not native)
+    assert "bfloat16 is emulated" not in runs["32 stderr"]
