@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     def stage(title: str, jobs: list[sweeps.Job]) -> list[Run]:
         if not args.figures_only and jobs:
             print(f"[regime map] {title}", flush=True)
-            sweeps.run_stage(jobs, root, args.jobs, "regime_map")
+            sweeps.run_stage(jobs, root, args.jobs, "regime_map", args.overrides)
         return of_budget(read_runs(root), budget)
 
     runs = stage("tuning the methods without λ (SGD's run at the measure lr places λ)",

@@ -5,6 +5,14 @@
     python scripts/reproduce_readme.py --parts regime_map # one part: regime_map, tuned, noise
     python scripts/reproduce_readme.py --figures-only     # redraw from the runs that exist
     python scripts/reproduce_readme.py --mpnet <dir>      # also CoLA with MPNet-base from <dir>
+    python scripts/reproduce_readme.py --jobs 64 -- hydra/launcher=slurm hydra.launcher.partition=cpu
+
+The overrides after ``--`` go to every ``train.py`` run of every part: with a submitit launcher
+(``hydra/launcher=slurm``, ``conf/hydra/launcher/slurm.yaml``) each ``train.py -m`` call of the
+sweeps becomes a cluster job (an array for the regime map's grouped calls) that one of ``--jobs``
+workers waits for; the runs of ``tail_over_training.py`` (single runs between probes) and the
+noise probes stay on this machine. A run's directory does not depend on the launcher, so runs made
+locally are skipped on the cluster and the other way round.
 
 The parts:
 
@@ -49,7 +57,7 @@ def regime_map(args: argparse.Namespace) -> int:
     flags += ["--quick"] * args.quick + ["--figures-only"] * args.figures_only
     if args.root:
         flags += ["--root", str(args.root / "regime_map")]
-    return sweeps.call(["scripts/regime_map.py", *flags])
+    return sweeps.call(["scripts/regime_map.py", *flags, "--", *args.overrides])
 
 
 def tuned(args: argparse.Namespace) -> int:
@@ -60,12 +68,13 @@ def tuned(args: argparse.Namespace) -> int:
         if args.root
         else ROOT / "results" / ("tuned_quick" if args.quick else "tuned")
     )
-    code = sweeps.call(["scripts/tuned_comparison.py", *flags, "--root", str(root)])
+    code = sweeps.call(["scripts/tuned_comparison.py", *flags, "--root", str(root), "--",
+                        *args.overrides])  # fmt: skip
     if args.mpnet and not args.quick and "cola" in args.tasks:
         variant = ["--out", str(args.out), "--tasks", "cola_mpnet", "--jobs", str(args.jobs)]
         variant += ["--figures-only"] * args.figures_only
         code |= sweeps.call(["scripts/tuned_comparison.py", *variant, "--root", str(root), "--",
-                             f"task.model_name_or_path={args.mpnet}"])  # fmt: skip
+                             f"task.model_name_or_path={args.mpnet}", *args.overrides])  # fmt: skip
     sgd = [str(run.dir) for t in args.tasks for run in first_seed(root / "report" / t, "SGD")]
     if sgd:  # the gradient-norm distribution along an unclipped SGD run of each task
         code |= sweeps.call(
@@ -120,7 +129,7 @@ def tail_over_training(args: argparse.Namespace) -> int:
     if args.root:
         flags += ["--root", str(args.root / "tail_over_training")]
     return sweeps.call(["scripts/tail_over_training.py", "--tasks", *tasks, "--out", str(args.out),
-                        *flags])  # fmt: skip
+                        *flags, "--", *args.overrides])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

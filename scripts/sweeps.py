@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -57,13 +57,17 @@ def quick_task_overrides(task: str, quick: bool, trainer: bool = True) -> list[s
     return (QUICK_TRAINER if trainer else []) + QUICK_TASK.get(task, [])
 
 
-def run_stage(jobs: Iterable[Job], root: Path, workers: int, experiment: str) -> None:
-    """Run ``train.py -m experiment=<experiment> <overrides>`` for every job, ``workers`` at once."""
+def run_stage(
+    jobs: Iterable[Job], root: Path, workers: int, experiment: str, extra: Sequence[str] = ()
+) -> None:
+    """Run ``train.py -m experiment=<experiment> <overrides> <extra>`` for every job, ``workers``
+    at once. With a submitit launcher in ``extra`` every call is a cluster job (array) that its
+    worker waits for, so ``workers`` is the number of jobs queued at once."""
 
     def one(job: Job) -> None:
         overrides, name = job
         cmd = [sys.executable, "train.py", "-m", f"experiment={experiment}",
-               f"results_root={root}", *overrides]  # fmt: skip
+               f"results_root={root}", *overrides, *extra]  # fmt: skip
         log = root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
@@ -88,6 +92,9 @@ def sweep_parser(doc: str, root_help: str, jobs: int = 2) -> argparse.ArgumentPa
     parser.add_argument("--jobs", type=int, default=jobs, help="train.py processes at once")
     parser.add_argument("--root", type=Path, help=root_help)
     parser.add_argument("--out", type=Path, default=FIGURES, help="figure and table directory")
+    parser.add_argument("overrides", nargs="*",
+                        help="train.py overrides for every run, after --: a launcher "
+                             "(hydra/launcher=slurm ...), a data root")  # fmt: skip
     return parser
 
 

@@ -130,7 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds", nargs="+", type=int, default=None,
         help=f"run seeds (default {' '.join(map(str, SEEDS))}; with --quick 0)",
     )  # fmt: skip
-    parser.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
     args = sweeps.parse_sweep_args(parser, argv)
     root = args.root or (RESULTS.with_name(RESULTS.name + "_quick") if args.quick else RESULTS)
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else list(SEEDS))

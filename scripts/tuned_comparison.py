@@ -358,7 +358,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, "run directory (default results/tuned)", jobs=1)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS + VARIANTS,
                         help="the four task comparisons (default) or a variant of one")  # fmt: skip
-    parser.add_argument("overrides", nargs="*", help="extra train.py overrides (after --)")
     args = sweeps.parse_sweep_args(parser, argv)
     args.root = args.root or (RESULTS.with_name("tuned_quick") if args.quick else RESULTS)
     results = [run_task(name, args, list(args.overrides)) for name in args.tasks]

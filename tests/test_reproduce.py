@@ -93,3 +93,39 @@ def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_pa
     calls.clear()
     assert rr.main([*common, "--mpnet", str(tmp_path / "mpnet"), "--tasks", "voc"]) == 0
     assert not any("cola_mpnet" in c for c in calls)  # a call without CoLA leaves it out
+
+
+def test_overrides_after_the_double_dash_reach_every_part_that_trains(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import reproduce_readme as rr
+    import sweeps
+
+    calls = []
+    monkeypatch.setattr(sweeps, "call", lambda script: calls.append(script) or 0)
+    launcher = ["hydra/launcher=slurm", "hydra.launcher.partition=cpu"]
+    argv = ["--figures-only", "--root", str(tmp_path), "--out", str(tmp_path), "--", *launcher]
+    assert rr.main([*argv[:-3], "--mpnet", str(tmp_path / "m"), *argv[-3:]]) == 0
+    training = [c for c in calls if c[0] != "scripts/plot_heavy_tail.py"
+                and c[0] != "scripts/noise_probe.py"]  # fmt: skip
+    assert {c[0] for c in training} == {
+        "scripts/regime_map.py", "scripts/tuned_comparison.py", "scripts/tail_over_training.py"
+    }  # fmt: skip
+    for call in training:
+        assert call[-len(launcher) :] == launcher and "--" in call, call
+
+
+def test_a_sweep_through_a_submitit_launcher_makes_every_run_as_a_job(tmp_path):
+    """``-- hydra/launcher=submitit_local``: each run of the tuned comparison is a submitit job
+    (its result file next to the sweep), and the tables are written as without a launcher."""
+    out = tmp_path / "figures"
+    proc = subprocess.run(
+        [sys.executable, "scripts/tuned_comparison.py", "--quick", "--tasks", "reddit",
+         "--root", str(tmp_path / "runs"), "--out", str(out), "--", "hydra/launcher=submitit_local"],
+        cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summaries = list((tmp_path / "runs").rglob("summary.json"))
+    jobs = list((tmp_path / "runs").rglob(".submitit/*/*_result.pkl"))
+    assert len(summaries) == 2 and len(jobs) == len(summaries)
+    methods = {r["method"] for r in _rows(out / "reddit_table.csv")}
+    assert methods == {"SGD", "norm"}
