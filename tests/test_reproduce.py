@@ -59,6 +59,10 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
         assert {r["method"] for r in table} == methods, task
         text = (out / f"{task}_table.md").read_text()
         assert "made by" in text and "/tmp/" not in text and str(tmp_path) not in text
+    # CoLA's comparison of the per-unit rules, in its own folder: SGD and its first rule
+    per_unit = {r["method"] for r in _rows(out / "cola_per_unit" / "cola_table.csv")}
+    assert per_unit == {"SGD", "coord_wise"}
+    assert (out / "cola_per_unit" / "cola_comparison.png").stat().st_size > 1000
 
     # the tail index over training: reddit's quick run, probed at its start, middle and end
     over = (out / "tail_over_training.md").read_text()
@@ -77,8 +81,8 @@ def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_pa
     monkeypatch.setattr(sweeps, "call", lambda script: calls.append(script) or 0)
     common = ["--parts", "tuned", "--figures-only", "--root", str(tmp_path), "--out", str(tmp_path)]
     assert rr.main(common) == 0
-    assert [c[c.index("--tasks") + 1 :][:4] for c in calls] == [
-        ["reddit", "imagenet", "voc", "cola"]
+    assert [c[c.index("--tasks") + 1 :][:5] for c in calls] == [
+        ["reddit", "imagenet", "voc", "cola", "cola_per_unit"]
     ]
     calls.clear()
     assert rr.main([*common, "--mpnet", str(tmp_path / "mpnet")]) == 0
