@@ -142,6 +142,18 @@ def report_jobs(c: dict[str, Any], best: dict[str, Any], extra: list[str]) -> li
     return jobs
 
 
+def reported(c: dict[str, Any], best: dict[str, Any]) -> dict[str, Any]:
+    """The chosen settings of the methods the comparison reports: ``comparison.report_methods``
+    when it names them (a variant that tunes SGD only to place λ and reports the methods it adds;
+    the task's own comparison reports SGD), otherwise every method."""
+    names = c.get("report_methods", list(best))
+    unknown = [n for n in names if n not in c["methods"]]
+    if unknown:
+        raise SystemExit(f"[{c['task']}] Invalid comparison.report_methods: {unknown}; expected "
+                         f"names among comparison.methods: {', '.join(c['methods'])}")  # fmt: skip
+    return {n: b for n, b in best.items() if n in names}
+
+
 def retire_superseded(root: Path, task: str, best: dict[str, Any], of) -> list[Path]:
     """Move the report runs whose (lr, λ) is no longer their method's choice (the tuning seeds
     or the grid changed) from ``<root>/report/<task>/`` to ``<root>/superseded/<task>/``.
@@ -182,6 +194,8 @@ def as_run(c: dict[str, Any], quick: bool, extra: list[str]) -> list[str]:
         others = [n for n in c["methods"] if n != "SGD"]  # a norm-clipped method if it has one
         clipped = next((n for n in others if "optimizer=norm" in c["methods"][n]), others[0])
         c["methods"] = {n: c["methods"][n] for n in ("SGD", clipped)}
+        if "report_methods" in c:
+            c["report_methods"] = [n for n in c["report_methods"] if n in c["methods"]]
         return [*sweeps.quick_task_overrides(task, True), *extra]
     if (
         task == "cola"
@@ -268,8 +282,9 @@ def run_task(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
         best = sweeps.best_settings(runs, of, c["tune_seeds"], c["metric"], lower_is_better=False)
     for moved in retire_superseded(root, task, best, of):
         print(f"[{name}] report runs of a choice no longer made, kept out of the figures: {moved}")
+    shown = reported(c, best)
     reports = report_jobs(
-        c, {n: b for n, b in best.items() if not (one_point and n == "SGD")}, extra
+        c, {n: b for n, b in shown.items() if not (one_point and n == "SGD")}, extra
     )
     stage("reporting on seeds " + ",".join(map(str, c["report_seeds"])), reports, "report")
     return {"task": name, "placed": placed, "best": best, "spec": c, "grid": tuning_grid(runs, of, c),

@@ -257,6 +257,25 @@ def test_a_variant_of_a_task_keeps_its_runs_and_figures_apart_from_the_tasks_own
         tc.main(["--tasks", "cola_large", "--figures-only"])
 
 
+def test_the_per_unit_cola_variant_runs_colas_protocol_and_reports_only_the_rules_it_adds():
+    import tuned_comparison as tc
+
+    own, variant = tc.spec("cola"), tc.spec("cola_per_unit")
+    shared = ("metric", "target", "lr_grid", "measure_lr", "lambda_quantile", "tune_seeds",
+              "report_seeds")  # fmt: skip
+    assert {k: variant[k] for k in shared} == {k: own[k] for k in shared}
+    assert variant["methods"]["SGD"] == own["methods"]["SGD"]  # its measurement places λ
+    best = {n: {"setting": (0.01, None)} for n in variant["methods"]}
+    assert list(tc.reported(variant, best)) == ["coord_wise", "AGC"]
+    assert list(tc.reported(own, {n: {} for n in own["methods"]})) == list(own["methods"])
+    with pytest.raises(SystemExit, match=r"report_methods.*'Adam'"):
+        tc.reported({**variant, "report_methods": ["Adam"]}, best)
+    # --quick keeps SGD and one rule, and reports what is left of the list
+    tc.as_run(variant, quick=True, extra=[])
+    assert list(variant["methods"]) == ["SGD", "coord_wise"]
+    assert variant["report_methods"] == ["coord_wise"]
+
+
 def test_the_cola_variant_is_one_epoch_of_real_cola_at_bf16_mixed():
     from hydra import compose, initialize_config_dir
 
