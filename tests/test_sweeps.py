@@ -261,9 +261,11 @@ def test_the_per_unit_cola_variant_runs_colas_protocol_and_reports_only_the_rule
     import tuned_comparison as tc
 
     own, variant = tc.spec("cola"), tc.spec("cola_per_unit")
-    shared = ("metric", "target", "lr_grid", "measure_lr", "lambda_quantile", "tune_seeds",
-              "report_seeds")  # fmt: skip
+    shared = ("metric", "target", "measure_lr", "lambda_quantile", "tune_seeds", "report_seeds")
     assert {k: variant[k] for k in shared} == {k: own[k] for k in shared}
+    # the same grid, widened upwards only: the task's choices stay comparable
+    assert variant["lr_grid"][: len(own["lr_grid"])] == own["lr_grid"]
+    assert min(variant["lr_grid"][len(own["lr_grid"]) :]) > max(own["lr_grid"])
     assert variant["methods"]["SGD"] == own["methods"]["SGD"]  # its measurement places λ
     best = {n: {"setting": (0.01, None)} for n in variant["methods"]}
     assert list(tc.reported(variant, best)) == ["coord_wise", "AGC"]
