@@ -17,9 +17,11 @@ and N counted in the measurement run's model; the other methods have no λ. The 
 ``plot_comparison.py`` draws them, into ``results/readme/figures/``.
 
 The four task comparisons are named by their task. Another comparison of a task (``cola_mpnet``:
-CoLA with a larger encoder) names it in ``comparison.task`` and keeps its runs, figures and tables
-in a folder of its own name (``results/tuned/cola_mpnet/``, ``results/readme/figures/cola_mpnet/``),
-so that they never mix with the task's own comparison.
+CoLA with a larger encoder; ``cola_per_unit``: CoLA's protocol for the per-unit rules) names it in
+``comparison.task`` and keeps its runs, figures and tables in a folder of its own name
+(``results/tuned/cola_mpnet/``, ``results/readme/figures/cola_mpnet/``), so that they never mix
+with the task's own comparison. Its block is read on its own (not through its ``defaults``), so it
+repeats the task's keys; ``comparison.report_methods`` may narrow what it reports.
 """
 
 from __future__ import annotations

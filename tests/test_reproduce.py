@@ -107,8 +107,8 @@ def test_overrides_after_the_double_dash_reach_every_part_that_trains(tmp_path, 
     calls = []
     monkeypatch.setattr(sweeps, "call", lambda script: calls.append(script) or 0)
     launcher = ["hydra/launcher=slurm", "hydra.launcher.partition=cpu"]
-    argv = ["--figures-only", "--root", str(tmp_path), "--out", str(tmp_path), "--", *launcher]
-    assert rr.main([*argv[:-3], "--mpnet", str(tmp_path / "m"), *argv[-3:]]) == 0
+    common = ["--figures-only", "--root", str(tmp_path), "--out", str(tmp_path)]
+    assert rr.main([*common, "--mpnet", str(tmp_path / "m"), "--", *launcher]) == 0
     training = [c for c in calls if c[0] != "scripts/plot_heavy_tail.py"
                 and c[0] != "scripts/noise_probe.py"]  # fmt: skip
     assert {c[0] for c in training} == {
