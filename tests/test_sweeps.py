@@ -268,7 +268,7 @@ def test_the_per_unit_cola_variant_runs_colas_protocol_and_reports_only_the_rule
     assert min(variant["lr_grid"][len(own["lr_grid"]) :]) > max(own["lr_grid"])
     assert variant["methods"]["SGD"] == own["methods"]["SGD"]  # its measurement places λ
     best = {n: {"setting": (0.01, None)} for n in variant["methods"]}
-    assert list(tc.reported(variant, best)) == ["coord_wise", "AGC"]
+    assert list(tc.reported(variant, best)) == ["coord_wise", "AGC", "layer_wise"]
     assert list(tc.reported(own, {n: {} for n in own["methods"]})) == list(own["methods"])
     with pytest.raises(SystemExit, match=r"report_methods.*'Adam'"):
         tc.reported({**variant, "report_methods": ["Adam"]}, best)
