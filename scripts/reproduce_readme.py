@@ -20,9 +20,9 @@ The parts:
   ``lr_sensitivity.png``, ``regime_map_table.md``).
 * ``tuned`` — ``scripts/tuned_comparison.py``: every method on one learning-rate grid on the four
   tasks (``<task>_comparison.png``, ``<task>_table.md``, ``<task>_clipping.png``,
-  ``performance_profile.png``, ``tuned_choices.md``), CoLA's comparison of the per-unit rules
-  (``cola_per_unit/``) and the gradient-norm distributions of the
-  unclipped SGD runs (``heavy_tail.png``). With ``--mpnet <model dir>`` (all-mpnet-base-v2, which
+  ``performance_profile.png``, ``tuned_choices.md``), the Reddit proxy's comparison of AGC's clip
+  factors (``reddit_agc/``), CoLA's comparison of the per-unit rules (``cola_per_unit/``) and the
+  gradient-norm distributions of the unclipped SGD runs (``heavy_tail.png``). With ``--mpnet <model dir>`` (all-mpnet-base-v2, which
   the project does not install: README, "A larger encoder"), also the ``cola_mpnet`` comparison
   (``cola_mpnet/``); without it those committed figures are left as they are.
 * ``noise`` — ``scripts/noise_probe.py`` at initialisation on every task, and the noise figure;
@@ -51,9 +51,9 @@ import sweeps  # noqa: E402
 PARTS = ("regime_map", "tuned", "noise")
 TASKS = ("reddit", "imagenet", "voc", "cola")
 FIGURES = sweeps.FIGURES
-#: comparisons of CoLA under other settings that need nothing CoLA's own does not (cola_mpnet needs
-#: its model: --mpnet)
-WITH_COLA = ("cola_per_unit",)
+#: comparisons of a task under other settings, run with the task's own; they need nothing it does
+#: not (cola_mpnet needs its model: --mpnet)
+VARIANTS = {"reddit": ("reddit_agc",), "cola": ("cola_per_unit",)}
 
 
 def regime_map(args: argparse.Namespace) -> int:
@@ -65,7 +65,7 @@ def regime_map(args: argparse.Namespace) -> int:
 
 
 def tuned(args: argparse.Namespace) -> int:
-    variants = list(WITH_COLA) if "cola" in args.tasks else []
+    variants = [v for task in args.tasks for v in VARIANTS.get(task, ())]
     flags = ["--out", str(args.out), "--tasks", *args.tasks, *variants, "--jobs", str(args.jobs)]
     flags += ["--quick"] * args.quick + ["--figures-only"] * args.figures_only
     root = (

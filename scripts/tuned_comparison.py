@@ -17,7 +17,8 @@ and N counted in the measurement run's model; the other methods have no λ. The 
 ``plot_comparison.py`` draws them, into ``results/readme/figures/``.
 
 The four task comparisons are named by their task. Another comparison of a task (``cola_mpnet``:
-CoLA with a larger encoder; ``cola_per_unit``: CoLA's protocol for the per-unit rules) names it in
+CoLA with a larger encoder; ``cola_per_unit``: CoLA's protocol for the per-unit rules;
+``reddit_agc``: the Reddit proxy's protocol for AGC at four clip factors) names it in
 ``comparison.task`` and keeps its runs, figures and tables in a folder of its own name
 (``results/tuned/cola_mpnet/``, ``results/readme/figures/cola_mpnet/``), so that they never mix
 with the task's own comparison. Its block is read on its own (not through its ``defaults``), so it
@@ -32,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 
 from suite.run_reader import Run, discover_runs, read_runs
@@ -43,7 +45,7 @@ from provenance import stamp  # noqa: E402
 
 TASKS = ("reddit", "imagenet", "voc", "cola")
 #: comparisons of a task under other settings, run only when asked for (``--tasks cola_mpnet``)
-VARIANTS = ("cola_mpnet", "cola_per_unit")
+VARIANTS = ("cola_mpnet", "cola_per_unit", "reddit_agc")
 RESULTS = ROOT / "results" / "tuned"
 FIGURES = sweeps.FIGURES
 #: A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
@@ -65,7 +67,9 @@ def folders(name: str, task: str, root: Path, out: Path) -> tuple[Path, Path]:
 
 
 def method_of(methods: dict[str, list[str]]):
-    """The method a run belongs to: its ``label`` (report runs) or its matching overrides."""
+    """The method a run belongs to: its ``label`` (report runs) or its matching overrides (its
+    optimizer preset, its step rule and the value of every dotted key the method sets, such as
+    ``optimizer.peer_args.clip_factor``, so two methods may differ in one setting only)."""
     keyed = {}
     for name, overrides in methods.items():
         values = dict(o.split("=", 1) for o in overrides)
@@ -83,13 +87,27 @@ def method_of(methods: dict[str, list[str]]):
             )
             if rule != run.config["step_rule"]["name"]:
                 continue
-            wd = values.get("step_rule.weight_decay")
-            if wd is not None and float(wd) != float(run.config["step_rule"]["weight_decay"]):
-                continue
-            return name
+            if all(same_value(run.config, k, v) for k, v in values.items() if "." in k):
+                return name
         return run.preset
 
     return of
+
+
+def same_value(config: dict[str, Any], key: str, wanted: str) -> bool:
+    """Whether the run's ``config`` holds the override ``key=wanted`` (numbers compared as
+    numbers: ``1e-3`` and ``0.001`` are one setting)."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        try:
+            return float(node) == float(wanted)
+        except ValueError:
+            return False
+    return node == yaml.safe_load(wanted)
 
 
 def measure_lr(c: dict[str, Any], task: str) -> float:

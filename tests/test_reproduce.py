@@ -63,6 +63,9 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
     per_unit = {r["method"] for r in _rows(out / "cola_per_unit" / "cola_table.csv")}
     assert per_unit == {"SGD", "coord_wise"}
     assert (out / "cola_per_unit" / "cola_comparison.png").stat().st_size > 1000
+    # the Reddit proxy's comparison of AGC's clip factors: SGD and its first factor
+    factors = {r["method"] for r in _rows(out / "reddit_agc" / "reddit_table.csv")}
+    assert factors == {"SGD", "AGC_0.001"}
 
     # the tail index over training: reddit's quick run, probed at its start, middle and end
     over = (out / "tail_over_training.md").read_text()
@@ -81,8 +84,8 @@ def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_pa
     monkeypatch.setattr(sweeps, "call", lambda script: calls.append(script) or 0)
     common = ["--parts", "tuned", "--figures-only", "--root", str(tmp_path), "--out", str(tmp_path)]
     assert rr.main(common) == 0
-    assert [c[c.index("--tasks") + 1 :][:5] for c in calls] == [
-        ["reddit", "imagenet", "voc", "cola", "cola_per_unit"]
+    assert [c[c.index("--tasks") + 1 :][:6] for c in calls] == [
+        ["reddit", "imagenet", "voc", "cola", "reddit_agc", "cola_per_unit"]
     ]
     calls.clear()
     assert rr.main([*common, "--mpnet", str(tmp_path / "mpnet")]) == 0

@@ -278,6 +278,21 @@ def test_the_per_unit_cola_variant_runs_colas_protocol_and_reports_only_the_rule
     assert variant["report_methods"] == ["coord_wise"]
 
 
+def test_the_reddit_agc_variant_runs_reddits_protocol_for_agc_at_each_clip_factor():
+    import tuned_comparison as tc
+
+    own, variant = tc.spec("reddit"), tc.spec("reddit_agc")
+    shared = ("task", "metric", "target", "lr_grid", "measure_lr", "lambda_quantile",
+              "tune_seeds", "report_seeds")  # fmt: skip
+    assert {k: variant[k] for k in shared} == {k: own[k] for k in shared}
+    assert variant["methods"]["SGD"] == own["methods"]["SGD"]  # its measurement run
+    factors = {n: o for n, o in variant["methods"].items() if n != "SGD"}
+    assert len(factors) >= 3 and all("optimizer=peer_agc" in o for o in factors.values())
+    # timm's default, the factor of experiment=reddit's AGC, is among them
+    assert ["optimizer=peer_agc", "optimizer.peer_args.clip_factor=0.01"] in factors.values()
+    assert variant["report_methods"] == list(factors)
+
+
 def test_the_cola_variant_is_one_epoch_of_real_cola_at_bf16_mixed():
     from hydra import compose, initialize_config_dir
 
@@ -418,3 +433,40 @@ def test_regime_map_lambda_grid_reaches_below_every_measured_norm(tmp_path):
     assert grids["layer_wise"] == pytest.approx([v / 2 for v in expected], rel=1e-3)  # λ/√T
     assert grids["coord_wise"] == pytest.approx([v / 10 for v in expected], rel=1e-3)  # λ/√N
     assert grids["AGC"] == list(rm.AGC_CLIP_FACTORS)
+
+
+def test_tuned_methods_that_differ_in_one_setting_are_told_apart_by_its_value(tmp_path):
+    """Two methods of one preset (AGC at two clip factors) keep their tuning runs apart: a run
+    belongs to the method whose every dotted override its config holds, numbers compared as
+    numbers; a run matching none is named by its preset."""
+    import tuned_comparison as tc
+
+    methods = {
+        "Adam": ["optimizer=torch_adamw", "step_rule.weight_decay=0"],
+        "AGC_0.001": ["optimizer=peer_agc", "optimizer.peer_args.clip_factor=1e-3"],
+        "AGC_0.1": ["optimizer=peer_agc", "optimizer.peer_args.clip_factor=0.1"],
+    }
+    for name, preset, rule, extra in (
+        ("a", "peer_agc", "sgd", {"peer_args": {"clip_factor": 0.001}}),
+        ("b", "peer_agc", "sgd", {"peer_args": {"clip_factor": 0.1}}),
+        ("c", "peer_agc", "sgd", {"peer_args": {"clip_factor": 0.01}}),  # neither factor
+        ("d", "peer_agc", "sgd", {}),  # no factor in its config
+        ("e", "torch_adamw", "adamw", {}),
+    ):
+        run = tmp_path / name / "seed0"
+        run.mkdir(parents=True)
+        cfg = {"seed": 0, "optimizer": {"name": preset, **extra},
+               "step_rule": {"name": rule, "lr": 0.1, "weight_decay": 0.0 if name == "e" else 0.01}}  # fmt: skip
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (run / "summary.json").write_text(json.dumps({"status": "completed", "final": {}}))
+    of = tc.method_of(methods)
+    named = {r.dir.parent.name: of(r) for r in read_runs(tmp_path)}
+    assert named == {
+        "a": "AGC_0.001",
+        "b": "AGC_0.1",
+        "c": "peer_agc",
+        "d": "peer_agc",
+        "e": "Adam",
+    }
+    assert tc.same_value({"x": {"y": "cls"}}, "x.y", "cls")
+    assert not tc.same_value({"x": {"y": 0.5}}, "x.y", "mean")
