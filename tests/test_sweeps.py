@@ -282,9 +282,12 @@ def test_the_reddit_agc_variant_runs_reddits_protocol_for_agc_at_each_clip_facto
     import tuned_comparison as tc
 
     own, variant = tc.spec("reddit"), tc.spec("reddit_agc")
-    shared = ("task", "metric", "target", "lr_grid", "measure_lr", "lambda_quantile",
-              "tune_seeds", "report_seeds")  # fmt: skip
+    shared = ("task", "metric", "target", "measure_lr", "lambda_quantile", "tune_seeds",
+              "report_seeds")  # fmt: skip
     assert {k: variant[k] for k in shared} == {k: own[k] for k in shared}
+    # the same grid, widened upwards only: the task's choices stay comparable
+    assert variant["lr_grid"][: len(own["lr_grid"])] == own["lr_grid"]
+    assert min(variant["lr_grid"][len(own["lr_grid"]) :]) > max(own["lr_grid"])
     assert variant["methods"]["SGD"] == own["methods"]["SGD"]  # its measurement run
     factors = {n: o for n, o in variant["methods"].items() if n != "SGD"}
     assert len(factors) >= 3 and all("optimizer=peer_agc" in o for o in factors.values())
