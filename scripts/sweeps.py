@@ -9,8 +9,9 @@
    the choice was made on; mean and a 90% Student-t interval over those seeds.
 
 Each stage is a list of ``train.py -m`` calls run a few at a time (the regime map sweeps many
-short runs per call, the tuned comparisons make one run per call); ``train.py`` skips completed
-runs, so an interrupted sweep resumes where it stopped.
+short runs per call, the tuned comparisons make one run per call); a completed run is skipped
+(a one-run call without starting ``train.py``, which would skip it too), so an interrupted sweep
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -64,10 +65,12 @@ def run_stage(
     at once. With a submitit launcher in ``extra`` every call is a cluster job (array) that its
     worker waits for, so ``workers`` is the number of jobs queued at once."""
 
+    def command(overrides: Sequence[str]) -> list[str]:
+        return [f"experiment={experiment}", f"results_root={root}", *overrides, *extra]
+
     def one(job: Job) -> None:
         overrides, name = job
-        cmd = [sys.executable, "train.py", "-m", f"experiment={experiment}",
-               f"results_root={root}", *overrides, *extra]  # fmt: skip
+        cmd = [sys.executable, "train.py", "-m", *command(overrides)]
         log = root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
@@ -77,8 +80,41 @@ def run_stage(
             code = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
         print(f"  {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
 
+    todo = []
+    for job in jobs:  # here, not in the workers: Hydra's compose state is global
+        if finished(command(job[0])):
+            print(f"  {job[1]}: already completed", flush=True)
+        else:
+            todo.append(job)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, list(jobs)))
+        list(pool.map(one, todo))
+
+
+def finished(overrides: Sequence[str]) -> bool:
+    """Whether ``train.py -m <overrides>`` would skip its one run as completed: train.py's own
+    check (:func:`suite.trainer.completed_summary` on the directory Hydra would give the run),
+    made without starting a process, which costs seconds of imports per run when a sweep resumes.
+    What this cannot decide (values to sweep, on the command line or in the config's
+    ``hydra.sweeper.params``; a config that does not compose here; a finished run of another
+    budget) is left to train.py, which runs it or says what is wrong."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    import suite.naming  # noqa: F401  (registers the run_dir resolver of the run directory)
+    from suite.trainer import completed_summary
+
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        if cfg.hydra.sweeper.get("params") or not cfg.trainer.get("resume", True):
+            return False  # the config sweeps values itself (regime_map), or nothing is skipped
+        HydraConfig.instance().set_config(cfg)  # the ${hydra:...} parts of the run directory
+        run_dir = Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir
+        return completed_summary(run_dir, cfg) is not None
+    except Exception:  # train.py decides, and reports any error in the run's own log
+        return False
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 def sweep_parser(doc: str, root_help: str, jobs: int = 2) -> argparse.ArgumentParser:

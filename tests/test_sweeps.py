@@ -13,7 +13,7 @@ import yaml
 from scipy import stats
 
 from suite.run_reader import Run, read_runs
-from tests.suite_helpers import ROOT
+from tests.suite_helpers import ROOT, train_env
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import sweeps
@@ -473,3 +473,36 @@ def test_tuned_methods_that_differ_in_one_setting_are_told_apart_by_its_value(tm
     }
     assert tc.same_value({"x": {"y": "cls"}}, "x.y", "cls")
     assert not tc.same_value({"x": {"y": 0.5}}, "x.y", "mean")
+
+
+def test_a_stage_skips_its_completed_runs_without_starting_train_py(tmp_path, monkeypatch, capsys):
+    """A resumed stage starts ``train.py`` only for the runs it has not finished: a completed run
+    is found where ``train.py`` put it; another seed, a sweep over two values and a longer budget
+    (which train.py refuses with a message) are left to ``train.py``, and so is a call whose
+    config sweeps values itself (the regime map's ``hydra.sweeper.params``)."""
+    for key, value in train_env().items():
+        monkeypatch.setenv(key, value)
+    tiny = ["task.num_nodes=400", "trainer.max_steps=2", "trainer.eval_every=2"]
+    done = (["optimizer=norm", "seed=0", *tiny], "done")
+    sweeps.run_stage([done], tmp_path, 1, "reddit")
+    (summary,) = tmp_path.glob("default/reddit/*/seed0/summary.json")
+    assert json.loads(summary.read_text())["status"] == "completed"
+
+    started = []
+    monkeypatch.setattr(sweeps.subprocess, "call", lambda cmd, **kw: started.append(cmd) or 0)
+    capsys.readouterr()
+    others = [
+        (["optimizer=norm", "seed=1", *tiny], "another_seed"),
+        (["optimizer=norm", "seed=0,1", *tiny], "a_sweep"),
+        (["optimizer=norm", "seed=0", *tiny[:2], "trainer.eval_every=4", "trainer.max_steps=4"],
+         "longer"),
+    ]  # fmt: skip
+    sweeps.run_stage([done, *others], tmp_path, 1, "reddit")
+    assert [cmd[cmd.index("-m") + 3 :] for cmd in started] == [o for o, _ in others]
+    assert "  done: already completed" in capsys.readouterr().out.splitlines()
+
+    import suite.trainer
+
+    monkeypatch.setattr(suite.trainer, "completed_summary", lambda run_dir, cfg: {"steps": 2})
+    assert sweeps.finished(["experiment=reddit", f"results_root={tmp_path}", "seed=5"])
+    assert not sweeps.finished(["experiment=regime_map", f"results_root={tmp_path}", "seed=5"])
