@@ -17,10 +17,12 @@ resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -36,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "results" / "readme" / "figures"
 
 Job = tuple[list[str], str]  # (train.py overrides, log name)
+#: Hydra's compose state is global: one stage at a time may compose a config to check it
+_HYDRA_STATE = threading.Lock()
 
 #: --quick: a few steps of a shrunken task, through the same stages as the full budget
 QUICK_TRAINER = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.log_every=1"]
@@ -59,11 +63,17 @@ def quick_task_overrides(task: str, quick: bool, trainer: bool = True) -> list[s
 
 
 def run_stage(
-    jobs: Iterable[Job], root: Path, workers: int, experiment: str, extra: Sequence[str] = ()
+    jobs: Iterable[Job],
+    root: Path,
+    workers: int,
+    experiment: str,
+    extra: Sequence[str] = (),
+    slots: threading.Semaphore | None = None,
 ) -> None:
     """Run ``train.py -m experiment=<experiment> <overrides> <extra>`` for every job, ``workers``
-    at once. With a submitit launcher in ``extra`` every call is a cluster job (array) that its
-    worker waits for, so ``workers`` is the number of jobs queued at once."""
+    at once, and no more than ``slots`` allows when stages run side by side and share it. With a
+    submitit launcher in ``extra`` every call is a cluster job (array) that its worker waits for,
+    so ``workers`` is the number of jobs queued at once."""
 
     def command(overrides: Sequence[str]) -> list[str]:
         return [f"experiment={experiment}", f"results_root={root}", *overrides, *extra]
@@ -74,14 +84,14 @@ def run_stage(
         log = root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        with open(log, "a") as f:
+        with slots or contextlib.nullcontext(), open(log, "a") as f:
             f.write("$ " + " ".join(cmd) + "\n")
             f.flush()
             code = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
         print(f"  {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
 
     todo = []
-    for job in jobs:  # here, not in the workers: Hydra's compose state is global
+    for job in jobs:
         if finished(command(job[0])):
             print(f"  {job[1]}: already completed", flush=True)
         else:
@@ -103,18 +113,19 @@ def finished(overrides: Sequence[str]) -> bool:
     import suite.naming  # noqa: F401  (registers the run_dir resolver of the run directory)
     from suite.trainer import completed_summary
 
-    try:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-        if cfg.hydra.sweeper.get("params") or not cfg.trainer.get("resume", True):
-            return False  # the config sweeps values itself (regime_map), or nothing is skipped
-        HydraConfig.instance().set_config(cfg)  # the ${hydra:...} parts of the run directory
-        run_dir = Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir
-        return completed_summary(run_dir, cfg) is not None
-    except Exception:  # train.py decides, and reports any error in the run's own log
-        return False
-    finally:
-        HydraConfig.instance().cfg = None
+    with _HYDRA_STATE:
+        try:
+            with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+                cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+            if cfg.hydra.sweeper.get("params") or not cfg.trainer.get("resume", True):
+                return False  # the config sweeps values itself (regime_map), or nothing is skipped
+            HydraConfig.instance().set_config(cfg)  # the ${hydra:...} parts of the run directory
+            run_dir = Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir
+            return completed_summary(run_dir, cfg) is not None
+        except Exception:  # train.py decides, and reports any error in the run's own log
+            return False
+        finally:
+            HydraConfig.instance().cfg = None
 
 
 def sweep_parser(doc: str, root_help: str, jobs: int = 2) -> argparse.ArgumentParser:

@@ -12,7 +12,8 @@ unclipped gradient norm that places λ, the tuning and report seeds and the meth
 ``train.py`` overrides). The global rules (``norm``, ``*_stoch_norm``) take λ at that quantile;
 ``layer_wise`` and ``coord_wise`` its even share per tensor (λ/√T) or per coordinate (λ/√N), T
 and N counted in the measurement run's model; the other methods have no λ. The protocol is
-``scripts/sweeps.py``'s: measure, tune, report on fresh seeds. Runs go to
+``scripts/sweeps.py``'s: measure, tune, report on fresh seeds; the comparisons of one call run side
+by side, sharing ``--jobs`` processes. Runs go to
 ``results/tuned/<stage>/<task>/…`` (not committed); the report runs are named by method, so
 ``plot_comparison.py`` draws them, into ``results/readme/figures/``.
 
@@ -30,6 +31,8 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +263,11 @@ def thresholds(c: dict[str, Any], measured: Run, level: float) -> tuple[dict, di
     return levels, placed
 
 
-def run_task(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+def run_task(
+    name: str, args: argparse.Namespace, extra: list[str], slots: threading.Semaphore | None = None
+) -> dict[str, Any]:
+    """Measure, tune and report comparison ``name``; its runs take ``slots`` shared with the
+    comparisons running beside it."""
     c = spec(name)
     task = c["task"]
     root, out = folders(name, task, args.root, args.out)
@@ -276,7 +283,7 @@ def run_task(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str,
         if not args.figures_only and jobs:
             print(f"[{name}] {title}", flush=True)
             jobs = [([f"experiment_name={stage_name}", *o], f"{name}_{log}") for o, log in jobs]
-            sweeps.run_stage(jobs, root, args.jobs, name)
+            sweeps.run_stage(jobs, root, args.jobs, name, slots=slots)
         return read_runs(root / stage_name / task)
 
     # unclipped SGD first: its run at measure_lr on seed 0 is the norm measurement. A one-point
@@ -395,7 +402,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the four task comparisons (default) or a variant of one")  # fmt: skip
     args = sweeps.parse_sweep_args(parser, argv)
     args.root = args.root or (RESULTS.with_name("tuned_quick") if args.quick else RESULTS)
-    results = [run_task(name, args, list(args.overrides)) for name in args.tasks]
+    # the comparisons side by side, sharing --jobs processes: none waits for another's last run
+    slots = threading.BoundedSemaphore(args.jobs)
+    with ThreadPoolExecutor(max_workers=len(args.tasks)) as pool:
+        results = list(
+            pool.map(lambda n: run_task(n, args, list(args.overrides), slots), args.tasks)
+        )
     command = "python scripts/tuned_comparison.py " + " ".join(
         (["--quick"] if args.quick else []) + ["--tasks", *args.tasks]
     )

@@ -506,3 +506,35 @@ def test_a_stage_skips_its_completed_runs_without_starting_train_py(tmp_path, mo
     monkeypatch.setattr(suite.trainer, "completed_summary", lambda run_dir, cfg: {"steps": 2})
     assert sweeps.finished(["experiment=reddit", f"results_root={tmp_path}", "seed=5"])
     assert not sweeps.finished(["experiment=regime_map", f"results_root={tmp_path}", "seed=5"])
+
+
+def test_stages_side_by_side_share_their_process_slots(tmp_path, monkeypatch):
+    """Two comparisons' stages running at once, each with two workers, start no more than the two
+    ``train.py`` processes their shared slots allow; every job is started once."""
+    import threading
+    import time
+
+    lock, running, peak, started = threading.Lock(), [0], [0], []
+
+    def fake_call(cmd, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            started.append(cmd[-1])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return 0
+
+    monkeypatch.setattr(sweeps.subprocess, "call", fake_call)
+    monkeypatch.setattr(sweeps, "finished", lambda overrides: False)
+    slots = threading.BoundedSemaphore(2)
+    stages = [[([f"seed={s}", f"label={task}"], f"{task}_{s}") for s in range(3)]
+              for task in ("a", "b")]  # fmt: skip
+    threads = [threading.Thread(target=sweeps.run_stage, args=(jobs, tmp_path, 2, "reddit"),
+                                kwargs={"slots": slots}) for jobs in stages]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2 and sorted(started) == ["label=a"] * 3 + ["label=b"] * 3
