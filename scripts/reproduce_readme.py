@@ -22,9 +22,10 @@ The parts:
   tasks (``<task>_comparison.png``, ``<task>_table.md``, ``<task>_clipping.png``,
   ``performance_profile.png``, ``tuned_choices.md``), the Reddit proxy's comparison of AGC's clip
   factors (``reddit_agc/``), CoLA's comparison of the per-unit rules (``cola_per_unit/``) and the
-  gradient-norm distributions of the unclipped SGD runs (``heavy_tail.png``). With ``--mpnet <model dir>`` (all-mpnet-base-v2, which
-  the project does not install: README, "A larger encoder"), also the ``cola_mpnet`` comparison
-  (``cola_mpnet/``); without it those committed figures are left as they are.
+  gradient-norm distributions of the unclipped SGD runs (``heavy_tail.png``). With ``--mpnet
+  <model dir>`` (all-mpnet-base-v2, which the project does not install: README, "A larger
+  encoder"), also the ``cola_mpnet`` comparison (``cola_mpnet/``); without it those committed
+  figures are left as they are.
 * ``noise`` — ``scripts/noise_probe.py`` at initialisation on every task, and the noise figure;
   ``scripts/tail_over_training.py``: the probes at the start, middle and end of three runs (seeds
   0-2) per task (``tail_over_training.png``; with ``--quick`` one run, on reddit only).
