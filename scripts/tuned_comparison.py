@@ -402,6 +402,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the four task comparisons (default) or a variant of one")  # fmt: skip
     args = sweeps.parse_sweep_args(parser, argv)
     args.root = args.root or (RESULTS.with_name("tuned_quick") if args.quick else RESULTS)
+    for name in args.tasks:  # a comparison's config error now, not after the others' runs
+        c = spec(name)
+        reported(c, dict.fromkeys(c["methods"]))
+        for overrides in c["methods"].values():
+            clipping_type(overrides)
     # the comparisons side by side, sharing --jobs processes: none waits for another's last run
     slots = threading.BoundedSemaphore(args.jobs)
     with ThreadPoolExecutor(max_workers=len(args.tasks)) as pool:

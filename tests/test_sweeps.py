@@ -538,3 +538,20 @@ def test_stages_side_by_side_share_their_process_slots(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert peak[0] == 2 and sorted(started) == ["label=a"] * 3 + ["label=b"] * 3
+
+
+def test_a_comparisons_config_error_stops_the_call_before_any_run(monkeypatch, tmp_path):
+    """The comparisons run side by side for hours: a bad ``report_methods`` or optimizer preset in
+    one of them is reported before any comparison starts a run."""
+    import tuned_comparison as tc
+
+    good = tc.spec
+    stages = []
+    monkeypatch.setattr(sweeps, "run_stage", lambda *a, **k: stages.append(a))
+    for bad in ({"report_methods": ["Adamax"]}, {"methods": {"SGD": ["optimizer=torch_sgdd"]}}):
+        monkeypatch.setattr(
+            tc, "spec", lambda n, bad=bad: {**good(n), **bad} if n == "voc" else good(n)
+        )
+        with pytest.raises(SystemExit, match=r"Adamax|torch_sgdd"):
+            tc.main(["--tasks", "reddit", "voc", "--root", str(tmp_path), "--out", str(tmp_path)])
+    assert stages == []
