@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "results" / "readme" / "figures"
 
 Job = tuple[list[str], str]  # (train.py overrides, log name)
-#: Hydra's compose state is global: one stage at a time may compose a config to check it
+#: Hydra's compose state is global: one worker at a time may compose a config to check it
 _HYDRA_STATE = threading.Lock()
 
 #: --quick: a few steps of a shrunken task, through the same stages as the full budget
@@ -80,6 +80,9 @@ def run_stage(
 
     def one(job: Job) -> None:
         overrides, name = job
+        if finished(command(overrides)):  # in the worker: the first runs start without waiting
+            print(f"  {name}: already completed", flush=True)
+            return
         cmd = [sys.executable, "train.py", "-m", *command(overrides)]
         log = root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -90,14 +93,8 @@ def run_stage(
             code = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
         print(f"  {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
 
-    todo = []
-    for job in jobs:
-        if finished(command(job[0])):
-            print(f"  {job[1]}: already completed", flush=True)
-        else:
-            todo.append(job)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, todo))
+        list(pool.map(one, list(jobs)))
 
 
 def finished(overrides: Sequence[str]) -> bool:

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from suite.run_reader import Run, discover_runs, read_runs
@@ -50,6 +50,8 @@ TASKS = ("reddit", "imagenet", "voc", "cola")
 #: comparisons of a task under other settings, run only when asked for (``--tasks cola_mpnet``)
 VARIANTS = ("cola_mpnet", "cola_per_unit", "reddit_agc")
 RESULTS = ROOT / "results" / "tuned"
+OVERRIDES = OverridesParser.create()
+_ABSENT = object()  # a key the run's config does not have
 FIGURES = sweeps.FIGURES
 #: A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
 SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
@@ -98,19 +100,10 @@ def method_of(methods: dict[str, list[str]]):
 
 
 def same_value(config: dict[str, Any], key: str, wanted: str) -> bool:
-    """Whether the run's ``config`` holds the override ``key=wanted`` (numbers compared as
-    numbers: ``1e-3`` and ``0.001`` are one setting)."""
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    if isinstance(node, (int, float)) and not isinstance(node, bool):
-        try:
-            return float(node) == float(wanted)
-        except ValueError:
-            return False
-    return node == yaml.safe_load(wanted)
+    """Whether the run's ``config`` holds the override ``key=wanted``, its value parsed as Hydra
+    parses the command line (``1e-3`` and ``0.001`` are one setting)."""
+    held = OmegaConf.select(OmegaConf.create(config), key, default=_ABSENT)
+    return held == OVERRIDES.parse_override(f"{key}={wanted}").value()
 
 
 def measure_lr(c: dict[str, Any], task: str) -> float:
