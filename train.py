@@ -11,6 +11,9 @@ says what the hash covers; ``suite/records.py`` what the directory holds).
 
 from __future__ import annotations
 
+import contextlib
+import shlex
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -20,13 +23,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from suite.checkpoint import CheckpointError
+from suite.checkpoint import CheckpointError, checkpoint_path, interrupted_exit_code
 from suite.distributed import init_distributed, shutdown_distributed
 from suite.naming import method_name  # importing registers the run_dir resolver of conf/
-from suite.trainer import Preempted, Trainer, completed_summary
+from suite.run_dir import RunDirBusy, RunDirLock
+from suite.trainer import Preempted, Trainer, check_trainer_config, completed_summary
 
 # Errors that mean "the user asked for something invalid": one clear line, no stack trace.
 USER_ERRORS = (
@@ -35,6 +39,7 @@ USER_ERRORS = (
     NotADirectoryError,
     ImportError,  # e.g. a sampler backend that is not installed
     CheckpointError,
+    RunDirBusy,
     MissingMandatoryValue,
 )
 
@@ -67,30 +72,63 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(["-" * 60, *lines, "-" * 60]), flush=True)
 
 
+def hydra_files(hydra_cfg: DictConfig, cfg: DictConfig) -> dict[str, str]:
+    """What Hydra writes into ``<run dir>/.hydra/`` (conf/config.yaml turns that off, so nothing
+    is written before the run's checks pass): the config, Hydra's config and the overrides."""
+    return {
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+    }
+
+
+def resume_command() -> str:
+    """The command line this process was started with: rerunning it resumes the run."""
+    return shlex.join([Path(sys.executable).name, *sys.argv])
+
+
+def train(cfg: DictConfig, run_dir: Path, ctx: Any) -> Any:
+    """Check the request, then skip, resume or start the run in ``run_dir``; its best value."""
+    hydra_cfg = HydraConfig.get()
+    check_trainer_config(cfg)
+    done = completed_summary(run_dir, cfg) if cfg.trainer.resume else None
+    if done:
+        print(f"[torch-clip] {run_dir} already completed ({done['steps']} steps); skipping")
+        return (done.get("best") or {}).get("value")
+    method = method_name(
+        cfg.get("label"), cfg.optimizer.name, cfg.step_rule.name, hydra_cfg.overrides.task
+    )
+    choices = dict(hydra_cfg.runtime.choices)
+    files = hydra_files(hydra_cfg, cfg)
+    summary = Trainer(cfg, run_dir, ctx, choices, method=method, hydra_files=files).run()
+    if ctx.is_main:
+        print_summary(summary)
+    return (summary.get("best") or {}).get("value")
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> Any:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    choices = dict(hydra_cfg.runtime.choices)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     device_type = "cuda" if cfg.trainer.device != "cpu" else "cpu"
     ctx = init_distributed(device_type if device_type == "cpu" or _cuda() else "cpu")
     try:
-        resume = cfg.trainer.get("resume", True)
-        done = completed_summary(run_dir, cfg) if resume else None
-        if done:
-            print(f"[torch-clip] {run_dir} already completed ({done['steps']} steps); skipping")
-            return (done.get("best") or {}).get("value")
-        method = method_name(
-            cfg.get("label"), cfg.optimizer.name, cfg.step_rule.name, hydra_cfg.overrides.task
-        )
-        summary = Trainer(cfg, run_dir, ctx, choices, method=method).run()
-        if ctx.is_main:
-            print_summary(summary)
-        return (summary.get("best") or {}).get("value")
+        # one process per run directory: rank 0 holds its lock until the record is written
+        with RunDirLock(run_dir) if ctx.is_main else contextlib.nullcontext():
+            return train(cfg, run_dir, ctx)
     except Preempted as exc:
-        print(f"[torch-clip] {exc}; checkpoint saved in {run_dir}", file=sys.stderr)
-        sys.exit(124)
+        if ctx.is_main:
+            print(
+                f"[torch-clip] {exc}; checkpoint saved in {checkpoint_path(run_dir)}; "
+                f"resume with: {resume_command()}",
+                file=sys.stderr,
+                flush=True,
+            )
+        sys.exit(interrupted_exit_code(exc.signum))
+    except KeyboardInterrupt:  # before the loop's guard was up: nothing to save yet
+        print(f"[torch-clip] interrupted during set-up; {run_dir} is unchanged", file=sys.stderr)
+        sys.exit(interrupted_exit_code(signal.SIGINT))
     except Exception as exc:
         cause = _user_error(exc)
         if cause is not None:

@@ -1,4 +1,4 @@
-"""Atomic checkpoints and resume, plus the preemption guard (SIGTERM/SIGUSR1/SIGUSR2).
+"""Atomic checkpoints, safe loading and resume, plus the interrupt guard (SIGINT/SIGTERM/USR1/USR2).
 
 A checkpoint holds everything a bit-identical continuation needs: ``fingerprint`` (what must
 match to resume), ``model``, ``optimizer`` (with the clip history and its generator),
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
+import pickle
 import random
 import signal
 from pathlib import Path
@@ -23,7 +23,8 @@ import torch
 from suite.records import atomic_write_bytes
 
 CHECKPOINT_NAME = "last.pt"
-FORMAT_VERSION = 1
+#: 2: every random state is a tensor or a plain value, so the file loads with weights_only=True
+FORMAT_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
@@ -35,9 +36,18 @@ def checkpoint_path(run_dir: Path) -> Path:
 
 
 def random_states() -> dict[str, Any]:
+    """The python/numpy/torch random states as tensors and plain values (no numpy arrays: a
+    safe load refuses the globals they unpickle through)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "bit_generator": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -47,7 +57,16 @@ def random_states() -> dict[str, Any]:
 
 def restore_random_states(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["bit_generator"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -59,17 +78,46 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """Load ``path``; raise :class:`CheckpointError` naming the file if it is unreadable or foreign."""
+#: what a user can do about a checkpoint that cannot be resumed
+START_OVER = "Delete it to start over, or pass trainer.resume=false."
+
+
+def safe_load(path: Path, what: str, remedy: str = "") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain values only, never code.
+
+    A file that needs any other global (a crafted pickle, or one another program wrote) is
+    refused with a :class:`CheckpointError` naming it, as is a file that is not a torch file.
+    """
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # any unpickling/zip error means a corrupt file
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).split("WeightsUnpickler error: ", 1)[-1].splitlines()[0]
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}). "
-            "Delete it to start over, or pass trainer.resume=false."
+            f"{what} {path} holds more than tensors and plain values ({first}); a safe load "
+            f"(weights_only=True) refuses it, as it could run code. {remedy}".rstrip()
         ) from exc
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} is not a torch-clip checkpoint of this version")
+    except Exception as exc:  # any zip/format error means a corrupt file
+        raise CheckpointError(
+            f"{what} {path} is corrupt or unreadable ({type(exc).__name__}: {exc}). {remedy}".rstrip()
+        ) from exc
+
+
+def read_checkpoint(path: Path, remedy: str = START_OVER) -> dict[str, Any]:
+    """The payload of the torch-clip checkpoint ``path`` (loaded safely), of this format."""
+    payload = safe_load(path, "checkpoint", remedy)
+    found = payload.get("format_version") if isinstance(payload, dict) else None
+    if found != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} is not a torch-clip checkpoint of format {FORMAT_VERSION} "
+            f"(format {found!r}). {remedy}".rstrip()
+        )
+    return payload
+
+
+def load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Load ``path``; raise :class:`CheckpointError` naming the file if it is unreadable, unsafe
+    or foreign."""
+    payload = read_checkpoint(path)
     saved = payload.get("fingerprint", {})
     different = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
     if different:
@@ -83,14 +131,23 @@ def load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-class PreemptionGuard:
-    """Turns SIGTERM/SIGUSR1/SIGUSR2 into a flag the loop checks between steps.
+#: exit status of a run stopped by a signal after saving its checkpoint: 128 + the signal's
+#: number, as a shell reports a process the signal killed (SIGINT 130, SIGTERM 143)
+def interrupted_exit_code(signum: int) -> int:
+    return 128 + int(signum)
 
-    After the loop has saved a checkpoint it calls :meth:`forward`, which hands the signal to the
-    handler that was installed before (submitit's, which requeues the job) or re-raises it.
+
+class PreemptionGuard:
+    """Turns SIGINT/SIGTERM/SIGUSR1/SIGUSR2 into a flag the loop checks between steps.
+
+    After the loop has saved a checkpoint it calls :meth:`forward`, which hands the signal to a
+    handler installed before (submitit's, which requeues the job on SIGUSR2); Python's own
+    SIGINT handler and the default actions are not called: the caller reports and exits.
     """
 
-    SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) if s is not None)
+    SIGNALS = tuple(
+        s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) if s is not None
+    )
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -112,12 +169,9 @@ class PreemptionGuard:
         self._previous.clear()
 
     def forward(self) -> None:
-        """Pass the received signal on, once our state is safe on disk."""
+        """Pass the received signal on to a launcher's handler, once our state is safe on disk."""
         signum = self.received
         previous = self._previous.get(signum) if signum is not None else None
         self.__exit__()
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, None)
-        elif signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)

@@ -20,6 +20,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from clip_core import ClippedOptimizer
+from clip_core._validation import check_int
 from suite.peers import PeerClipped, build_peer
 
 _META_KEYS = ("name", "label", "torch_equivalent", "torch_optimizer", "peer", "peer_args")
@@ -124,10 +125,17 @@ def _format(values: dict[str, Any]) -> str:
     return ", ".join(out)
 
 
+#: integer scheduler arguments and their least value (a zero period divides by zero in torch)
+SCHEDULER_INTS = {"T_max": 1, "step_size": 1, "num_training_steps": 1, "num_warmup_steps": 0}
+
+
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer) -> Any:
     sched = cfg.get("scheduler")
     if sched is None or sched.get("_target_") is None:
         return None
     kwargs = {k: v for k, v in OmegaConf.to_container(sched, resolve=True).items() if k != "name"}
+    for key, low in SCHEDULER_INTS.items():
+        if key in kwargs:
+            check_int(f"scheduler.{key}", kwargs[key], low)
     target = optimizer.optimizer if isinstance(optimizer, PeerClipped) else optimizer
     return instantiate(kwargs, optimizer=target)

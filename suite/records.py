@@ -65,23 +65,32 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+class TornRecordError(ValueError):
+    """A line that is not JSON in the middle of a record file: damage, not a killed write."""
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of ``path``, one a line, up to a torn last line (a killed run)."""
-    rows: list[dict[str, Any]] = []
+    """The JSON objects of ``path``, one a line. A torn last line (a run killed while writing it)
+    is left out; an unreadable line with rows after it raises :class:`TornRecordError` naming it."""
     try:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                if isinstance(row, dict):
-                    rows.append(row)
+        lines = Path(path).read_bytes().splitlines()
     except FileNotFoundError:
-        pass
+        return []
+    numbered = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
+    rows: list[dict[str, Any]] = []
+    for position, (number, line) in enumerate(numbered):
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if position == len(numbered) - 1:
+                break
+            raise TornRecordError(
+                f"{path} line {number} is not a JSON row ({exc.__class__.__name__}: {exc}), and "
+                f"{len(numbered) - position - 1} rows follow it; repair or delete that line "
+                "(or the run directory) and rerun"
+            ) from None
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
@@ -111,9 +120,13 @@ class RunRecord:
     def grad_norms_path(self) -> Path:
         return self.dir / "grad_norms.npy"
 
-    def write_config(self, yaml_text: str) -> None:
+    def write_config(self, yaml_text: str, hydra_files: dict[str, str] | None = None) -> None:
+        """``config.yaml`` and Hydra's ``.hydra/<name>`` files (Hydra is told not to write them
+        itself, so a run refused before this point leaves its directory as it was)."""
         if self.enabled:
             atomic_write_bytes(self.dir / "config.yaml", yaml_text.encode())
+            for name, text in (hydra_files or {}).items():
+                atomic_write_bytes(self.dir / ".hydra" / name, text.encode())
 
     def reset(self) -> None:
         """A fresh start in an existing directory: drop everything the previous run recorded
@@ -138,15 +151,25 @@ class RunRecord:
         """
         if not self.enabled:
             return
-        self._keep_rows(self.metrics_path, lambda r: r.get("step", 0) <= step)
-        self._keep_rows(self.histogram_path, lambda r: r["epoch"] < epochs)
+        # both files are read (and a damaged one refused) before either is rewritten
+        kept = {
+            self.metrics_path: self._kept_rows(
+                self.metrics_path, lambda r: r.get("step", 0) <= step
+            ),
+            self.histogram_path: self._kept_rows(
+                self.histogram_path, lambda r: r["epoch"] < epochs
+            ),
+        }
+        for path, rows in kept.items():
+            if rows is not None:
+                atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
         self.grad_norms_path.unlink(missing_ok=True)
 
     @staticmethod
-    def _keep_rows(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
-        if path.exists():
-            kept = [r for r in read_jsonl(path) if keep(r)]
-            atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+    def _kept_rows(
+        path: Path, keep: Callable[[dict[str, Any]], bool]
+    ) -> list[dict[str, Any]] | None:
+        return [r for r in read_jsonl(path) if keep(r)] if path.exists() else None
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import random
+import signal
 import sys
 import time
 import warnings
@@ -47,6 +48,7 @@ from suite.loggers import WandbLogger
 from suite.naming import IDENTITY_TRAINER_KEYS, method_of_dir, run_identity
 from suite.optim import build_optimizer, build_scheduler, clips, describe_optimizer
 from suite.records import RunRecord, read_json
+from suite.run_dir import remove_leftovers
 from suite.run_state import RunState
 from tasks.base import Task, TaskInfo
 
@@ -78,7 +80,15 @@ def warn_if_emulated_bf16(precision: str, device: torch.device) -> None:
 
 
 class Preempted(Exception):
-    """Raised after a checkpoint was saved because the job received a preemption signal."""
+    """Raised after a checkpoint was saved because the run received SIGINT, SIGTERM or SIGUSR1/2."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        self.signum, self.step = signum, step
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+
+
+#: trainer switches that must be true or false (Hydra reads "maybe" as a string)
+BOOLEAN_KEYS = ("resume", "extend", "deterministic", "progress")
 
 
 def seed_everything(seed: int) -> None:
@@ -91,7 +101,15 @@ def check_trainer_config(cfg: DictConfig) -> None:
     """Reject bad trainer values with one message naming the value and what is accepted."""
     t = cfg.trainer
     for key in ("max_steps", "eval_every", "log_every"):
-        check_int(f"trainer.{key}", t.get(key), 1)
+        value = t.get(key)
+        if isinstance(value, float) and value.is_integer() and value >= 1:
+            expected = f"an integer >= 1 (write {int(value)}: YAML reads {value:g} as a float)"
+            raise invalid(f"trainer.{key}", value, expected)
+        check_int(f"trainer.{key}", value, 1)
+    for key in BOOLEAN_KEYS:
+        if t.get(key, False) not in (True, False):
+            raise invalid(f"trainer.{key}", t.get(key), "true or false")
+    check_int("trainer.num_threads", t.get("num_threads"), 1, optional=True)
     check_choice("trainer.strategy", t.get("strategy", "ddp"), STRATEGIES)
     check_choice("trainer.precision", precision_of(t), PRECISIONS)
     every = check_int("trainer.checkpoint_every", t.get("checkpoint_every"), 0)
@@ -154,10 +172,19 @@ class Trainer:
         ctx: DistContext,
         choices: dict[str, str],
         method: str | None = None,
+        hydra_files: dict[str, str] | None = None,
     ):
         self.cfg = cfg
         self.ctx = ctx
         self.choices = choices
+        self.hydra_files = hydra_files
+        #: a directory without an earlier record gets one even when set-up fails (its error);
+        #: one with a record keeps it untouched until set-up and resume have passed
+        self.fresh = not any(
+            (Path(run_dir) / name).exists()
+            for name in ("summary.json", "config.yaml", "metrics.jsonl", "checkpoints")
+        )
+        self.began = False
         self.record = RunRecord(run_dir, enabled=ctx.is_main)
         self.state = RunState()
         self.seconds = dict.fromkeys(("setup", "loop", "evaluation", "checkpoint"), 0.0)
@@ -180,6 +207,7 @@ class Trainer:
         started = time.perf_counter()
         self._setup()
         self._resume()
+        self._begin_record()
         if self.ctx.is_main and self.cfg.logger.get("wandb"):
             self.wandb = WandbLogger(
                 self.cfg.logger.wandb,
@@ -243,7 +271,14 @@ class Trainer:
             torch_threads=torch.get_num_threads(),
             primary_metric=self.task.primary_metric,
         )
-        self.record.write_config(OmegaConf.to_yaml(cfg, resolve=True))
+
+    def _begin_record(self) -> None:
+        """The first writes of this segment, once every check has passed (or for the error of a
+        fresh directory): the config, Hydra's files, and no leftovers of killed writes."""
+        self.began = True
+        if self.ctx.is_main:
+            remove_leftovers(self.record.dir)
+        self.record.write_config(OmegaConf.to_yaml(self.cfg, resolve=True), self.hydra_files)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """Where the task computes (forward and loss, in training and evaluation); the backward
@@ -322,11 +357,14 @@ class Trainer:
                 raise
             except BaseException as exc:
                 self.summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                if not self.began and self.fresh and not isinstance(exc, KeyboardInterrupt):
+                    self._begin_record()  # a sweep's report shows this run's error
                 raise
             finally:
-                self._finish()
+                if self.began:
+                    self._finish()
                 if self.summary["status"] == "preempted":
-                    guard.forward()  # the record is safe: requeue (submitit) or re-raise it
+                    guard.forward()  # the record is safe: a launcher's handler may requeue
         return self.summary
 
     def _loop(self, guard: PreemptionGuard) -> None:
@@ -414,7 +452,7 @@ class Trainer:
         if self._preempted(guard):
             if not saved:
                 self._save()
-            raise Preempted(f"preempted by signal {guard.received} at step {step}")
+            raise Preempted(guard.received, step)
 
     def _preempted(self, guard: PreemptionGuard) -> bool:
         """Whether to stop here. Sharded ranks save together, so they agree on the step: at the
