@@ -60,7 +60,7 @@ from clip_core.heavy_tail import (  # noqa: E402
     standardize_columns,
     tail_summary,
 )
-from suite.checkpoint import checkpoint_path  # noqa: E402
+from suite.checkpoint import CheckpointError, checkpoint_path, read_checkpoint  # noqa: E402
 from suite.records import atomic_write_json  # noqa: E402
 
 LEVEL = 0.9  # coverage of the bootstrap intervals
@@ -306,7 +306,10 @@ def probed_weights(parser: argparse.ArgumentParser, args: argparse.Namespace):
         return None, "initialisation", 0
     if not ckpt.exists():
         parser.error(f"no checkpoint at {ckpt}; train with trainer.checkpoint_every > 0")
-    payload = torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:
+        payload = read_checkpoint(ckpt, remedy="")  # weights_only=True: never runs code
+    except CheckpointError as exc:
+        parser.error(str(exc))
     step = int(payload["step"])
     return payload["model"], f"checkpoint {ckpt.name} (step {step})", step
 

@@ -76,6 +76,16 @@ def read_cola_tsv(path: str | Path) -> tuple[list[Example], str]:
     Labels must be ``0`` or ``1``. Anything else raises ``ValueError`` naming the file and line.
     """
     path = Path(path)
+    try:
+        return _parse_cola_tsv(path)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "expected a CoLA TSV file"
+        ) from None
+
+
+def _parse_cola_tsv(path: Path) -> tuple[list[Example], str]:
     examples: list[Example] = []
     layout = ""
     with path.open(encoding="utf-8") as f:

@@ -21,7 +21,7 @@ import torchvision
 from torchvision import transforms
 
 from clip_core._validation import check_int, check_path, invalid
-from tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, require_dir
+from tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, read_image, require_dir
 
 EMBEDDED_IMAGE_SIZE = 32
 REAL_IMAGE_SIZE = 224
@@ -120,7 +120,9 @@ class ImageNetTask(ImageTask):
         for split, tf in (("train", train_tf), ("val", val_tf)):
             require_dir(root / split, f"ImageNet {split} split", LAYOUT)
             try:
-                sets[split] = torchvision.datasets.ImageFolder(str(root / split), transform=tf)
+                sets[split] = torchvision.datasets.ImageFolder(
+                    str(root / split), transform=tf, loader=read_image
+                )
             except FileNotFoundError as err:  # no class folders, or a class folder without images
                 raise FileNotFoundError(
                     f"ImageNet {split} split at {root / split} holds no usable images ({err}). "

@@ -1,7 +1,8 @@
 """Node classification on Reddit with a GraphConv network, trained on sampled mini-batches.
 
-Data: ``data_root`` -> :class:`torch_geometric.datasets.Reddit` (files must already be on disk; this
-task never downloads). ``data_root: null`` -> an embedded stochastic-block-model proxy graph
+Data: ``data_root`` -> the raw files of PyG's Reddit (``<data_root>/raw/*.npz``; they must already be
+on disk; this task never downloads), read without pickles and cached as plain tensors under
+``$TORCH_CLIP_CACHE`` (default ``~/.cache/torch-clip``), not in the data folder. ``data_root: null`` -> an embedded stochastic-block-model proxy graph
 (classes = blocks, noisy class-dependent Gaussian features) generated from ``data_seed``.
 
 Samplers (``sampler``):
@@ -30,16 +31,23 @@ embedded graph this is plain full-graph inference; on real Reddit it needs a few
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import GraphConv
 
 from clip_core._validation import check_choice, check_int, check_number, check_path, invalid
+from suite.checkpoint import safe_load
+from suite.records import atomic_write_bytes
 from tasks.base import Task, TaskInfo
 from tasks.graph_sampling import (
     aggregation_matrix,
@@ -142,58 +150,110 @@ def make_sbm_data(
     )
 
 
-def _reddit_class():
-    """PyG's Reddit dataset with downloading replaced by an error.
+def cache_dir() -> Path:
+    """Where the suite keeps what it derives from data on disk: ``$TORCH_CLIP_CACHE`` or
+    ``~/.cache/torch-clip``, never the user's data folder."""
+    return Path(os.environ.get("TORCH_CLIP_CACHE", "~/.cache/torch-clip")).expanduser()
 
-    PyG calls ``download()`` whenever the raw files are missing, even if a processed cache exists;
-    here a processed cache is enough and anything else fails loudly instead of fetching 1.3 GB.
-    """
-    from torch_geometric.data.dataset import files_exist
-    from torch_geometric.datasets import Reddit
 
-    class OfflineReddit(Reddit):
-        def download(self) -> None:
-            if files_exist(self.processed_paths):
-                return
-            raise FileNotFoundError(
-                f"Reddit raw files {list(REDDIT_RAW_FILES)} not found in {self.raw_dir} "
-                "(downloads are disabled)"
-            )
+def _cache_path(raw_paths: Sequence[str]) -> Path:
+    """The cache file of these raw files: a new one whenever a file moves or changes."""
+    key = hashlib.sha256()
+    for path in raw_paths:
+        stat = os.stat(path)
+        key.update(f"{os.path.realpath(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return cache_dir() / "reddit" / f"{key.hexdigest()[:16]}.pt"
 
-    return OfflineReddit
+
+def _read_npz(path: str) -> Any:
+    """``np.load`` without pickles, an unreadable file named in one line."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"Reddit raw file {path} is not a readable .npz without pickles ({exc}); expected "
+            "the contents of https://data.dgl.ai/dataset/reddit.zip"
+        ) from None
+
+
+def _graph_from_raw(data_path: str, graph_path: str) -> dict[str, torch.Tensor]:
+    """What PyG's ``Reddit.process`` builds from the two raw files, as plain tensors."""
+    from torch_geometric.utils import coalesce
+
+    data, graph = _read_npz(data_path), _read_npz(graph_path)
+    try:
+        feature, label, split = data["feature"], data["label"], data["node_types"]
+        row, col = graph["row"], graph["col"]
+    except KeyError as exc:
+        raise ValueError(
+            f"Reddit raw files {data_path} and {graph_path} lack the array {exc}; expected "
+            "feature/label/node_types and a scipy COO adjacency (row/col)"
+        ) from None
+    x = torch.from_numpy(feature).float()
+    edge_index = torch.stack([torch.from_numpy(row).long(), torch.from_numpy(col).long()])
+    split = torch.from_numpy(split)
+    return {
+        "x": x,
+        "y": torch.from_numpy(label).long(),
+        "edge_index": coalesce(edge_index, num_nodes=x.size(0)),
+        "train_mask": split == 1,
+        "val_mask": split == 2,
+        "test_mask": split == 3,
+    }
+
+
+def _cached_graph(raw_paths: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The tensors of the raw files, from the suite's cache (a safe load) or built and cached."""
+    cache = _cache_path(raw_paths)
+    if cache.exists():
+        return safe_load(cache, "Reddit cache", f"Delete {cache} to rebuild it from the raw files.")
+    tensors = _graph_from_raw(*raw_paths)
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    atomic_write_bytes(cache, buffer.getvalue())
+    return tensors
+
+
+def _missing_reddit(root: str, raw_dir: str, processed_only: bool) -> FileNotFoundError:
+    hint = ""
+    if all(os.path.isfile(os.path.join(root, f)) for f in REDDIT_RAW_FILES):
+        hint = f" (they are directly in {root}: move them into {raw_dir})"
+    if processed_only:
+        hint = (
+            f" (only PyG's processed cache is there: this task does not load it, as PyG's loader "
+            "can fall back to unpickling code; it reads the raw files and caches them itself)"
+        )
+    return FileNotFoundError(
+        f"Reddit dataset not found at data_root={root}: expected "
+        f"{os.path.join(raw_dir, REDDIT_RAW_FILES[0])} and "
+        f"{os.path.join(raw_dir, REDDIT_RAW_FILES[1])} (the contents of "
+        f"https://data.dgl.ai/dataset/reddit.zip){hint}. "
+        "This task never downloads; fetch the files yourself or set task.data_root=null "
+        "for the embedded proxy graph."
+    )
 
 
 def load_reddit(root: str | os.PathLike) -> GraphData:
-    """Load PyG's Reddit from ``root`` (``root/raw/*.npz`` or ``root/processed/data.pt``), no download."""
+    """Load Reddit from ``root/raw/*.npz`` (PyG's layout), no download; the tensors are cached
+    under :func:`cache_dir`, never in ``root``."""
     root = os.path.abspath(os.path.expanduser(os.fspath(root)))
-    raw_dir, processed_dir = os.path.join(root, "raw"), os.path.join(root, "processed")
-    raw_ok = all(os.path.isfile(os.path.join(raw_dir, f)) for f in REDDIT_RAW_FILES)
-    processed_ok = os.path.isfile(os.path.join(processed_dir, REDDIT_PROCESSED_FILE))
-    if not (raw_ok or processed_ok):
-        hint = ""
-        if all(os.path.isfile(os.path.join(root, f)) for f in REDDIT_RAW_FILES):
-            hint = f" (they are directly in {root}: move them into {raw_dir})"
-        raise FileNotFoundError(
-            f"Reddit dataset not found at data_root={root}: expected "
-            f"{os.path.join(raw_dir, REDDIT_RAW_FILES[0])} and "
-            f"{os.path.join(raw_dir, REDDIT_RAW_FILES[1])} (the contents of "
-            f"https://data.dgl.ai/dataset/reddit.zip) or a processed PyG cache "
-            f"{os.path.join(processed_dir, REDDIT_PROCESSED_FILE)}{hint}. "
-            "This task never downloads; fetch the files yourself or set task.data_root=null "
-            "for the embedded proxy graph."
-        )
-    data = _reddit_class()(root)[0]
+    raw_dir = os.path.join(root, "raw")
+    raw_paths = [os.path.join(raw_dir, f) for f in REDDIT_RAW_FILES]
+    if not all(os.path.isfile(p) for p in raw_paths):
+        processed = os.path.join(root, "processed", REDDIT_PROCESSED_FILE)
+        raise _missing_reddit(root, raw_dir, os.path.isfile(processed))
+    data = _cached_graph(raw_paths)
     for key in ("x", "y", "edge_index", "train_mask", "val_mask", "test_mask"):
-        if getattr(data, key, None) is None:
+        if not isinstance(data, dict) or not isinstance(data.get(key), torch.Tensor):
             raise ValueError(f"Reddit data at {root} has no '{key}' field")
     return GraphData(
-        x=data.x.float(),
-        y=data.y.long(),
-        edge_index=data.edge_index,
-        train_idx=data.train_mask.nonzero().view(-1),
-        val_idx=data.val_mask.nonzero().view(-1),
-        test_idx=data.test_mask.nonzero().view(-1),
-        num_classes=int(data.y.max()) + 1,
+        x=data["x"].float(),
+        y=data["y"].long(),
+        edge_index=data["edge_index"],
+        train_idx=data["train_mask"].nonzero().view(-1),
+        val_idx=data["val_mask"].nonzero().view(-1),
+        test_idx=data["test_mask"].nonzero().view(-1),
+        num_classes=int(data["y"].max()) + 1,
     )
 
 
@@ -213,6 +273,8 @@ class GraphConvNet(nn.Module):
         aggr: str,
     ) -> None:
         super().__init__()
+        from torch_geometric.nn import GraphConv  # PyG's import takes seconds: only when used
+
         dims = [in_channels] + [hidden_channels] * (num_layers - 1) + [out_channels]
         self.convs = nn.ModuleList(
             GraphConv(dims[i], dims[i + 1], aggr=aggr) for i in range(num_layers)

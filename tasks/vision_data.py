@@ -34,6 +34,20 @@ def require_dir(path: Path, what: str, layout: str) -> None:
         )
 
 
+def read_image(path: str) -> Any:
+    """torchvision's image loader, an unreadable file named in one line instead of PIL's error."""
+    from PIL import UnidentifiedImageError
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(
+            f"image {path} cannot be read ({type(exc).__name__}); replace or delete it "
+            "(expected a JPEG/PNG file that PIL opens)"
+        ) from None
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of dataset item ``index`` in ``epoch`` (each index occurs once per epoch)."""
     return ((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % (2**63 - 1)

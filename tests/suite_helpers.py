@@ -126,9 +126,7 @@ def metric_rows(run_dir: Path) -> list[dict]:
 
 
 def final_params(run_dir: Path) -> dict[str, np.ndarray]:
-    payload = torch.load(
-        run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False
-    )
+    payload = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     return {k: v.numpy() for k, v in payload["model"].items()}
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from suite.records import read_json, read_jsonl
+from suite.records import TornRecordError, read_json, read_jsonl
 from suite.run_reader import discover_runs, load_run, read_runs
 
 
@@ -114,8 +114,15 @@ def test_read_json_returns_none_for_anything_but_an_object(tmp_path, text):
     assert read_json(tmp_path / "missing.json") is None
 
 
-def test_read_jsonl_stops_at_a_torn_line_and_skips_non_objects(tmp_path):
+def test_read_jsonl_drops_a_torn_last_line_and_skips_non_objects(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"a": 1}\n\n[2]\n{"b": 2}\n{"c": \n{"d": 4}\n')
+    path.write_text('{"a": 1}\n\n[2]\n{"b": 2}\n{"c": \n')
     assert read_jsonl(path) == [{"a": 1}, {"b": 2}]
     assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_read_jsonl_names_a_torn_line_with_rows_after_it(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"a": 1}\n\n{"c": \n{"d": 4}\n')
+    with pytest.raises(TornRecordError, match=r"line 3 is not a JSON row .* 1 rows follow it"):
+        read_jsonl(path)

@@ -425,3 +425,11 @@ def test_a_local_model_directory_of_another_family_trains_with_the_mean_head(tmp
         for i, (sentence, _) in enumerate(dev):
             states = encoder(**t.tokenizer(sentence, return_tensors="pt")).last_hidden_state[0]
             np.testing.assert_allclose(got[i], w @ states.double().numpy().mean(0) + b, atol=2e-5)
+
+
+def test_a_binary_tsv_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match="not UTF-8 text") as err:
+        read_cola_tsv(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

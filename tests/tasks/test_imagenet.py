@@ -278,3 +278,13 @@ def test_yaml_configs_instantiate(name, tmp_path):
             task.setup(CPU, seed=0)
     else:
         assert task.data_root is None and task.image_size == 32
+
+
+def test_an_unreadable_jpeg_is_one_line_naming_the_file(imagefolder):
+    broken = imagefolder / "train" / CLASSES[0] / "broken.JPEG"
+    broken.write_bytes(b"\xff\xd8 not really a JPEG")
+    task = ImageNetTask(data_root=str(imagefolder), image_size=32, batch_size=16)
+    task.setup(CPU, seed=0)
+    with pytest.raises(ValueError, match="cannot be read") as err:
+        collect(task, epoch=0, seed=0)
+    assert str(broken) in str(err.value) and "\n" not in str(err.value)

@@ -319,7 +319,7 @@ def test_missing_reddit_files_raise_without_download(tmp_path, no_download, layo
     with pytest.raises(FileNotFoundError) as err:
         task.setup(CPU, seed=0)
     msg = str(err.value)
-    assert str(root / "raw" / "reddit_graph.npz") in msg and "processed" in msg
+    assert str(root / "raw" / "reddit_graph.npz") in msg
     if layout == "files_in_root":
         assert "move them into" in msg
     assert not (root / "processed").exists()
@@ -346,7 +346,8 @@ def write_fake_reddit(raw: Path, num_nodes: int = 120, num_classes: int = 4) -> 
     return {"label": label, "node_types": node_types, "edges": edges, "feature": feature}
 
 
-def test_fake_reddit_loads_through_the_real_code_path(tmp_path, no_download):
+def test_fake_reddit_loads_through_the_real_code_path(tmp_path, no_download, monkeypatch):
+    monkeypatch.setenv("TORCH_CLIP_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "reddit"
     fake = write_fake_reddit(root / "raw")
     task = RedditTask(data_root=str(root), sampler="subgraph", batch_size=50, hidden_channels=16)
@@ -361,7 +362,9 @@ def test_fake_reddit_loads_through_the_real_code_path(tmp_path, no_download):
     assert data.train_idx.tolist() == np.flatnonzero(fake["node_types"] == 1).tolist()
     assert data.val_idx.tolist() == np.flatnonzero(fake["node_types"] == 2).tolist()
     assert info.num_train == data.train_idx.numel() and info.num_val == data.val_idx.numel()
-    assert (root / "processed" / "data.pt").is_file()
+    # the tensors are cached in the suite's cache, never in the user's data folder
+    assert sorted(p.name for p in root.rglob("*")) == ["raw", "reddit_data.npz", "reddit_graph.npz"]
+    assert len(list((tmp_path / "cache" / "reddit").glob("*.pt"))) == 1
     opt = torch.optim.SGD(task.model.parameters(), lr=0.1, momentum=0.9)
     for batch in task.train_batches(0, seed=0):
         loss, _ = task.loss(batch)
@@ -369,11 +372,57 @@ def test_fake_reddit_loads_through_the_real_code_path(tmp_path, no_download):
         loss.backward()
         opt.step()
     assert 0.0 <= task.evaluate()["accuracy"] <= 1.0
-    # A processed cache alone is enough: PyG would call download() for the missing raw files.
+    # a second load reads the cache (safely), and gives the same graph
+    again = load_reddit(root)
+    assert torch.equal(again.edge_index, data.edge_index) and torch.equal(again.x, data.x)
+
+
+class _RunsCode:
+    """Unpickling this runs ``touch <marker>``: what a crafted cache or checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_reddit_cache_is_refused_and_never_run(tmp_path, no_download, monkeypatch):
+    from suite.checkpoint import CheckpointError
+
+    monkeypatch.setenv("TORCH_CLIP_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "reddit"
+    write_fake_reddit(root / "raw")
+    load_reddit(root)
+    (cache,) = (tmp_path / "cache" / "reddit").glob("*.pt")
+    marker = tmp_path / "ran"
+    torch.save({"x": _RunsCode(marker)}, cache)
+    with pytest.raises(CheckpointError, match="holds more than tensors and plain values"):
+        load_reddit(root)
+    assert not marker.exists()
+    # PyG's own processed cache is not loaded either (its loader falls back to unpickling code)
+    (root / "processed").mkdir()
+    torch.save({"x": _RunsCode(marker)}, root / "processed" / "data.pt")
     for f in (root / "raw").iterdir():
         f.unlink()
-    again = load_reddit(root)
-    assert torch.equal(again.edge_index, data.edge_index)
+    with pytest.raises(FileNotFoundError, match="only PyG's processed cache is there"):
+        load_reddit(root)
+    assert not marker.exists()
+
+
+def test_garbage_reddit_npz_files_are_one_line_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_CLIP_CACHE", str(tmp_path / "cache"))
+    raw = tmp_path / "reddit" / "raw"
+    raw.mkdir(parents=True)
+    with open(raw / "reddit_data.npz", "wb") as f:  # a pickled object array, not an archive
+        np.save(f, np.array([object()], dtype=object), allow_pickle=True)
+    (raw / "reddit_graph.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="is not a readable .npz") as err:
+        load_reddit(tmp_path / "reddit")
+    assert str(raw / "reddit_data.npz") in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "reddit" / "processed").exists()
 
 
 # ------------------------------------------------------------------------ validation, configs
