@@ -50,8 +50,8 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[frozenset[str]]]:
     """Every run directory of the sweep with its status, and the jobs that have none yet."""
     runs = []
     for run in discover_runs([sweep_dir]):
-        if not (run.dir / "config.yaml").exists():
-            continue  # not a run of train.py (its config is the first file it writes)
+        if not run.summary and not (run.dir / "config.yaml").exists():
+            continue  # not a run of train.py: it writes one of the two first
         status = run.summary.get("status", "running")
         runs.append(
             {
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MISSING     {' '.join(sorted(job))}")
     total = len(runs)
     completed = sum(r["status"] == "completed" for r in runs)
-    print(f"{completed}/{total} runs completed, {len(missing)} missing")
+    failed = sum(r["status"] == "failed" for r in runs)
+    print(f"{completed}/{total} runs completed, {failed} failed, {len(missing)} missing")
     return 0 if completed == total and not missing else 1
 
 

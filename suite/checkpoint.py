@@ -91,7 +91,13 @@ def safe_load(path: Path, what: str, remedy: str = "") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).split("WeightsUnpickler error: ", 1)[-1].splitlines()[0]
+        # torch names the refused global ("... GLOBAL posix.system ..."); anything else: corrupt
+        refused = [line for line in str(exc).splitlines() if "GLOBAL" in line]
+        if not refused:
+            raise CheckpointError(
+                f"{what} {path} is corrupt or unreadable (not a torch file). {remedy}".rstrip()
+            ) from exc
+        first = refused[0].split("WeightsUnpickler error: ", 1)[-1].strip()
         raise CheckpointError(
             f"{what} {path} holds more than tensors and plain values ({first}); a safe load "
             f"(weights_only=True) refuses it, as it could run code. {remedy}".rstrip()

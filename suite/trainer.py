@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -89,6 +90,13 @@ class Preempted(Exception):
 
 #: trainer switches that must be true or false (Hydra reads "maybe" as a string)
 BOOLEAN_KEYS = ("resume", "extend", "deterministic", "progress")
+
+
+def error_text(exc: BaseException) -> str:
+    """``"<type>: <message>"`` of what went wrong: the constructor's error Hydra wrapped."""
+    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}"
 
 
 def seed_everything(seed: int) -> None:
@@ -356,7 +364,7 @@ class Trainer:
                 self.summary.update(status="preempted", signal=guard.received)
                 raise
             except BaseException as exc:
-                self.summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                self.summary.update(status="failed", error=error_text(exc))
                 if not self.began and self.fresh and not isinstance(exc, KeyboardInterrupt):
                     self._begin_record()  # a sweep's report shows this run's error
                 raise

@@ -150,7 +150,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert listing.returncode == 1
     assert "FAILED" in listing.stdout and "deliberate failure at step 8" in listing.stdout
     assert "MISSING" in listing.stdout and "task.fail_at_step=null" in listing.stdout
-    assert "0/1 runs completed, 1 missing" in listing.stdout
+    assert "0/1 runs completed, 1 failed, 1 missing" in listing.stdout
 
 
 @pytest.mark.parametrize(
