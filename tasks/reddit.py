@@ -220,7 +220,7 @@ def _missing_reddit(root: str, raw_dir: str, processed_only: bool) -> FileNotFou
         hint = f" (they are directly in {root}: move them into {raw_dir})"
     if processed_only:
         hint = (
-            f" (only PyG's processed cache is there: this task does not load it, as PyG's loader "
+            " (only PyG's processed cache is there: this task does not load it, as PyG's loader "
             "can fall back to unpickling code; it reads the raw files and caches them itself)"
         )
     return FileNotFoundError(

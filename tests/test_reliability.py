@@ -77,7 +77,9 @@ def test_a_crafted_checkpoint_is_refused_and_never_run(tmp_path):
     assert run_train(tmp_path, *RUN, "trainer.max_steps=10").returncode == 0
     run_dir = composed_run_dir(tmp_path, *RUN)
     marker = tmp_path / "ran"
-    torch.save({"format_version": 2, "model": RunsCode(marker)}, run_dir / "checkpoints" / "last.pt")
+    torch.save(
+        {"format_version": 2, "model": RunsCode(marker)}, run_dir / "checkpoints" / "last.pt"
+    )
     before = snapshot(run_dir)
     proc = run_train(tmp_path, *RUN, "trainer.max_steps=20", "trainer.extend=true")
     one_error_line(proc, "checkpoint", "last.pt", "holds more than tensors", "trainer.resume=false")

@@ -419,7 +419,7 @@ def test_garbage_reddit_npz_files_are_one_line_naming_the_file(tmp_path, monkeyp
     with open(raw / "reddit_data.npz", "wb") as f:  # a pickled object array, not an archive
         np.save(f, np.array([object()], dtype=object), allow_pickle=True)
     (raw / "reddit_graph.npz").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="is not a readable .npz") as err:
+    with pytest.raises(ValueError, match=r"is not a readable \.npz") as err:
         load_reddit(tmp_path / "reddit")
     assert str(raw / "reddit_data.npz") in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "reddit" / "processed").exists()
