@@ -14,6 +14,7 @@
 set -euo pipefail
 
 DIR=${TORCH_CLIP_SLURM_DIR:-/tmp/torch-clip-slurm}
+# cred_expire=10: a requeued job may start again after 10 s (Slurm's default wait is 120 s)
 # declared resources: at least the preset's 8 CPUs and 32 GB per job, two jobs at a time; the
 # node oversubscribes the real machine on purpose (SlurmdParameters=config_overrides)
 CPUS=${TORCH_CLIP_SLURM_CPUS:-16}
@@ -31,6 +32,7 @@ SlurmctldHost=$NODE
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

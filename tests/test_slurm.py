@@ -99,22 +99,22 @@ def _job_id(env):
 
 
 def test_a_requeued_run_resumes_from_its_checkpoint_bit_identically(tmp_path, slurm_env):
-    run = (*FAULTY_TOY, "optimizer=quadratic_stoch_auto", "label=run", "trainer.max_steps=60")
+    run = (*FAULTY_TOY, "optimizer=quadratic_stoch_auto", "label=run", "trainer.max_steps=40")
     run = (*run, "trainer.checkpoint_every=10", "trainer.eval_every=20")
     straight = run_train(tmp_path / "straight", *run)
     assert straight.returncode == 0, straight.stderr[-2000:]
 
-    proc = sweep(tmp_path / "slurm", slurm_env, *run, delay="0.2")
+    proc = sweep(tmp_path / "slurm", slurm_env, *run, delay="0.15")
     job = _job_id(slurm_env)
     (run_dir,) = _wait_for_run_dir(tmp_path / "slurm", proc)
-    wait_for_step(run_dir, 25, proc)  # past the checkpoint at 20: the requeue's SIGTERM saves
+    wait_for_step(run_dir, 15, proc)  # past the checkpoint at 10: the requeue's SIGTERM saves
     subprocess.run(["scontrol", "requeue", job], env=slurm_env, check=True)
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr[-3000:]
 
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["steps"] == 60
-    assert len(summary["resumed_from"]) == 1 and 25 <= summary["resumed_from"][0]["step"] < 60
+    assert summary["status"] == "completed" and summary["steps"] == 40
+    assert len(summary["resumed_from"]) == 1 and 15 <= summary["resumed_from"][0]["step"] < 40
     (reference,) = (tmp_path / "straight").rglob("seed0")
     assert metric_rows(run_dir) == metric_rows(reference)
     np.testing.assert_array_equal(
