@@ -111,7 +111,7 @@ def check_trainer_config(cfg: DictConfig) -> None:
     for key in ("max_steps", "eval_every", "log_every"):
         value = t.get(key)
         if isinstance(value, float) and value.is_integer() and value >= 1:
-            expected = f"an integer >= 1 (write {int(value)}: YAML reads {value:g} as a float)"
+            expected = f"an integer >= 1 (write {int(value)}: Hydra reads 1e3 or 1000.0 as a float)"
             raise invalid(f"trainer.{key}", value, expected)
         check_int(f"trainer.{key}", value, 1)
     for key in BOOLEAN_KEYS:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch_geometric.typing as pyg_typing
-from torch_geometric.utils import subgraph
 
 
 def neighbor_sampling_backend() -> str | None:
     """The compiled package PyG's ``NeighborLoader`` would sample with, or ``None`` if neither."""
-    # Read the flags at call time (not import time) so tests can simulate either installation.
+    # Read the flags at call time (not import time) so tests can simulate either installation;
+    # PyG is imported here, not at module import, as its import takes seconds.
+    import torch_geometric.typing as pyg_typing
+
     if pyg_typing.WITH_PYG_LIB:
         return "pyg-lib"
     if pyg_typing.WITH_TORCH_SPARSE:
@@ -63,6 +64,8 @@ def sbm_graph(
 
 def induced_subgraph(nodes: torch.Tensor, edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """Edges of the subgraph induced by ``nodes``, relabelled so local node ``i`` is ``nodes[i]``."""
+    from torch_geometric.utils import subgraph
+
     local, _ = subgraph(nodes, edge_index, relabel_nodes=True, num_nodes=num_nodes)
     return local
 
