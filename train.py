@@ -6,7 +6,12 @@
     python train.py -m hydra/launcher=submitit_slurm ...       # the same sweep on SLURM
 
 Each run writes ``results/<experiment>/<task>/<method>-<hash>/seed<N>/`` (``suite/naming.py``
-says what the hash covers; ``suite/records.py`` what the directory holds).
+says what the hash covers; ``suite/records.py`` what the directory holds), holding an exclusive
+lock on it (``suite/run_dir.py``) and writing nothing there until its checks pass.
+
+Exit status: 0 completed (or already completed); 1 an unexpected error; 2 a user error, in one
+line; 128 + the signal's number (130 SIGINT, 143 SIGTERM) when a signal stopped it after saving a
+checkpoint, with the command that resumes it.
 """
 
 from __future__ import annotations

@@ -5,10 +5,12 @@
 ``<run_dir>/grad_norms.npy``  the global gradient norm of every step
 ``<run_dir>/grad_norm_hist.jsonl``  a histogram of the norms per epoch
 ``<run_dir>/summary.json``    final/best metrics, provenance, status (running/completed/failed/preempted)
+``<run_dir>/.hydra/``         Hydra's config, hydra config and overrides (written with config.yaml)
 
 Every file except the append-only ``metrics.jsonl`` and ``grad_norm_hist.jsonl`` is written to a
 temporary file and renamed, so a crash never leaves a half-written ``summary.json``. A resumed run
-first rolls the record back to its checkpoint (:meth:`RunRecord.rollback`).
+first rolls the record back to its checkpoint (:meth:`RunRecord.rollback`); a line that is not JSON
+with rows after it is an error naming it (:class:`TornRecordError`), never a silent truncation.
 """
 
 from __future__ import annotations
