@@ -32,6 +32,7 @@ PUBLIC_MODULES = ("clip_core", "clip_core.heavy_tail")
 
 _SNIPPET = re.compile(r'^\s*--8<--\s+"([^"]+)"', re.M)
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_LINES = re.compile(r"(:-?\d*){1,2}$")
 _API_ENTRY = re.compile(r"^:::\s+(\S+)", re.M)
 
 
@@ -52,8 +53,9 @@ def local_targets(page: Path, text: str) -> list[Path]:
 
 
 def snippet_targets(text: str) -> list[Path]:
-    """The files a page includes with pymdownx.snippets (paths from the repository root)."""
-    return [(ROOT / p).resolve() for p in _SNIPPET.findall(text)]
+    """The files a page includes with pymdownx.snippets (paths from the repository root; a
+    ``:start:end`` line range after the path is left out)."""
+    return [(ROOT / _LINES.sub("", p)).resolve() for p in _SNIPPET.findall(text)]
 
 
 def repo_relative(path: Path) -> str:
