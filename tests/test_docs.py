@@ -175,3 +175,15 @@ def test_readme_quickstart_runs_and_clips(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     norm, threshold = map(float, re.findall(r"‖g‖ ([\d.]+), threshold ([\d.]+)", result.stdout)[0])
     assert norm > 0 and threshold > 0
+
+
+def test_readme_headline_numbers_come_from_the_tables_it_names():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    headline = text.split("<!-- headline: start -->", 1)[1].split("<!-- headline: end -->", 1)[0]
+    tables = [p for p in local_targets(ROOT / "README.md", headline) if p.suffix == ".md"]
+    assert tables, "the headline names no committed table"
+    decimal = re.compile(r"(?<![\d.])\d+\.\d+")
+    cells = set(decimal.findall(" ".join(p.read_text(encoding="utf-8") for p in tables)))
+    numbers = decimal.findall(headline)
+    assert numbers
+    assert not [n for n in numbers if n not in cells], "headline numbers in none of its tables"
