@@ -90,12 +90,15 @@ def geometric_grid(low: float, ratio: float, count: int, digits: int = 3) -> lis
 @dataclass(frozen=True)
 class Axis:
     """One tuned axis of a method: its override ``key``, its ``values`` in grid order, the
-    ``scale`` it is extended on and the ``bounds`` a value may not cross (open interval)."""
+    ``scale`` it is extended on, the ``bounds`` a value may not cross (open interval) and, when
+    given, the ``step`` of an extension (a ratio on a log scale, a difference on a linear one)
+    instead of the axis' own end step (a λ grid on close quantiles grows by half decades)."""
 
     key: str
     values: tuple[float, ...]
     scale: str = "log"
     bounds: tuple[float, float] = (0.0, math.inf)
+    step: float | None = None
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -214,7 +217,10 @@ def edge_flags(axes: Sequence[Axis], setting: Sequence[float]) -> dict[str, str]
 def _step(axis: Axis, side: str) -> float:
     """The next value beyond ``side`` of ``axis``, one of its own end steps away."""
     v = axis.values
-    a, b = (v[0], v[1]) if side == "low" else (v[-1], v[-2])
+    a, b = (v[0], v[min(1, len(v) - 1)]) if side == "low" else (v[-1], v[max(-2, -len(v))])
+    if axis.step is not None and axis.scale != "log1m":
+        sign = -1 if side == "low" else 1
+        return a + sign * axis.step if axis.scale == "linear" else a * axis.step**sign
     if axis.scale == "linear":
         return a + (a - b)
     if axis.scale == "log":
@@ -243,10 +249,10 @@ def extend_axis(axis: Axis, side: str, digits: int = 3) -> Axis | None:
     axis' own end step on its scale (a ratio, a difference, or a ratio of 1 − x; the next
     half-decade value for a grid of half-decade values), rounded to
     ``digits`` significant digits; ``None`` when that value would cross the axis' bounds or the
-    axis has a single value (no step to repeat: the driver states its grid instead)."""
+    axis has a single value and no ``step`` (no step to repeat)."""
     if side not in ("low", "high"):
         raise ValueError(f"Invalid side: {side!r}; expected 'low' or 'high'")
-    if len(axis.values) < 2:
+    if len(axis.values) < 2 and axis.step is None:
         return None
     new = _lattice_step(axis.values, side) if _on_half_decades(axis) else _step(axis, side)
     new = 1 - _round_sig(1 - new, digits) if axis.scale == "log1m" else _round_sig(new, digits)
@@ -254,7 +260,7 @@ def extend_axis(axis: Axis, side: str, digits: int = 3) -> Axis | None:
     if not (low < new < high) or new in axis.values:
         return None
     values = (new, *axis.values) if side == "low" else (*axis.values, new)
-    return Axis(axis.key, values, axis.scale, axis.bounds)
+    return Axis(axis.key, values, axis.scale, axis.bounds, axis.step)
 
 
 def extensions(axes: Sequence[Axis], setting: Sequence[float]) -> tuple[list[Axis], dict[str, str]]:

@@ -88,6 +88,9 @@ def test_edge_flags_for_every_axis_and_the_extension_loop():
     assert P.extend_axis(beta2, "high").values[-1] == pytest.approx(0.9999)
     grown, stuck = P.extensions([beta2], (0.9,))
     assert grown == [beta2] and stuck == {"beta2": "low"}
+    lam = P.Axis("lam", (0.40, 0.43, 0.45), step=10**0.5)  # close quantiles: half-decade steps
+    assert P.extend_axis(lam, "low").values[0] == pytest.approx(0.40 / 10**0.5, rel=5e-3)
+    assert P.extend_axis(P.Axis("lam", (0.4,), step=10.0), "high").values == (0.4, 4.0)
     z = P.Axis("z", (2.0, 2.5, 3.0), scale="linear")
     assert P.extend_axis(z, "low").values == (1.5, 2.0, 2.5, 3.0)
 
