@@ -158,10 +158,12 @@ def call(script: list[str]) -> int:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """``rows`` (dicts with the same keys, in order) as a CSV file with a header."""
+    """``rows`` (dicts) as a CSV file with a header: every key of any row, in first-seen order
+    (rows of an older table lack the newer columns, left empty)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=keys, restval="")
         writer.writeheader()
         writer.writerows(rows)
 
