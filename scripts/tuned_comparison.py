@@ -1,4 +1,4 @@
-"""Tuned comparisons on the four tasks: every method on one learning-rate grid, λ from measured norms.
+"""Tuned comparisons under the fair protocol: each method on its lr grid × its own knob, λ from measured norms.
 
     python scripts/tuned_comparison.py --tasks reddit            # one task
     python scripts/tuned_comparison.py                           # all four (hours on a CPU)
@@ -6,16 +6,46 @@
     python scripts/tuned_comparison.py --tasks cola -- task.data_root=/data/CoLA
     python scripts/tuned_comparison.py --tasks cola_mpnet -- task.model_name_or_path=<dir>
 
-Each comparison's ``conf/experiment/<name>.yaml`` holds its budget and a ``comparison`` block:
-the metric, an absolute target, the learning-rate grid shared by all methods, the quantile of the
-unclipped gradient norm that places λ, the tuning and report seeds and the methods (name → the
-``train.py`` overrides). The global rules (``norm``, ``*_stoch_norm``) take λ at that quantile;
-``layer_wise`` and ``coord_wise`` its even share per tensor (λ/√T) or per coordinate (λ/√N), T
-and N counted in the measurement run's model; the other methods have no λ. The protocol is
-``scripts/sweeps.py``'s: measure, tune, report on fresh seeds; the comparisons of one call run side
-by side, sharing ``--jobs`` processes. Runs go to
-``results/tuned/<stage>/<task>/…`` (not committed); the report runs are named by method, so
-``plot_comparison.py`` draws them, into ``results/readme/figures/``.
+Each comparison follows the fair protocol (``suite.protocol``; docs/evidence/protocol.md):
+
+1. **Measure**: unclipped SGD at ``measure_lr`` on seed 0 (label ``measure_SGD``) records the
+   gradient norm; the run must be stable (completed, finite norms, final training loss at most
+   twice its first) or the comparison stops, saying so.
+2. **Tune** every method on its lr grid × the grid of its own knob, on every tuning seed; each
+   setting scores the median over the tuning seeds (a failed or diverged run worst; ties by the
+   median validation loss, then grid order). A choice on an edge of either axis extends that axis
+   by one step and the method is tuned again, for up to ``max_extensions`` rounds; edges that
+   remain are flagged in the tables.
+3. **Report** each chosen setting on the report seeds; ``<task>_protocol.md`` gives the count of
+   settings, the choices and their edge flags, the mean, median and bootstrap 90% interval, and
+   the paired difference to the best baseline with its interval, Wilcoxon and t p and "holds?".
+
+The keys of ``conf/experiment/<name>.yaml``'s ``comparison`` block:
+
+- ``metric`` (the validation metric compared; lower is better for loss-like names) and
+  ``target`` (an absolute value of it, for steps-to-target and the performance profile);
+- ``lr_grid``: every method's learning rates (half-decade: ``suite.protocol.half_decade_grid``);
+  ``measure_lr``: the lr of the measurement run (default: the grid's smallest);
+- ``lambda_quantiles``: the quantiles of the measured norm that make the λ grid of the
+  fixed-threshold rules (``norm``, ``*_stoch_norm``, and ``layer_wise``/``coord_wise`` at the even
+  share λ/√T, λ/√N, counted in the measurement run's model); an older ``lambda_quantile: q`` is
+  read as ``[q]``;
+- ``tune_seeds``, ``report_seeds``; ``max_extensions`` (default 2);
+- ``baselines``: the methods the best of which every other is compared to (default: the
+  reported methods that do not clip);
+- ``methods``: name → a list of ``train.py`` overrides, or
+  ``{overrides: [...], knob: {key, values, scale, bounds, step, override}}``: the knob's config
+  ``key`` (read back from a run's config; ``step_rule.betas.1`` for β₂), its ``values``, the
+  ``scale`` it is extended on (``log``, ``linear`` or ``log1m`` for values near 1 such as β₂ or a
+  percentile), open ``bounds`` (default 0 to ∞), an optional extension ``step`` and an
+  ``override`` template when the key is not the override (``'step_rule.betas=[0.9,{value}]'``).
+  A fixed-threshold rule without a knob is tuned over λ (``knob: lambda``); a method with no knob
+  is tuned on the lr grid only, and its smaller count shows in the tables;
+- ``report_methods`` (optional): the methods a variant reports.
+
+Runs go to ``results/tuned/<stage>/<task>/…`` (not committed; every run is labelled with its
+method); the comparisons of one call run side by side, sharing ``--jobs`` processes.
+``plot_comparison.py`` draws the report runs into ``results/readme/figures/``.
 
 The four task comparisons are named by their task. Another comparison of a task (``cola_mpnet``:
 CoLA with a larger encoder; ``cola_per_unit``: CoLA's protocol for the per-unit rules;
