@@ -83,7 +83,7 @@ from provenance import stamp  # noqa: E402
 
 TASKS = ("reddit", "imagenet", "voc", "cola")
 #: comparisons of a task under other settings, run only when asked for (``--tasks cola_mpnet``)
-VARIANTS = ("cola_mpnet", "cola_per_unit", "reddit_agc")
+VARIANTS = ("cola_mpnet", "cola_per_unit", "reddit_agc", "reddit_protocol")
 RESULTS = ROOT / "results" / "tuned"
 OVERRIDES = OverridesParser.create()
 _ABSENT = object()  # a key the run's config does not have
