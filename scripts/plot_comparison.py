@@ -645,13 +645,18 @@ def mark_target(ax: Any, target: float) -> None:
                 xytext=(3, 3), textcoords="offset points", fontsize=7.5, color="0.35")  # fmt: skip
 
 
+#: characters per line of a task figure's legend entry (two columns across a 14-inch figure)
+LEGEND_WIDTH = 95
+
+
 def task_handles(result: TaskResult, colors: dict[str, Any]) -> list[Any]:
-    """A legend entry per method (name, hyper-parameters, seeds) and the two line styles."""
+    """A legend entry per method (name, hyper-parameters, seeds; wrapped, never cut) and the two
+    line styles."""
     from matplotlib.lines import Line2D
 
     handles = [
-        Line2D([], [], color=colors[row.method], lw=2.5, label=plotting.shorten(
-            f"{row.method}: {row.description}  [{row.n_seeds} seed(s)]", 105))
+        Line2D([], [], color=colors[row.method], lw=2.5, label=plotting.wrap(
+            f"{row.method}: {row.description}  [{row.n_seeds} seed(s)]", LEGEND_WIDTH))
         for row in result.rows
     ]  # fmt: skip
     return [
@@ -677,8 +682,11 @@ def plot_task(
     runs = [r for group in result.runs.values() for r in group]
     aux_key, aux_split, aux_title = choose_aux(runs, result.metric, aux)
     n_methods = len(result.runs)
+    handles = task_handles(result, colors)
+    ncol = 2 if n_methods > 1 else 1
+    rows = plotting.legend_rows([h.get_label() for h in handles], ncol)
     fig, legend_kw, frame = task_figure(result, made_by, what="", width=14.0, axes_h=5.2,
-                                        legend_entries=n_methods + 2, ncol=2 if n_methods > 1 else 1)  # fmt: skip
+                                        legend_entries=rows * ncol, ncol=ncol)  # fmt: skip
     grid = fig.add_gridspec(2, 2, width_ratios=[1.55, 1], wspace=0.2, hspace=0.42, **frame)
     ax_loss = fig.add_subplot(grid[:, 0])
     ax_aux = fig.add_subplot(grid[0, 1])
@@ -711,7 +719,7 @@ def plot_task(
         ax.set_xlabel("iteration")
         plotting.style_axes(ax)
     band_text = BAND_TEXT[band] if any(row.n_seeds > 1 for row in result.rows) else "one seed each"
-    plotting.legend_block(fig, task_handles(result, colors),
+    plotting.legend_block(fig, handles,
                           title=f"method: hyper-parameters — lines: mean over seeds, {band_text}",
                           **legend_kw)  # fmt: skip
     return plotting.savefig(fig, out, dpi)

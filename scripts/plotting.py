@@ -328,6 +328,14 @@ def legend_height(entries: int, ncol: int, title: bool = True) -> float:
     return 0.15 + (0.25 if title else 0.0) + LEGEND_ROW_IN * math.ceil(entries / max(ncol, 1))
 
 
+def legend_rows(labels: Sequence[str], ncol: int) -> int:
+    """Text lines a legend of ``labels`` in ``ncol`` columns needs: matplotlib fills the columns
+    first, and a row is as tall as its tallest (wrapped) label."""
+    per_column = math.ceil(len(labels) / max(ncol, 1))
+    rows = [labels[r::per_column] for r in range(per_column)] if per_column else []
+    return sum(max(label.count("\n") + 1 for label in row) for row in rows)
+
+
 def note_height(note: str) -> float:
     return NOTE_LINE_IN * (note.count("\n") + 1) + 0.12 if note else 0.0
 

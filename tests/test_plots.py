@@ -794,3 +794,17 @@ def test_an_lr_sensitivity_axis_shows_the_band_that_matters_and_marks_diverged_r
     assert plotting.sensitivity_limits(acc, lower_is_better=False)[1] == pytest.approx(0.85 * 1.5)
     with pytest.raises(ValueError, match="no finite positive value"):
         plotting.sensitivity_limits([math.nan], lower_is_better=True)
+
+
+def test_no_legend_entry_is_cut_and_the_legend_gets_the_height_its_lines_need():
+    long = "ClippedSGD [coordinate: FixedThreshold(level=0.005772) Always()] " * 3
+    labels = ["a", plotting.wrap(long, 40), "b", "c"]
+    # two columns, filled column-first: rows (a, b) and (long, c); the long label has its lines
+    assert plotting.legend_rows(labels, 2) == 1 + labels[1].count("\n") + 1
+    assert plotting.legend_rows(["x", "y", "z"], 1) == 3
+    row = pc.MethodRow("coord_wise", long, "0.1", "0.005772", [1, 2], (0.8, 0.01, 2),
+                       (0.8, 0.01, 2), (1.0, 0.1, 2), (0.4, 0.0, 2))  # fmt: skip
+    res = pc.TaskResult("reddit", "accuracy", False, None, "", [row], {"coord_wise": []}, [])
+    (label, *_) = [h.get_label() for h in pc.task_handles(res, {"coord_wise": "C0"})]
+    assert " ".join(label.split()) == " ".join(f"coord_wise: {long}  [2 seed(s)]".split())
+    assert "…" not in label
