@@ -426,6 +426,7 @@ def tune(c: dict[str, Any], axes: dict[str, list], stage, extra: list[str], of) 
     ``comparison.max_extensions`` rounds; returns the choices, the runs, the final axes and the
     edges no extension could leave (an axis at its bound)."""
     stuck: dict[str, dict[str, str]] = {}
+    best: dict[str, Any] = {}
     for rounds in range(c["max_extensions"] + 1):
         jobs = [j for n, a in axes.items() for j in tune_jobs(c, n, a, extra)]
         runs = stage(f"tuning on seeds {c['tune_seeds']} (extension round {rounds})", jobs, "tune")
@@ -439,6 +440,8 @@ def tune(c: dict[str, Any], axes: dict[str, list], stage, extra: list[str], of) 
             axes[name] = wider
         if not grown:
             break
+    for name, chosen in best.items():  # the edges of the final choices no step could leave
+        stuck[name] = protocol.extensions(axes[name], chosen["setting"])[1]
     return best, runs, axes, stuck
 
 
