@@ -36,15 +36,16 @@ def finals(runs: list[Run], of, metric: str) -> dict[str, dict[int, float]]:
     return out
 
 
-def baselines_of(c: dict[str, Any], shown: list[str], clipping_type) -> list[str]:
-    """``comparison.baselines``, or every reported method that does not clip."""
+def baselines_of(c: dict[str, Any], shown: list[str], clips) -> list[str]:
+    """``comparison.baselines``, or every reported method that does not clip (``clips``: a
+    method's overrides → whether it clips)."""
     named = c.get("baselines")
     if named is not None:
         return [b for b in named if b in shown]
-    return [m for m in shown if clipping_type(c["methods"][m]) in (None, "none")]
+    return [m for m in shown if not clips(c["methods"][m])]
 
 
-def protocol_rows(result: dict[str, Any], clipping_type) -> list[dict[str, Any]]:
+def protocol_rows(result: dict[str, Any], clips) -> list[dict[str, Any]]:
     """The table's rows (``COLUMNS``) from a comparison's result (``tuned_comparison.run_task``)."""
     c, shown = result["spec"], result["shown"]
     lower = plotting.lower_is_better(c["metric"])
@@ -52,7 +53,7 @@ def protocol_rows(result: dict[str, Any], clipping_type) -> list[dict[str, Any]]
         [r for r in result["report"] if result["of"](r) in shown], result["of"], c["metric"]
     )
     summaries = {m: protocol.summarize(list(values.get(m, {}).values())) for m in shown}
-    base = protocol.best_baseline(summaries, baselines_of(c, shown, clipping_type), lower)
+    base = protocol.best_baseline(summaries, baselines_of(c, shown, clips), lower)
     rows = []
     for m in shown:
         s, chosen = summaries[m], result["best"][m]
@@ -112,9 +113,9 @@ def markdown(result: dict[str, Any], rows: list[dict[str, Any]], made_by: str) -
     return plotting.scrub_paths("\n".join([*lines, "", made_by, ""]))
 
 
-def write_protocol_table(result: dict[str, Any], command: str, clipping_type) -> Path | None:
+def write_protocol_table(result: dict[str, Any], command: str, clips) -> Path | None:
     """``<out>/<task>_protocol.md`` and ``.csv`` of one comparison (nothing without reports)."""
-    rows = protocol_rows(result, clipping_type)
+    rows = protocol_rows(result, clips)
     if not any(r["n"] for r in rows):
         return None
     task = result["spec"]["task"]

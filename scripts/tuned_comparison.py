@@ -339,6 +339,16 @@ def clipping_type(overrides: list[str]) -> str | None:
     return OmegaConf.load(ROOT / "conf" / "optimizer" / f"{name}.yaml").get("clipping_type")
 
 
+def clips(overrides: list[str]) -> bool:
+    """Whether a method clips: a clipping type of clip_core, or a peer clipping method (AGC,
+    ZClip, AutoClip: ``conf/optimizer/peer_*.yaml``, which have no clipping type)."""
+    if clipping_type(overrides) not in (None, "none"):
+        return True
+    values = dict(o.split("=", 1) for o in overrides if "=" in o)
+    preset = OmegaConf.load(ROOT / "conf" / "optimizer" / f"{values['optimizer']}.yaml")
+    return preset.get("peer") is not None
+
+
 def thresholds(c: dict[str, Any], measured: Run, quantile_levels: list[float]) -> tuple[dict, dict]:
     """λ of each fixed-threshold method at each measured quantile (``quantile_levels``, the
     global norm's at ``comparison.lambda_quantiles``) and how it was placed: shared evenly over
@@ -629,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         write_choices(mine, out, command)
         write_grid(mine, out, command)
         for r in mine:
-            if (path := protocol_table.write_protocol_table(r, command, clipping_type)) is not None:
+            if (path := protocol_table.write_protocol_table(r, command, clips)) is not None:
                 print(path.read_text())
         if out == args.out:
             plot = plot_command(args.root / "report", out, [r["task"] for r in mine])

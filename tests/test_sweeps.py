@@ -628,3 +628,40 @@ def test_an_edge_choice_extends_its_axis_until_the_cap_and_stays_flagged(tmp_pat
     assert best["SGD"]["setting"] == (1.0,) and best["SGD"]["edges"] == {"step_rule.lr": "high"}
     assert best["SGD"]["count"] == 5 and len(made) == 10 and len(runs) == 10
     assert stuck == {"SGD": {}}  # extensible, only capped: the flag "high" says so
+
+
+def test_the_protocol_table_pairs_each_method_with_the_best_baseline_on_the_same_seeds(tmp_path):
+    import protocol_table
+    import tuned_comparison as tc
+    from scipy import stats
+
+    c = tc.normalized({"task": "reddit", "metric": "accuracy", "lr_grid": [0.01, 0.03, 0.1],
+                       "tune_seeds": [0, 6], "report_seeds": [1, 2, 3, 4, 5],
+                       "methods": {"SGD": ["optimizer=torch_sgd"],
+                                   "Adam": ["optimizer=torch_adamw"],
+                                   "AGC": ["optimizer=peer_agc"]}})  # fmt: skip
+    values = {"SGD": [0.80, 0.81, 0.79, 0.80, 0.82], "Adam": [0.84, 0.83, 0.85, 0.84, 0.83],
+              "AGC": [0.87, 0.86, 0.88, 0.86, 0.87]}  # fmt: skip
+    for name, vs in values.items():
+        for seed, v in zip(c["report_seeds"], vs):
+            make_run(tmp_path, f"{name},x", seed, 0.03, None, v, metric="accuracy",
+                     extra={"label": name})  # fmt: skip
+    axes = {n: tc.method_axes(c, n, {}) for n in c["methods"]}
+    best = {n: {"setting": (0.03,), "count": 3, "edges": {"step_rule.lr": ""}} for n in axes}
+    result = {"task": "reddit", "spec": c, "shown": list(c["methods"]), "best": best,
+              "axes": axes, "report": read_runs(tmp_path), "of": tc.method_of(c["methods"]),
+              "out": tmp_path / "figs"}  # fmt: skip
+    rows = {r["method"]: r for r in protocol_table.protocol_rows(result, tc.clips)}
+    # AGC clips (a peer method without a clip_core clipping type): the baselines are SGD and
+    # Adam, and Adam is the better
+    assert not tc.clips(c["methods"]["Adam"]) and tc.clips(c["methods"]["AGC"])
+    assert {r["baseline"] for r in rows.values()} == {"Adam"}
+    agc = rows["AGC"]
+    d = np.subtract(values["AGC"], values["Adam"])
+    assert agc["diff_mean"] == pytest.approx(d.mean())
+    assert agc["p_t"] == pytest.approx(stats.ttest_rel(values["AGC"], values["Adam"]).pvalue)
+    assert agc["holds"] == "holds: better" and rows["SGD"]["holds"] == "holds: worse"
+    assert rows["Adam"]["holds"] == "" and agc["settings"] == 3
+    path = protocol_table.write_protocol_table(result, "python x", tc.clips)
+    text = path.read_text()
+    assert "| AGC | 3 | 0.03 |" in text and "holds: better" in text and "| baseline |" in text
