@@ -220,6 +220,27 @@ def mark_off_scale(ax: Any, xs: Sequence[float], ys: Sequence[float], color: Any
     return marked
 
 
+def draw_lr_sensitivity(
+    ax: Any, lrs: Sequence[float], curves: dict[str, Sequence[float]], colors: dict[str, Any],
+    lower_is_better: bool, styles: dict[str, str] | None = None, span: float = 100.0,
+) -> int:  # fmt: skip
+    """A metric against the learning rate, one curve per method, on log axes clipped to the band
+    that matters (:func:`sensitivity_limits` over every finite value), each diverged or off-axis
+    point marked with an ``x`` at the top (:func:`mark_off_scale`); returns how many were marked.
+    Add :func:`off_scale_handle` to the legend when it is not 0."""
+    values = [v for ys in curves.values() for v in ys]
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    low, high = sensitivity_limits(values, lower_is_better, span)
+    for method, ys in curves.items():
+        y = np.array([v if v is not None and math.isfinite(v) and low <= v <= high else np.nan
+                      for v in ys], dtype=float)  # fmt: skip
+        ax.plot(lrs, y, marker="o", ms=3, ls=(styles or {}).get(method, "-"),
+                color=colors[method], label=method)  # fmt: skip
+    ax.set_ylim(low, high)
+    return sum(mark_off_scale(ax, lrs, ys, colors[m]) for m, ys in curves.items())
+
+
 def off_scale_handle() -> Any:
     """The legend entry of :func:`mark_off_scale`'s marks."""
     from matplotlib.lines import Line2D

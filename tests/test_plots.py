@@ -808,3 +808,17 @@ def test_no_legend_entry_is_cut_and_the_legend_gets_the_height_its_lines_need():
     (label, *_) = [h.get_label() for h in pc.task_handles(res, {"coord_wise": "C0"})]
     assert " ".join(label.split()) == " ".join(f"coord_wise: {long}  [2 seed(s)]".split())
     assert "…" not in label
+
+
+def test_draw_lr_sensitivity_keeps_every_curve_in_view_and_marks_the_diverged_settings():
+    import matplotlib.pyplot as plt
+
+    lrs = [1e-4, 1e-3, 1e-2, 1e-1]
+    curves = {"SGD": [9.1, 0.5, 4.5e5, math.nan], "norm": [1.0, 0.35, 0.4, 0.6]}
+    fig, ax = plt.subplots()
+    marked = plotting.draw_lr_sensitivity(ax, lrs, curves, {"SGD": "C0", "norm": "C1"}, True)
+    low, high = ax.get_ylim()
+    assert marked == 2 and high == pytest.approx(35.0) and low < 0.35  # 1e32 squashes nothing
+    sgd = ax.get_lines()[0].get_ydata()
+    assert list(np.isnan(sgd)) == [False, False, True, True]  # off-axis points are marks, not lines
+    plt.close(fig)
