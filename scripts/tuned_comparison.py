@@ -393,9 +393,14 @@ def measure_job(c: dict[str, Any], extra: list[str]) -> sweeps.Job:
     return over, f"measure_SGD_lr{c['measure_lr']:g}_seed0"
 
 
-def measured_run(name: str, runs: list[Run], of, label: str, log: str) -> Run:
-    """The measurement run (``label``, seed 0) among ``runs``, checked stable."""
+def measured_run(
+    name: str, runs: list[Run], of, label: str, log: str, lr: float | None = None
+) -> Run:
+    """The measurement run (``label``, seed 0) among ``runs``, checked stable; in a run folder
+    of the earlier layout (no measurement label), SGD's unlabelled run at ``measure_lr``."""
     found = [r for r in runs if of(r) == label and r.seed == 0]
+    found = found or [r for r in runs if of(r) == "SGD" and not r.config.get("label")
+                      and r.seed == 0 and r.lr == lr]  # fmt: skip
     if not found:
         raise SystemExit(f"[{name}] no measurement run on seed 0; see {log}")
     why = unstable(found[0])
@@ -483,7 +488,7 @@ def run_task(
     else:
         jobs, label, where = [measure_job(c, extra)], MEASURE, "tune"
     runs = stage("measuring the unclipped gradient norm", jobs, where)
-    measured = measured_run(name, runs, of, label, f"{root}/logs/{name}_*SGD*.log")
+    measured = measured_run(name, runs, of, label, f"{root}/logs/{name}_*SGD*.log", c["measure_lr"])
     levels, placed = thresholds(c, measured, sweeps.norm_quantiles(measured, c["lambda_quantiles"]))
     axes = {n: method_axes(c, n, levels) for n in c["methods"]}
     if one_point:

@@ -199,6 +199,13 @@ def test_the_measurement_run_must_be_stable(tmp_path):
     assert "not all finite" in tc.unstable(runs["nan"])
     with pytest.raises(SystemExit, match="cannot place λ: its gradient norms"):
         tc.measured_run("reddit", [runs["nan"]], lambda r: "measure_SGD", "measure_SGD", "log")
+    # a folder of the earlier layout: SGD's unlabelled tuning run at measure_lr measured
+    assert (
+        tc.measured_run("reddit", [runs["ok"]], lambda r: "SGD", "measure_SGD", "log", 0.003)
+        is runs["ok"]
+    )
+    with pytest.raises(SystemExit, match="no measurement run on seed 0"):
+        tc.measured_run("reddit", [runs["ok"]], lambda r: "SGD", "measure_SGD", "log", 0.01)
 
 
 def test_measure_lr_defaults_to_the_grids_smallest_and_must_be_on_the_grid():
