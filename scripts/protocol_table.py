@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import plotting
 import sweeps
 from provenance import stamp
@@ -23,7 +24,7 @@ from suite.run_reader import Run
 
 COLUMNS = ("method", "settings", "lr", "lr_edge", "knob", "knob_edge", "n", "failed", "mean",
            "median", "low", "high", "baseline", "diff_mean", "diff_low", "diff_high", "diff_median",
-           "p_wilcoxon", "p_t", "p_t_bh", "holds")  # fmt: skip
+           "p_wilcoxon", "p_t", "p_t_bh", "holds", "values")  # fmt: skip
 
 
 def finals(runs: list[Run], of, metric: str) -> dict[str, dict[int, float]]:
@@ -64,7 +65,8 @@ def protocol_rows(result: dict[str, Any], clips) -> list[dict[str, Any]]:
                "knob": f"{knob.key.rsplit('.', 1)[-1]}={chosen['setting'][1]:.4g}" if knob else "—",
                "knob_edge": chosen["edges"].get(knob.key, "") if knob else "",
                "n": s.n, "failed": s.failed, "mean": s.mean, "median": s.median, "low": s.low,
-               "high": s.high, "baseline": base or ""}  # fmt: skip
+               "high": s.high, "baseline": base or "",
+               "values": " ".join(f"{seed}:{v:.6g}" for seed, v in sorted(values.get(m, {}).items()))}  # fmt: skip
         if base and m != base:
             p = protocol.paired_difference(values.get(m, {}), values.get(base, {}), lower)
             row.update(diff_mean=p.mean, diff_low=p.low, diff_high=p.high, diff_median=p.median,
@@ -73,7 +75,7 @@ def protocol_rows(result: dict[str, Any], clips) -> list[dict[str, Any]]:
     adjusted = protocol.adjusted_p([r.get("p_t", math.nan) for r in rows])
     for row, q in zip(rows, adjusted):
         row["p_t_bh"] = q
-    return [{k: row.get(k, "") for k in COLUMNS} for row in rows]
+    return [{k: row.get(k, "") for k in COLUMNS} | {"metric": c["metric"]} for row in rows]
 
 
 def _num(v: Any, digits: int = 4) -> str:
@@ -125,4 +127,63 @@ def write_protocol_table(result: dict[str, Any], command: str, clips) -> Path | 
     sweeps.write_csv(out / f"{task}_protocol.csv", [{**r, "made_by": made_by} for r in rows])
     path = out / f"{task}_protocol.md"
     path.write_text(markdown(result, rows, made_by))
+    return path
+
+
+def read_values(path: Path) -> tuple[str, bool, dict[str, dict[int, float]]]:
+    """``(best baseline, lower is better, {method: {seed: value}})`` of a ``<task>_protocol.csv``."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    values = {r["method"]: {int(k): float(v) for k, v in (p.split(":") for p in r.get("values", "").split())}
+              for r in rows}  # fmt: skip
+    lower = bool(rows) and plotting.lower_is_better(rows[0].get("metric", ""))
+    return (rows[0]["baseline"] if rows else ""), lower, values
+
+
+def aggregate_scores(tables: dict[str, Path]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Per method a (seeds × tasks) array of normalised report values over the tasks of
+    ``tables`` (task → its protocol CSV): per task the best baseline's median maps to 0 and the
+    best method's median to 1 (``suite.protocol.normalized``), for the methods of every task, on
+    as many seeds as each of them has everywhere. Returns the scores and the tasks used."""
+    per_task = {task: read_values(path) for task, path in tables.items()}
+    sets = [set(m for m, v in values.items() if v) for _, _, values in per_task.values()]
+    methods = sorted(set.intersection(*sets)) if sets else []
+    columns: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    used = []
+    for task, (base, lower, values) in per_task.items():
+        medians = {m: float(np.median(list(values[m].values()))) for m in methods}
+        best = (min if lower else max)(medians.values()) if medians else math.nan
+        if base not in medians or best == medians[base]:
+            continue  # no baseline among the shared methods, or nothing beats it: no scale
+        for m in methods:
+            seeds = sorted(values[m])
+            columns[m].append(
+                protocol.normalized(np.array([values[m][s] for s in seeds]), medians[base], best)
+            )
+        used.append(task)
+    if not used:
+        return {}, []
+    k = min(len(c) for cols in columns.values() for c in cols)
+    return {m: np.stack([c[:k] for c in cols], axis=1) for m, cols in columns.items()}, used
+
+
+def write_aggregate(out: Path, command: str) -> Path | None:
+    """``aggregate_iqm.md``: rliable's IQM of the normalised report values over the tasks whose
+    protocol tables are in ``out`` (at least two), with stratified-bootstrap 90% intervals."""
+    tables = {p.name.removesuffix("_protocol.csv"): p for p in sorted(out.glob("*_protocol.csv"))}
+    scores, tasks = aggregate_scores(tables) if len(tables) > 1 else ({}, [])
+    if len(tasks) < 2:
+        return None
+    iqm = protocol.aggregate_iqm(scores)
+    lines = [f"### Aggregate over {len(tasks)} tasks: {', '.join(tasks)}", "",
+             "Per task the best baseline's median report value is 0 and the best method's 1; "
+             "IQM: the interquartile mean over seeds × tasks (rliable), with a stratified-bootstrap "
+             "90% percentile interval (seeds resampled within each task).", "",
+             "| method | IQM | 90% interval |", "|---|---:|---|"]  # fmt: skip
+    for m, (point, lo, hi) in sorted(iqm.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"| {m} | {point:.3f} | [{lo:.3f}, {hi:.3f}] |")
+    path = out / "aggregate_iqm.md"
+    path.write_text("\n".join([*lines, "", stamp(command, f"tasks {', '.join(tasks)}"), ""]))
     return path

@@ -646,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in mine:
             if (path := protocol_table.write_protocol_table(r, command, clips)) is not None:
                 print(path.read_text())
+        if (path := protocol_table.write_aggregate(out, command)) is not None:
+            print(path.read_text())
         if out == args.out:
             plot = plot_command(args.root / "report", out, [r["task"] for r in mine])
         else:

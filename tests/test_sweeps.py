@@ -672,3 +672,34 @@ def test_the_protocol_table_pairs_each_method_with_the_best_baseline_on_the_same
     path = protocol_table.write_protocol_table(result, "python x", tc.clips)
     text = path.read_text()
     assert "| AGC | 3 | 0.03 |" in text and "holds: better" in text and "| baseline |" in text
+
+
+def test_the_aggregate_over_tasks_normalises_each_task_to_its_baseline_and_best(tmp_path):
+    import protocol_table
+    from scipy import stats
+
+    tasks = {  # task -> metric, {method: per-seed values}; Adam is each task's baseline
+        "reddit": ("accuracy", {"Adam": [0.84, 0.83, 0.85], "AGC": [0.86, 0.88, 0.87],
+                                "only_here": [0.9, 0.9, 0.9]}),
+        "lm": ("loss", {"Adam": [2.0, 2.2, 2.1], "AGC": [1.9, 2.0, 1.8]}),
+    }  # fmt: skip
+    for task, (metric, values) in tasks.items():
+        rows = [{"method": m, "baseline": "Adam", "metric": metric,
+                 "values": " ".join(f"{s}:{v}" for s, v in enumerate(vs, start=1))}
+                for m, vs in values.items()]  # fmt: skip
+        sweeps.write_csv(tmp_path / f"{task}_protocol.csv", rows)
+    scores, used = protocol_table.aggregate_scores(
+        {t: tmp_path / f"{t}_protocol.csv" for t in tasks}
+    )
+    assert sorted(used) == ["lm", "reddit"] and sorted(scores) == ["AGC", "Adam"]
+    col = used.index("reddit")
+    # reddit: Adam's median 0.84 -> 0, the best median (AGC, 0.87) -> 1
+    assert scores["AGC"][:, col] == pytest.approx((np.array([0.86, 0.88, 0.87]) - 0.84) / 0.03)
+    # lm (a loss): Adam's median 2.1 -> 0, AGC's 1.9 -> 1
+    assert scores["Adam"][:, used.index("lm")] == pytest.approx(
+        (np.array([2.0, 2.2, 2.1]) - 2.1) / -0.2
+    )
+    path = protocol_table.write_aggregate(tmp_path, "python x")
+    text = path.read_text()
+    iqm = stats.trim_mean(scores["AGC"].ravel(), 0.25)
+    assert f"| AGC | {iqm:.3f} |" in text
