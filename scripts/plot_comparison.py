@@ -14,7 +14,8 @@ Per task (files in ``--out``, default ``<sweep>/figures``):
 * ``<task>_comparison.png``: training loss against iteration (large left panel), the training
   metric (top right; the clipped fraction or the gradient norm when the task logs no training
   metric) and the validation metric (bottom right, dashed). One colour per method; with several
-  seeds the mean and a band (min–max, or ± std with ``--band std``). The title names the data and
+  seeds the mean and a band (a bootstrap 90% interval of the mean, the protocol's; min–max with
+  ``--band minmax``, ± std with ``--band std``). The title names the data and
   the model the runs actually used, and flags embedded proxy data.
 * ``<task>_clipping.png``: the clipped fraction ``clip_fraction`` and the clipping threshold
   ``clip_threshold`` over training, mean over seeds with the same band. A method that does not clip
