@@ -97,6 +97,8 @@ LAMBDA_KEY = "optimizer.clipping_level"
 LAMBDA_STEP = 10**0.5
 #: a run whose final training loss exceeds this multiple of its first diverged
 DIVERGED = 2.0
+#: the knob of a method that keeps the λ of its overrides (``fixed_level: true``): none
+NO_KNOB = "none"
 #: the label of λ's measurement run (SGD at ``comparison.measure_lr``, seed 0)
 MEASURE = "measure_SGD"
 #: A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
@@ -119,13 +121,46 @@ def normalized(c: dict[str, Any]) -> dict[str, Any]:
     if "lambda_quantiles" not in c:
         c["lambda_quantiles"] = [c.pop("lambda_quantile", 0.5)]
     c.setdefault("max_extensions", MAX_EXTENSIONS)
-    knobs = c.setdefault("knobs", {})
+    knobs, grids = c.setdefault("knobs", {}), c.setdefault("method_lr_grids", {})
     for name, entry in c["methods"].items():
         if isinstance(entry, dict):
             c["methods"][name] = list(entry.get("overrides", []))
-            if entry.get("knob") is not None:
+            if entry.get("fixed_level"):
+                knobs[name] = NO_KNOB  # its λ is in its overrides: not placed, not tuned
+            elif entry.get("knob") is not None:
                 knobs[name] = entry["knob"]
+            if "lr_grid" in entry or "grid" in entry:
+                grids[name] = list(entry.get("lr_grid") or lr_family(c, name, entry["grid"]))
+    if "lr_grid" not in c:  # per-method grids only: the measurement run is on SGD's
+        if "SGD" not in grids:
+            raise SystemExit(f"[{c.get('task')}] Invalid comparison: no lr_grid; expected "
+                             "comparison.lr_grid or an lr grid of the SGD method")  # fmt: skip
+        c["lr_grid"] = grids["SGD"]
+    lengths = {len(grids.get(n, c["lr_grid"])) for n in c["methods"]}
+    if len(lengths) > 1:
+        print(f"[{c.get('task')}] note: the lr grids differ in length {sorted(lengths)}; the "
+              "tables count each method's settings")  # fmt: skip
     return c
+
+
+def lr_family(c: dict[str, Any], name: str, family: str) -> list[float]:
+    """The grid ``comparison.lr_grids.<family>`` a method names with ``grid: <family>``."""
+    families = c.get("lr_grids") or {}
+    if family not in families:
+        raise SystemExit(f"[{c.get('task')}] Invalid grid of {name}: {family!r}; expected one "
+                         f"of comparison.lr_grids: {', '.join(families) or '(none)'}")  # fmt: skip
+    return families[family]
+
+
+def lr_grid_of(c: dict[str, Any], name: str) -> list[float]:
+    """Method ``name``'s learning rates: its own grid, else ``comparison.lr_grid``."""
+    return c.get("method_lr_grids", {}).get(name, c["lr_grid"])
+
+
+def has_comparison(name: str) -> bool:
+    """Whether ``conf/experiment/<name>.yaml`` exists and holds a ``comparison`` block."""
+    path = ROOT / "conf" / "experiment" / f"{name}.yaml"
+    return path.is_file() and OmegaConf.load(path).get("comparison") is not None
 
 
 def folders(name: str, task: str, root: Path, out: Path) -> tuple[Path, Path]:
@@ -173,12 +208,12 @@ def measure_lr(c: dict[str, Any], task: str) -> float:
     """The lr of λ's measurement run (torch SGD, seed 0): ``comparison.measure_lr``, by default
     the grid's smallest. Naming it lets a grid grow at its lower edge without moving λ, which
     would invalidate every clipped run already made."""
-    lr = c.get("measure_lr")
+    lr, grid = c.get("measure_lr"), lr_grid_of(c, "SGD")
     if lr is None:
-        return min(c["lr_grid"])
-    if lr not in c["lr_grid"]:
+        return min(grid)
+    if lr not in grid:
         raise SystemExit(f"[{task}] Invalid comparison.measure_lr: {lr}; expected one of "
-                         f"comparison.lr_grid {c['lr_grid']}")  # fmt: skip
+                         f"comparison.lr_grid {grid}")  # fmt: skip
     return lr
 
 
@@ -208,8 +243,10 @@ def method_axes(
     """The tuned axes of method ``name``: the lr grid, then its knob: λ (``levels``: the method's
     λ at each of ``comparison.lambda_quantiles``) for a fixed-threshold rule unless it names
     another knob, the ``knob`` of its entry otherwise (none: the lr grid only)."""
-    axes = [protocol.Axis("step_rule.lr", tuple(sorted(c["lr_grid"])))]
+    axes = [protocol.Axis("step_rule.lr", tuple(sorted(lr_grid_of(c, name))))]
     knob = c["knobs"].get(name, LAMBDA if name in levels else None)
+    if knob == NO_KNOB:
+        return axes
     if knob == LAMBDA:
         if name not in levels:
             raise SystemExit(f"[{c['task']}] Invalid knob of {name}: lambda; expected a "
@@ -308,8 +345,10 @@ def as_run(c: dict[str, Any], quick: bool, extra: list[str]) -> list[str]:
     task = c["task"]
     if quick:  # one setting per method: no tuning, the pipeline from measurement to tables
         q = sorted(c["lambda_quantiles"])
+        c["method_lr_grids"] = {n: g[:1] for n, g in c.get("method_lr_grids", {}).items()}
         c.update(lr_grid=c["lr_grid"][:1], measure_lr=None, tune_seeds=[0], report_seeds=[0],
-                 lambda_quantiles=[q[len(q) // 2]], knobs={})  # fmt: skip
+                 lambda_quantiles=[q[len(q) // 2]],
+                 knobs={n: k for n, k in c["knobs"].items() if k == NO_KNOB})  # fmt: skip
         others = [n for n in c["methods"] if n != "SGD"]  # a norm-clipped method if it has one
         clipped = next((n for n in others if "optimizer=norm" in c["methods"][n]), others[0])
         c["methods"] = {n: c["methods"][n] for n in ("SGD", clipped)}
@@ -481,9 +520,9 @@ def run_task(
         return read_runs(root / stage_name / task)
 
     # a one-point grid (--quick) leaves nothing to choose: SGD's first report run measures
-    one_point = len(c["lr_grid"]) == 1
+    one_point = all(len(lr_grid_of(c, n)) == 1 for n in c["methods"])
     if one_point:
-        jobs, label, where = report_jobs(c, {"SGD": {"setting": (c["lr_grid"][0],)}}, extra,
+        jobs, label, where = report_jobs(c, {"SGD": {"setting": (lr_grid_of(c, "SGD")[0],)}}, extra,
                                          {"SGD": None}), "SGD", "report"  # fmt: skip
     else:
         jobs, label, where = [measure_job(c, extra)], MEASURE, "tune"
@@ -619,9 +658,14 @@ def write_grid(results: list[dict[str, Any]], out: Path, command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, "run directory (default results/tuned)", jobs=1)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS + VARIANTS,
-                        help="the four task comparisons (default) or a variant of one")  # fmt: skip
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS),
+                        help="the four task comparisons (default), a variant of one, or any "
+                             "conf/experiment/<name>.yaml with a comparison block")  # fmt: skip
     args = sweeps.parse_sweep_args(parser, argv)
+    for name in args.tasks:
+        if name not in TASKS + VARIANTS and not has_comparison(name):
+            parser.error(f"Invalid --tasks: {name!r}; expected one of {', '.join(TASKS + VARIANTS)} "
+                         "or the name of a conf/experiment/<name>.yaml with a comparison block")  # fmt: skip
     args.root = args.root or (RESULTS.with_name("tuned_quick") if args.quick else RESULTS)
     for name in args.tasks:  # a comparison's config error now, not after the others' runs
         c = spec(name)

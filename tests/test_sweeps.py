@@ -703,3 +703,35 @@ def test_the_aggregate_over_tasks_normalises_each_task_to_its_baseline_and_best(
     text = path.read_text()
     iqm = stats.trim_mean(scores["AGC"].ravel(), 0.25)
     assert f"| AGC | {iqm:.3f} |" in text
+
+
+def test_methods_may_name_their_own_lr_grid_family_and_keep_a_fixed_level(tmp_path, monkeypatch):
+    """experiment=lm's needs: an SGD and an AdamW family of learning rates, a method that keeps
+    its own λ (AdamW + norm at 1.0), and --tasks taking any experiment with a comparison block."""
+    import tuned_comparison as tc
+
+    c = tc.normalized({
+        "task": "lm", "lr_grids": {"sgd": [0.03, 0.1, 0.3], "adamw": [1e-4, 3e-4, 1e-3]},
+        "methods": {
+            "SGD": {"overrides": ["optimizer=torch_sgd"], "grid": "sgd"},
+            "AdamW": {"overrides": ["optimizer=torch_adamw"], "grid": "adamw"},
+            "AdamW+norm@1": {"overrides": ["optimizer=norm", "step_rule=adamw",
+                                           "optimizer.clipping_level=1.0"],
+                             "grid": "adamw", "fixed_level": True},
+            "AdamW+norm": {"overrides": ["optimizer=norm", "step_rule=adamw"], "grid": "adamw"},
+        },
+    })  # fmt: skip
+    assert c["lr_grid"] == [0.03, 0.1, 0.3] and tc.measure_lr(c, "lm") == 0.03  # SGD's grid
+    levels = {"AdamW+norm@1": [0.5, 1, 2], "AdamW+norm": [0.5, 1, 2]}
+    fixed = tc.method_axes(c, "AdamW+norm@1", levels)
+    assert [a.key for a in fixed] == ["step_rule.lr"] and fixed[0].values == (1e-4, 3e-4, 1e-3)
+    assert [a.key for a in tc.method_axes(c, "AdamW+norm", levels)][1] == "optimizer.clipping_level"
+    with pytest.raises(SystemExit, match="Invalid grid of X: 'adam'"):
+        tc.normalized({"lr_grids": {"adamw": [1e-3]}, "methods": {"X": {"grid": "adam"}}})
+    quick = tc.normalized({**c, "methods": {n: c["methods"][n] for n in c["methods"]}})
+    tc.as_run(quick, quick=True, extra=[])
+    assert quick["knobs"] == {"AdamW+norm@1": "none"}  # --quick keeps the fixed level
+    # any experiment with a comparison block is a comparison --tasks accepts
+    assert tc.has_comparison("reddit") and not tc.has_comparison("regime_map_nothing")
+    with pytest.raises(SystemExit):
+        tc.main(["--tasks", "no_such_experiment", "--figures-only"])
