@@ -25,7 +25,9 @@ The keys of ``conf/experiment/<name>.yaml``'s ``comparison`` block:
 - ``metric`` (the validation metric compared; lower is better for loss-like names) and
   ``target`` (an absolute value of it, for steps-to-target and the performance profile);
 - ``lr_grid``: every method's learning rates (half-decade: ``suite.protocol.half_decade_grid``);
-  ``measure_lr``: the lr of the measurement run (default: the grid's smallest);
+  ``lr_grids``: named families of grids (``{sgd: [...], adamw: [...]}``) that a method picks with
+  ``grid: <family>`` (or gives its own ``lr_grid``); ``measure_lr``: the lr of the measurement
+  run, on SGD's grid (default: its smallest);
 - ``lambda_quantiles``: the quantiles of the measured norm that make the λ grid of the
   fixed-threshold rules (``norm``, ``*_stoch_norm``, and ``layer_wise``/``coord_wise`` at the even
   share λ/√T, λ/√N, counted in the measurement run's model); an older ``lambda_quantile: q`` is
@@ -39,9 +41,13 @@ The keys of ``conf/experiment/<name>.yaml``'s ``comparison`` block:
   ``scale`` it is extended on (``log``, ``linear`` or ``log1m`` for values near 1 such as β₂ or a
   percentile), open ``bounds`` (default 0 to ∞), an optional extension ``step`` and an
   ``override`` template when the key is not the override (``'step_rule.betas=[0.9,{value}]'``).
-  A fixed-threshold rule without a knob is tuned over λ (``knob: lambda``); a method with no knob
-  is tuned on the lr grid only, and its smaller count shows in the tables;
+  A fixed-threshold rule without a knob is tuned over λ (``knob: lambda``); ``fixed_level: true``
+  keeps the λ of its overrides (the LM recipe's norm clipping at 1.0: no placement, no λ knob);
+  a method with no knob is tuned on the lr grid only, and its smaller count shows in the tables;
 - ``report_methods`` (optional): the methods a variant reports.
+
+``--tasks`` takes the four task comparisons, their variants, or the name of any
+``conf/experiment/<name>.yaml`` with a ``comparison`` block (``--tasks lm``).
 
 Runs go to ``results/tuned/<stage>/<task>/…`` (not committed; every run is labelled with its
 method); the comparisons of one call run side by side, sharing ``--jobs`` processes.
