@@ -194,9 +194,11 @@ class ClippedOptimizer(Optimizer):
             check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
             check_choice("history_path", history_path, HISTORY_PATHS)
             check_int("seed", seed, 0, optional=True)
-            for flag, value in (("fused", fused), ("foreach", foreach), ("telemetry", telemetry)):
+            for flag, value in (("fused", fused), ("foreach", foreach)):
                 if value is not None and not isinstance(value, bool):
                     raise invalid(flag, value, "None, True or False")
+            if not isinstance(telemetry, bool):
+                raise invalid("telemetry", telemetry, "True or False")
             if fused and foreach:
                 raise ValueError("Invalid fused=True with foreach=True; expected at most one")
             check_false("differentiable", differentiable, f"{name} is not differentiable")
