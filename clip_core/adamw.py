@@ -158,7 +158,9 @@ def _check_betas(betas: Any, lr: Any, foreach: bool | None) -> None:
         check_number(f"beta parameter at index {i}", beta, 0.0, 1.0, high_open=True)
     tensors = [isinstance(b, torch.Tensor) for b in betas]
     if tensors[0] != tensors[1]:
-        raise ValueError(f"Invalid betas: {betas!r}; betas must be either both floats or both Tensors")
+        raise ValueError(
+            f"Invalid betas: {betas!r}; betas must be either both floats or both Tensors"
+        )
     # torch's foreach step takes no tensor hyper-parameters (the fused step does)
     if foreach and isinstance(lr, torch.Tensor):
         raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")

@@ -30,7 +30,6 @@ from clip_core.clipping import (
     ClipResult,
     ClipRule,
     ClipStats,
-    Never,
     preset,
 )
 
@@ -303,7 +302,9 @@ class ClippedOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         if "_sharding" not in self.__dict__:  # a copy: the mesh is found again from the params
-            self._sharding = sharding.plan(self._all_params(), self.clipper.rule, type(self).__name__)
+            self._sharding = sharding.plan(
+                self._all_params(), self.clipper.rule, type(self).__name__
+            )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         with naming(type(self).__name__):
@@ -402,8 +403,12 @@ class ClippedOptimizer(Optimizer):
                 loss = closure()
         if self._deferred:
             self._materialize()
-        grad_scale = _scalar(grad_scale if grad_scale is not None else getattr(self, "grad_scale", None))
-        found_inf = _scalar(found_inf if found_inf is not None else getattr(self, "found_inf", None))
+        grad_scale = _scalar(
+            grad_scale if grad_scale is not None else getattr(self, "grad_scale", None)
+        )
+        found_inf = _scalar(
+            found_inf if found_inf is not None else getattr(self, "found_inf", None)
+        )
         groups = sharded = self._gather()
         if self._sharding is not None:  # clip and update the local slices
             groups = self._sharding.localize(sharded)
@@ -524,8 +529,12 @@ class ClippedOptimizer(Optimizer):
         if clip_state is None:
             raise ValueError(f"state_dict has no 'clip_state': it was not saved by a {name}")
         _check_keys("state_dict['clip_state']", clip_state, _CLIP_STATE_KEYS, name)
-        _check_keys("state_dict['clip_state']['clipper']", clip_state["clipper"], _CLIPPER_KEYS, name)
-        _check_keys("state_dict['clip_state']['extra']", clip_state["extra"], self._EXTRA_KEYS, name)
+        _check_keys(
+            "state_dict['clip_state']['clipper']", clip_state["clipper"], _CLIPPER_KEYS, name
+        )
+        _check_keys(
+            "state_dict['clip_state']['extra']", clip_state["extra"], self._EXTRA_KEYS, name
+        )
         # The kind of rule must match; its values come from the saved param groups, as lr does
         # (older states without "rule_kind" must match exactly).
         saved, ours = clip_state.get("rule_kind"), self.clipper.rule.kind()

@@ -20,7 +20,11 @@ from clip_core import ClippedAdamW, ClippedSGD, ClippedSSTM
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 PAIRS = [
-    (lambda ps, **kw: ClippedSGD(ps, lr=0.1, momentum=0.9, **kw), torch.optim.SGD, {"momentum": 0.9}),
+    (
+        lambda ps, **kw: ClippedSGD(ps, lr=0.1, momentum=0.9, **kw),
+        torch.optim.SGD,
+        {"momentum": 0.9},
+    ),
     (lambda ps, **kw: ClippedAdamW(ps, lr=0.1, **kw), torch.optim.AdamW, {}),
 ]
 
@@ -174,8 +178,10 @@ def test_state_dict_round_trip_keeps_torchs_group_keys(make, ref, kw):
 
 def test_a_float_step_in_a_loaded_adamw_state_steps_as_torch():
     results = []
-    for make in (lambda ps: ClippedAdamW(ps, lr=0.1, clipping_type="none"),
-                 lambda ps: torch.optim.AdamW(ps, lr=0.1, fused=True)):
+    for make in (
+        lambda ps: ClippedAdamW(ps, lr=0.1, clipping_type="none"),
+        lambda ps: torch.optim.AdamW(ps, lr=0.1, fused=True),
+    ):
         m = model()
         opt = make(m.parameters())
         run(m, opt, 2)
@@ -221,15 +227,23 @@ def trained_state(make, m=None):
 @pytest.mark.parametrize(
     ("source", "target", "message"),
     [
-        (lambda ps: ClippedSGD(ps, lr=0.1, momentum=0.9), lambda ps: ClippedAdamW(ps),
-         "param group 0 holds ['dampening', 'momentum', 'nesterov'], hyper-parameters "
-         "ClippedAdamW does not have"),
-        (lambda ps: ClippedAdamW(ps), lambda ps: ClippedSSTM(ps),
-         "['extra']: missing ['A', 'k', 'restarts', 'stage_len']"),
-        (lambda ps: ClippedAdamW(ps), lambda ps: ClippedSGD(ps, lr=0.1),
-         "holds ['amsgrad', 'betas', 'capturable', 'eps']"),
-        (lambda ps: ClippedSSTM(ps), lambda ps: ClippedSGD(ps, lr=0.1),
-         "holds ['L', 'nu']"),
+        (
+            lambda ps: ClippedSGD(ps, lr=0.1, momentum=0.9),
+            lambda ps: ClippedAdamW(ps),
+            "param group 0 holds ['dampening', 'momentum', 'nesterov'], hyper-parameters "
+            "ClippedAdamW does not have",
+        ),
+        (
+            lambda ps: ClippedAdamW(ps),
+            lambda ps: ClippedSSTM(ps),
+            "['extra']: missing ['A', 'k', 'restarts', 'stage_len']",
+        ),
+        (
+            lambda ps: ClippedAdamW(ps),
+            lambda ps: ClippedSGD(ps, lr=0.1),
+            "holds ['amsgrad', 'betas', 'capturable', 'eps']",
+        ),
+        (lambda ps: ClippedSSTM(ps), lambda ps: ClippedSGD(ps, lr=0.1), "holds ['L', 'nu']"),
     ],
 )
 def test_a_state_of_another_optimizer_is_refused_at_load(source, target, message):
@@ -245,7 +259,9 @@ def test_a_per_parameter_state_of_another_rule_is_refused():
     for group in state["param_groups"]:
         for key in ("momentum", "dampening", "nesterov"):
             del group[key]
-    with pytest.raises(ValueError, match=re.escape("holds ['momentum_buffer']; ClippedAdamW keeps")):
+    with pytest.raises(
+        ValueError, match=re.escape("holds ['momentum_buffer']; ClippedAdamW keeps")
+    ):
         ClippedAdamW(model().parameters()).load_state_dict(state)
 
 
@@ -325,7 +341,9 @@ def test_telemetry_off_still_skips_what_grad_scaler_flags():
 
 
 def test_telemetry_must_be_a_flag():
-    with pytest.raises(ValueError, match=re.escape("Invalid telemetry: 'no'; expected True or False")):
+    with pytest.raises(
+        ValueError, match=re.escape("Invalid telemetry: 'no'; expected True or False")
+    ):
         ClippedSGD(model().parameters(), telemetry="no")
 
 

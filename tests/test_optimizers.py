@@ -550,7 +550,11 @@ BAD_ARGS = [
         "Invalid restart_coeff: 0.5; expected a value >= 1.0",
     ),
     (ClippedSGD, {"momentum": -0.9}, "Invalid momentum value: -0.9; expected a value >= 0"),
-    (ClippedSGD, {"weight_decay": -1e-4}, "Invalid weight_decay value: -0.0001; expected a value >= 0"),
+    (
+        ClippedSGD,
+        {"weight_decay": -1e-4},
+        "Invalid weight_decay value: -0.0001; expected a value >= 0",
+    ),
     (
         ClippedSGD,
         {"nesterov": True},
@@ -600,7 +604,11 @@ BAD_ARGS = [
         {"betas": (0.9, -0.1)},
         "Invalid beta parameter at index 1: -0.1; expected a value in [0.0, 1.0)",
     ),
-    (ClippedAdamW, {"eps": -1e-8}, "Invalid epsilon value: -1e-08; expected a value >= 0 (ClippedAdamW)"),
+    (
+        ClippedAdamW,
+        {"eps": -1e-8},
+        "Invalid epsilon value: -1e-08; expected a value >= 0 (ClippedAdamW)",
+    ),
     (
         ClippedSGD,
         {"nonfinite": "ignore"},
