@@ -45,7 +45,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -133,8 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     cuda = device.type == "cuda"
     threads = args.threads or os.cpu_count() or 1
-    # the same gradient every step looks pre-clipped to the optimizers' check: it is, by design
-    warnings.filterwarnings("ignore", message=".*look clipped before the optimizer")
     torch.set_num_threads(threads)
     meta = run_meta(args, argv, device)
     log(f"torch {torch.__version__}, device {meta['device']}, {threads} threads, cpu {meta['cpu']}")
