@@ -138,6 +138,11 @@ class ClippedOptimizer(Optimizer):
         nonfinite: ``"skip"`` (default) skips a step with a NaN/inf gradient on the device, no
             synchronisation; ``"raise"`` raises ``FloatingPointError`` naming the step (this check
             synchronises once per step).
+        telemetry: ``True`` (default) keeps :attr:`last_clip_stats`; ``False`` keeps none, and a
+            rule that never clips (``none``) then measures nothing at all, so its step costs
+            what torch's fused step costs: no norm pass, hence no non-finite check of its own
+            (a ``GradScaler``'s ``found_inf`` still skips the step), ``nonfinite="raise"`` still
+            checks.
         fused: use torch's fused kernels (default: when the device and dtype allow). The unfused
             fallback reads the skip flag on the host once per param group.
         foreach: ``None`` (default) takes the fused kernel when ``fused`` allows it, else torch's
@@ -151,6 +156,14 @@ class ClippedOptimizer(Optimizer):
     group, like ``lr``: change them there, give a param group its own, and a ``state_dict``
     brings them back. Per-group levels apply to the per-tensor and per-coordinate rules; a
     global rule clips the norm of all groups together, so its values must agree across groups.
+
+    As torch's optimizers: a generator of parameters is read once; complex parameters step as
+    their real views (``torch.view_as_real``, norms of complex tensors as torch defines them;
+    ``coord_wise`` clips the real and imaginary parts each); meta-device parameters bind the
+    optimizer to their device at the first step, after ``to_empty``; a copy
+    (``copy.deepcopy``, pickle) steps exactly as the original; ``foreach``, ``fused`` and
+    ``differentiable`` are in every param group (they apply optimizer-wide). A state dict of
+    another optimizer or of another model is refused at :meth:`load_state_dict`.
 
     Works with AMP's ``GradScaler`` the way torch's fused optimizers do
     (``_step_supports_amp_scaling``): ``scaler.step(opt)`` hands the loss scale and the overflow
@@ -320,6 +333,8 @@ class ClippedOptimizer(Optimizer):
                     )
             super().add_param_group(param_group)
             self._check_group(self.param_groups[-1])
+            if not self.__dict__.get("_deferred", True):  # a group added after construction
+                self.param_groups[-1]["fused"] = self.fused
 
     def _check_group(self, group: dict[str, Any]) -> None:
         for key in ("lr", "weight_decay", "momentum", "dampening"):
