@@ -16,6 +16,8 @@ Contenders, per model and step rule (SGD with momentum 0.9, AdamW):
   replaces; ``clip_grad_norm_(foreach)+<rule>(fused)`` is the baseline of the ratios);
 * every clipping type of ``ClippedSGD(momentum=0.9)`` / ``ClippedAdamW``; the ``auto`` types start
   from a prefilled history of ``--history`` norms;
+* ``clipping_type="none"`` with ``telemetry=False``: the unclipped baseline of a comparison,
+  checked against torch's fused step of the same run (it makes the same array passes);
 * the memory-traffic floor: one ``torch._foreach_add_(a, g)`` pass over model-sized arrays (three
   array passes), scaled to the passes a clipped step needs at the least;
 * with ``--components`` (default on): pieces of the clipped steps timed alone;
