@@ -184,7 +184,14 @@ def load_warning(meta: dict[str, Any], cuda: bool) -> list[str]:
         f"**Warning:** the load average at the start ({load:.1f}) exceeded the {cores} cores: "
         "other processes shared them, so the medians include waiting for the CPU (with "
         "several torch threads every parallel region also waits for its slowest thread). "
-        "Compare the `min` columns, or rerun on a quiet machine or with `--threads 1`.",
+        + (
+            "Compare the `min` columns, or rerun on a quiet machine."
+            if str(meta.get("threads")) == "1"
+            else "Compare the `min` columns, or rerun on a quiet machine or with `--threads 1`."
+        )
+        + " Under such load the fixed limits of the targets test the load as much as the "
+        "step; the ratios between contenders of one run, which shared the load round by "
+        "round, are the comparison that holds.",
     ]
 
 
