@@ -185,7 +185,8 @@ def test_every_method_gets_the_lr_grid_times_its_own_knob_and_runs_say_their_set
     with pytest.raises(SystemExit, match="Invalid knob of SGD: lambda"):
         tc.method_axes({**c, "knobs": {"SGD": "lambda"}}, "SGD", levels)
     # an older block: a single quantile, methods as lists
-    old = tc.normalized({"lambda_quantile": 0.5, "methods": {"SGD": ["optimizer=torch_sgd"]}})
+    old = tc.normalized({"lambda_quantile": 0.5, "lr_grid": [0.01],
+                         "methods": {"SGD": ["optimizer=torch_sgd"]}})  # fmt: skip
     assert old["lambda_quantiles"] == [0.5] and old["knobs"] == {} and old["max_extensions"] == 2
 
 
