@@ -109,7 +109,11 @@ def check_number(
     """
     if value is None and optional:
         return None
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+    if isinstance(value, torch.Tensor) and value.numel() != 1:  # torch's own wording
+        raise ValueError(
+            f"Invalid {key}: a tensor of shape {list(value.shape)}; Tensor {key} must be 1-element"
+        )
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
         number: float | None = float(value)
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         number = float(value)

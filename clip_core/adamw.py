@@ -31,6 +31,11 @@ class ClippedAdamW(ClippedOptimizer):
     ``capturable=True`` (CUDA graphs) is refused: it is untested here.
     """
 
+    _STATE_KEYS = (
+        frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}),
+        frozenset({"step", "exp_avg", "exp_avg_sq"}),
+    )
+
     def __init__(
         self,
         params: Any,
@@ -49,12 +54,9 @@ class ClippedAdamW(ClippedOptimizer):
     ) -> None:
         with naming(type(self).__name__):
             check_nonnegative("lr", lr)
-            if not isinstance(betas, tuple | list) or len(betas) != 2:
-                raise invalid("betas", betas, "a pair (beta1, beta2)")
-            check_number("betas[0]", betas[0], 0.0, 1.0, high_open=True)
-            check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
-            check_nonnegative("eps", eps)
-            check_nonnegative("weight_decay", weight_decay)
+            _check_betas(betas, lr, foreach)
+            check_nonnegative("epsilon value", eps)  # torch's names for torch's conditions
+            check_nonnegative("weight_decay value", weight_decay)
             check_false("capturable", capturable, "CUDA-graph capture is not supported")
         defaults = {
             "lr": lr,
@@ -62,6 +64,7 @@ class ClippedAdamW(ClippedOptimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "amsgrad": bool(amsgrad),
+            "capturable": False,
         }
         super().__init__(
             params,
@@ -84,6 +87,18 @@ class ClippedAdamW(ClippedOptimizer):
             if amsgrad:
                 state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # a step saved as a number (older or hand-made states) becomes the tensor the kernels
+        # take, as torch's AdamW does
+        for group in self.param_groups:
+            for p in group["params"]:
+                param_state = self.state.get(p)
+                if param_state and not torch.is_tensor(param_state.get("step", 0.0)):
+                    device = p.device if self.fused else torch.device("cpu")
+                    step = float(param_state["step"])
+                    param_state["step"] = torch.tensor(step, dtype=torch.float32, device=device)
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         # torch's load_state_dict moves ``step`` to the parameter's device only for groups marked
@@ -112,6 +127,8 @@ class ClippedAdamW(ClippedOptimizer):
                 if not self._unfused_prepare(grads, result):
                     continue
                 options = self._unfused_options(group)
+                # torch's unfused AdamW views complex tensors as real pairs only when told
+                options["has_complex"] = any(p.is_complex() for p in params)
             beta1, beta2 = group["betas"]
             adamw_update(
                 params,
@@ -131,3 +148,23 @@ class ClippedAdamW(ClippedOptimizer):
                 maximize=group["maximize"],
                 **options,
             )
+
+
+def _check_betas(betas: Any, lr: Any, foreach: bool | None) -> None:
+    """``betas`` as torch's AdamW takes them, with torch's wording for torch's conditions."""
+    if not isinstance(betas, tuple | list) or len(betas) != 2:
+        raise invalid("betas", betas, "a pair (beta1, beta2)")
+    for i, beta in enumerate(betas):
+        check_number(f"beta parameter at index {i}", beta, 0.0, 1.0, high_open=True)
+    tensors = [isinstance(b, torch.Tensor) for b in betas]
+    if tensors[0] != tensors[1]:
+        raise ValueError(
+            f"Invalid betas: {betas!r}; betas must be either both floats or both Tensors"
+        )
+    # torch's foreach step takes no tensor hyper-parameters (the fused step does)
+    if foreach and isinstance(lr, torch.Tensor):
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    if foreach and tensors[0]:
+        raise ValueError(
+            "betas[0] as a Tensor is not supported for capturable=False and foreach=True"
+        )

@@ -213,8 +213,9 @@ class ClipResult(NamedTuple):
     """What the step rule needs: a global factor to fuse into its update, and the skip flag."""
 
     scale: torch.Tensor | None  # 0-d α for global rules; None if grads were clipped in place
-    found_inf: torch.Tensor  # 0-d float, 1.0 when the gradient holds a NaN or an infinity
-    stats: ClipStats
+    # 0-d float, 1.0 when the gradient holds a NaN or an infinity; None when nothing measured it
+    found_inf: torch.Tensor | None
+    stats: ClipStats | None  # None without telemetry
 
 
 @torch.compiler.disable  # torch.compile cannot trace a torch.Generator: one graph break
@@ -268,6 +269,21 @@ class Clipper:
         self.history: SortedHistory | None = None
         self._level: torch.Tensor | None = None  # λ on the device, made once per value
         self._level_key: tuple[Any, ...] | None = None
+
+    def to(self, device: torch.device) -> None:
+        """Move to ``device`` (the first step after deferred initialisation), drawing on."""
+        device = torch.device(device)
+        if device == self.device:
+            return
+        generator = torch.Generator(device=device)
+        if device.type == self.device.type:
+            generator.set_state(self.generator.get_state())
+        else:  # a generator's state is per device type: start the new one from the seed
+            generator.manual_seed(self.seed)
+        self.device, self.generator = device, generator
+        self._level_key = None
+        if self.history is not None:
+            self.history.load_state_dict(self.history.state_dict(), device)
 
     # -- measuring ---------------------------------------------------------------------------
     def measure(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -339,6 +355,7 @@ class Clipper:
         levels: list[float] | None = None,
         grad_scale: torch.Tensor | None = None,
         found_inf: torch.Tensor | None = None,
+        telemetry: bool = True,
     ) -> ClipResult:
         """Measure and clip ``grads``.
 
@@ -351,11 +368,33 @@ class Clipper:
         ``S·g`` with ``S = grad_scale``, and ``found_inf`` is the scaler's overflow flag. Norms,
         thresholds, the history and the telemetry are in units of ``g``; the returned factor
         includes ``1/S``, so the step rule's one pass both unscales and clips.
+
+        ``telemetry=False`` returns no statistics; a rule that never clips then measures
+        nothing, so its only skip flag is ``found_inf`` (the step costs what torch's does).
         """
+        if not telemetry and isinstance(self.rule.decision, Never):
+            inv = None if grad_scale is None else grad_scale.to(norm_dtype(grads)).reciprocal()
+            return ClipResult(inv, found_inf, None)
         if self.rule.granularity == "coordinate":
-            return self._clip_coordinatewise(
+            result = self._clip_coordinatewise(
                 grads, threshold_scale, measured, levels, grad_scale, found_inf
             )
+        else:
+            result = self._clip_by_norms(
+                grads, threshold_scale, measured, levels, grad_scale, found_inf
+            )
+        return result if telemetry else result._replace(stats=None)
+
+    def _clip_by_norms(
+        self,
+        grads: list[torch.Tensor],
+        threshold_scale: torch.Tensor | None,
+        measured: tuple[torch.Tensor, torch.Tensor] | None,
+        levels: list[float] | None,
+        grad_scale: torch.Tensor | None,
+        found_inf: torch.Tensor | None,
+    ) -> ClipResult:
+        """Global and per-tensor rules: one measuring pass, then a factor (global) or in place."""
         norms, total_norm = measured if measured is not None else self.measure(grads)
         inv = None if grad_scale is None else grad_scale.to(total_norm.dtype).reciprocal()
         if inv is not None:

@@ -4,12 +4,13 @@ Hugging Face's ``Trainer`` hands callbacks accelerate's ``AcceleratedOptimizer``
 hooks a ``LightningOptimizer``. Both hold the real optimizer, which :func:`unwrap` finds.
 :class:`ClipTelemetry` gathers the per-step statistics on the device and reads them once per
 logging window. :func:`hf_callback` is a ``transformers.TrainerCallback`` built on them
-(transformers is imported only when it is called).
+(transformers is imported only when it is called), and :func:`lightning_callback` a Lightning
+one. Both refuse, at the start of training, a trainer that clips before a clip_core optimizer
+(:func:`check_trainer_clipping`): the configuration is caught, not inferred from the norms.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -104,6 +105,23 @@ class ClipTelemetry:
         return {self.prefix + name: value for name, value in zip(names, values)}
 
 
+def check_trainer_clipping(optimizers: Any, setting: str, fix: str) -> None:
+    """Refuse a trainer that clips before a clip_core optimizer (its rule would clip nothing).
+
+    ``setting`` is the trainer's clipping as the user wrote it, ``fix`` the value that turns it
+    off. Called at the start of training by :func:`hf_callback` and :func:`lightning_callback`.
+    """
+    if not isinstance(optimizers, list | tuple):
+        optimizers = [optimizers]
+    clipped = [opt for opt in map(unwrap, optimizers) if opt is not None]
+    if clipped:
+        raise ValueError(
+            f"Invalid {setting}: the trainer clips the gradients before "
+            f"{type(clipped[0]).__name__} sees them, so its clipping rule "
+            f"({clipped[0].clipping_type}) would clip nothing; set {fix} and let the optimizer clip"
+        )
+
+
 def hf_callback(prefix: str = "clip/") -> Any:
     """A ``transformers.TrainerCallback`` that logs the clipping telemetry with the Trainer's logs.
 
@@ -111,8 +129,8 @@ def hf_callback(prefix: str = "clip/") -> Any:
     :meth:`ClipTelemetry.summary` to each log entry (``trainer.state.log_history`` and the
     callbacks after it: pass it first, ``callbacks=[hf_callback()]`` comes after the reporting
     integrations, so use ``trainer.callback_handler.callbacks.insert(0, cb)`` for wandb and the
-    like). Warns at the start of training when ``max_grad_norm > 0``: the Trainer would clip
-    before the optimizer.
+    like). At the start of training, ``max_grad_norm > 0`` (the Trainer's default is 1.0) with a
+    clip_core optimizer is a ``ValueError`` naming the fix, ``max_grad_norm=0``.
     """
     from transformers import TrainerCallback
 
@@ -122,11 +140,10 @@ def hf_callback(prefix: str = "clip/") -> Any:
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if args.max_grad_norm is not None and args.max_grad_norm > 0:
-                warnings.warn(
-                    f"TrainingArguments(max_grad_norm={args.max_grad_norm}) clips the gradients "
-                    "before the clip_core optimizer sees them; set max_grad_norm=0",
-                    UserWarning,
-                    stacklevel=2,
+                check_trainer_clipping(
+                    kwargs.get("optimizer"),
+                    f"TrainingArguments(max_grad_norm={args.max_grad_norm})",
+                    "max_grad_norm=0",
                 )
 
         def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -142,3 +159,30 @@ def hf_callback(prefix: str = "clip/") -> Any:
                 state.log_history[-1].update(summary)
 
     return ClipTelemetryCallback()
+
+
+def lightning_callback() -> Any:
+    """A ``lightning.pytorch.Callback`` that refuses ``gradient_clip_val`` with a clip_core optimizer.
+
+    Lightning clips before ``optimizer.step`` (either ``gradient_clip_algorithm``, norm or
+    value), so the optimizer's rule would see clipped gradients. At the start of training
+    (``on_train_start``, once the optimizers exist) this is a ``ValueError`` naming the fix,
+    ``gradient_clip_val=None``, in every precision (under ``16-mixed``/``bf16-mixed`` Lightning
+    itself refuses it only at the first clipping, with a ``RuntimeError``). lightning is imported
+    only when this is called.
+    """
+    from lightning.pytorch import Callback
+
+    class ClipCheckCallback(Callback):
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            value = trainer.gradient_clip_val
+            if value is not None and value > 0:
+                algorithm = trainer.gradient_clip_algorithm or "norm"
+                algorithm = getattr(algorithm, "value", algorithm)  # Lightning's enum
+                check_trainer_clipping(
+                    trainer.optimizers,
+                    f"Trainer(gradient_clip_val={value}, gradient_clip_algorithm={algorithm!r})",
+                    "gradient_clip_val=None",
+                )
+
+    return ClipCheckCallback()

@@ -33,6 +33,8 @@ class ClippedSGD(ClippedOptimizer):
     See :class:`~clip_core.base.ClippedOptimizer` for the clipping arguments and the flags.
     """
 
+    _STATE_KEYS = (frozenset({"momentum_buffer"}), frozenset())
+
     def __init__(
         self,
         params: Any,
@@ -50,9 +52,10 @@ class ClippedSGD(ClippedOptimizer):
     ) -> None:
         with naming(type(self).__name__):
             check_nonnegative("lr", lr)
-            check_nonnegative("momentum", momentum)
-            check_nonnegative("dampening", dampening)
-            check_nonnegative("weight_decay", weight_decay)
+            # torch's names for its own conditions ("Invalid momentum value: -0.5")
+            check_nonnegative("momentum value", momentum)
+            check_nonnegative("dampening value", dampening)
+            check_nonnegative("weight_decay value", weight_decay)
             if nesterov and (momentum <= 0 or dampening != 0):
                 raise ValueError(
                     f"Invalid nesterov=True with momentum={momentum}, dampening={dampening}; "

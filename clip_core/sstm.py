@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from clip_core._validation import check_int, check_nonnegative, check_number, check_positive, naming
+from clip_core._validation import check_int, check_number, check_positive, naming
 from clip_core.base import ClippedOptimizer
 from clip_core.clipping import ClipResult
 
@@ -44,6 +44,9 @@ class ClippedSSTM(ClippedOptimizer):
     ``maximize=True`` (per group) ascends.
     """
 
+    _STATE_KEYS = (frozenset({"y", "z"}), frozenset({"y", "z"}))
+    _EXTRA_KEYS = frozenset({"k", "A", "stage_len", "restarts"})
+
     def __init__(
         self,
         params: Any,
@@ -56,7 +59,8 @@ class ClippedSSTM(ClippedOptimizer):
         **clipping: Any,
     ) -> None:
         with naming(type(self).__name__):
-            check_nonnegative("lr", lr)
+            # lr = 0 makes α_1 = A_1 = 0, and the first step divides by A_1
+            check_positive("lr", lr)
             check_positive("L", L)
             check_number("nu", nu, 0.0, 1.0)
             check_number("a_k_ratio_upper_bound", a_k_ratio_upper_bound, 0.0, 1.0, low_open=True)
@@ -82,6 +86,15 @@ class ClippedSSTM(ClippedOptimizer):
             current = self.param_groups[0]
             param_group = {**{k: current[k] for k in ("lr", "L", "nu")}, **param_group}
         super().add_param_group(param_group)
+        with naming(type(self).__name__):
+            check_positive("lr", self.param_groups[-1]["lr"])
+
+    def _move_to(self, device: torch.device) -> None:
+        super()._move_to(device)
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        for name in ("_k", "_A", "_stage_len"):
+            setattr(self, name, getattr(self, name).to(device, dtype))
+        self._restarts = self._restarts.to(device)
 
     # -- coefficients ----------------------------------------------------------------------------
     def _hyper(self) -> tuple[Any, float, float]:
@@ -123,11 +136,21 @@ class ClippedSSTM(ClippedOptimizer):
 
     def _update(self, groups: list[Any], result: ClipResult) -> None:
         params = [p for _, ps, _ in groups for p in ps]
-        grads = [g for _, _, gs in groups for g in gs]
         self._init_points(params)
-        ys = [self.state[p]["y"] for p in params]
-        zs = [self.state[p]["z"] for p in params]
-        keep = 1.0 - result.found_inf.to(self._A.dtype)
+        # complex tensors step as real pairs (the coefficients are real)
+        params, grads, ys, zs = (
+            [torch.view_as_real(t) if t.is_complex() else t for t in ts]
+            for ts in (
+                params,
+                [g for _, _, gs in groups for g in gs],
+                [self.state[p]["y"] for p in params],
+                [self.state[p]["z"] for p in params],
+            )
+        )
+        if result.found_inf is None:  # nothing measured the gradient (telemetry=False, none)
+            keep = torch.ones((), dtype=self._A.dtype, device=self._A.device)
+        else:
+            keep = 1.0 - result.found_inf.to(self._A.dtype)
 
         A, alpha, A_next = self._coefficients(self._k, self._A)
         step = alpha * keep

@@ -16,6 +16,8 @@ Contenders, per model and step rule (SGD with momentum 0.9, AdamW):
   replaces; ``clip_grad_norm_(foreach)+<rule>(fused)`` is the baseline of the ratios);
 * every clipping type of ``ClippedSGD(momentum=0.9)`` / ``ClippedAdamW``; the ``auto`` types start
   from a prefilled history of ``--history`` norms;
+* ``clipping_type="none"`` with ``telemetry=False``: the unclipped baseline of a comparison,
+  checked against torch's fused step of the same run (it makes the same array passes);
 * the memory-traffic floor: one ``torch._foreach_add_(a, g)`` pass over model-sized arrays (three
   array passes), scaled to the passes a clipped step needs at the least;
 * with ``--components`` (default on): pieces of the clipped steps timed alone;
@@ -45,7 +47,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -133,8 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     cuda = device.type == "cuda"
     threads = args.threads or os.cpu_count() or 1
-    # the same gradient every step looks pre-clipped to the optimizers' check: it is, by design
-    warnings.filterwarnings("ignore", message=".*look clipped before the optimizer")
     torch.set_num_threads(threads)
     meta = run_meta(args, argv, device)
     log(f"torch {torch.__version__}, device {meta['device']}, {threads} threads, cpu {meta['cpu']}")

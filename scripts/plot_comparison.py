@@ -14,7 +14,8 @@ Per task (files in ``--out``, default ``<sweep>/figures``):
 * ``<task>_comparison.png``: training loss against iteration (large left panel), the training
   metric (top right; the clipped fraction or the gradient norm when the task logs no training
   metric) and the validation metric (bottom right, dashed). One colour per method; with several
-  seeds the mean and a band (min–max, or ± std with ``--band std``). The title names the data and
+  seeds the mean and a band (a bootstrap 90% interval of the mean, the protocol's; min–max with
+  ``--band minmax``, ± std with ``--band std``). The title names the data and
   the model the runs actually used, and flags embedded proxy data.
 * ``<task>_clipping.png``: the clipped fraction ``clip_fraction`` and the clipping threshold
   ``clip_threshold`` over training, mean over seeds with the same band. A method that does not clip
@@ -65,6 +66,7 @@ import plotting
 from plotting import BAND_TEXT
 from provenance import stamp
 
+from suite import protocol
 from suite.run_reader import Run, as_float, discover_runs
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -236,6 +238,7 @@ class MethodRow:
     walls: list[float] = field(
         default_factory=list
     )  # per seed, wall seconds at the same evaluation
+    finals: list[float] = field(default_factory=list)  # per seed, the final validation value
 
     @property
     def n_seeds(self) -> int:
@@ -329,6 +332,7 @@ def analyse_task(
                 ),
                 steps=[step for step, _ in reach],
                 walls=[wall for _, wall in reach],
+                finals=[final_value(r, metric) for r in group],
             )
         )
     return TaskResult(task, metric, lower, target, note, rows, groups, skipped)
@@ -342,6 +346,16 @@ def fmt_pm(stat: tuple[float, float, int], digits: int = 4) -> str:
     if n == 0 or not math.isfinite(mean):
         return "—"
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def fmt_interval(values: Sequence[float], digits: int = 4) -> str:
+    """``mean [low, high] (median m)`` over seeds, the failures counted (the protocol's cell)."""
+    if not values:
+        return "—"
+    s = protocol.summarize(values)
+    if not math.isfinite(s.mean):
+        return f"— ({s.failed}/{s.n} failed)"
+    return s.cell(digits) + f" (median {s.median:.{digits}f})"
 
 
 def fmt_reach(result: TaskResult, row: MethodRow, wall: bool = False) -> str:
@@ -371,6 +385,8 @@ def write_tables(result: TaskResult, md_path: Path, csv_path: Path, made_by: str
         "",
         plotting.provenance(summaries),
         "",
+        "final val: mean [bootstrap 90% interval of the mean] and median over seeds "
+        "(suite.protocol.summarize; docs/evidence/protocol.md); the other columns: "
         f"mean ± sample std (ddof=1) over seeds; target: {result.target_note}; steps and wall "
         f"seconds to target: mean over the seeds whose evaluations reach it; {WALL_NOTE}. "
         "lr: `step_rule.lr`, λ: `optimizer.clipping_level` of the runs' config; ‖g‖ removed: "
@@ -384,7 +400,7 @@ def write_tables(result: TaskResult, md_path: Path, csv_path: Path, made_by: str
     for row in result.rows:
         lines.append(
             f"| {row.method} | {row.description} | {row.lr} | {row.level} | {row.n_seeds} "
-            f"| {fmt_pm(row.final_val)} | {fmt_pm(row.best_val)} | {fmt_pm(row.train_loss)} "
+            f"| {fmt_interval(row.finals)} | {fmt_pm(row.best_val)} | {fmt_pm(row.train_loss)} "
             f"| {fmt_pm(row.removed, 2)} | {fmt_reach(result, row)} | {fmt_reach(result, row, wall=True)} |"
         )
     if result.skipped:
@@ -630,13 +646,18 @@ def mark_target(ax: Any, target: float) -> None:
                 xytext=(3, 3), textcoords="offset points", fontsize=7.5, color="0.35")  # fmt: skip
 
 
+#: characters per line of a task figure's legend entry (two columns across a 14-inch figure)
+LEGEND_WIDTH = 95
+
+
 def task_handles(result: TaskResult, colors: dict[str, Any]) -> list[Any]:
-    """A legend entry per method (name, hyper-parameters, seeds) and the two line styles."""
+    """A legend entry per method (name, hyper-parameters, seeds; wrapped, never cut) and the two
+    line styles."""
     from matplotlib.lines import Line2D
 
     handles = [
-        Line2D([], [], color=colors[row.method], lw=2.5, label=plotting.shorten(
-            f"{row.method}: {row.description}  [{row.n_seeds} seed(s)]", 105))
+        Line2D([], [], color=colors[row.method], lw=2.5, label=plotting.wrap(
+            f"{row.method}: {row.description}  [{row.n_seeds} seed(s)]", LEGEND_WIDTH))
         for row in result.rows
     ]  # fmt: skip
     return [
@@ -653,7 +674,7 @@ def plot_task(
     colors: dict[str, Any],
     *,
     made_by: str,
-    band: str = "minmax",
+    band: str = "bootstrap",
     aux: str = "auto",
     smooth_window: int = 1,
     dpi: int = plotting.DPI,
@@ -662,8 +683,11 @@ def plot_task(
     runs = [r for group in result.runs.values() for r in group]
     aux_key, aux_split, aux_title = choose_aux(runs, result.metric, aux)
     n_methods = len(result.runs)
+    handles = task_handles(result, colors)
+    ncol = 2 if n_methods > 1 else 1
+    rows = plotting.legend_rows([h.get_label() for h in handles], ncol)
     fig, legend_kw, frame = task_figure(result, made_by, what="", width=14.0, axes_h=5.2,
-                                        legend_entries=n_methods + 2, ncol=2 if n_methods > 1 else 1)  # fmt: skip
+                                        legend_entries=rows * ncol, ncol=ncol)  # fmt: skip
     grid = fig.add_gridspec(2, 2, width_ratios=[1.55, 1], wspace=0.2, hspace=0.42, **frame)
     ax_loss = fig.add_subplot(grid[:, 0])
     ax_aux = fig.add_subplot(grid[0, 1])
@@ -696,7 +720,7 @@ def plot_task(
         ax.set_xlabel("iteration")
         plotting.style_axes(ax)
     band_text = BAND_TEXT[band] if any(row.n_seeds > 1 for row in result.rows) else "one seed each"
-    plotting.legend_block(fig, task_handles(result, colors),
+    plotting.legend_block(fig, handles,
                           title=f"method: hyper-parameters — lines: mean over seeds, {band_text}",
                           **legend_kw)  # fmt: skip
     return plotting.savefig(fig, out, dpi)
@@ -772,7 +796,7 @@ def clips(run: Run) -> bool:
 
 
 def clipping_bands(
-    result: TaskResult, band: str = "minmax"
+    result: TaskResult, band: str = "bootstrap"
 ) -> dict[str, tuple[plotting.Band | None, plotting.Band | None]]:
     """Per method ``(clip fraction, clip threshold)`` over seeds; ``None`` where not logged.
 
@@ -796,7 +820,7 @@ def plot_clipping(
     colors: dict[str, Any],
     *,
     made_by: str,
-    band: str = "minmax",
+    band: str = "bootstrap",
     dpi: int = plotting.DPI,
 ) -> Path:
     """Clipped fraction (left) and clipping threshold (right) over training, mean over seeds."""
@@ -936,9 +960,10 @@ def add_figure_options(parser: argparse.ArgumentParser) -> None:
     """How the task figures draw their curves."""
     parser.add_argument(
         "--band",
-        choices=("minmax", "std"),
-        default="minmax",
-        help="shaded band over seeds: min–max (default) or mean ± std",
+        choices=tuple(BAND_TEXT),
+        default="bootstrap",
+        help="shaded band over seeds: a bootstrap 90%% interval of the mean (default), min–max "
+        "or mean ± std",
     )
     parser.add_argument(
         "--aux",

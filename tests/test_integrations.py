@@ -7,14 +7,20 @@ References are the trainers' own clipping (``max_grad_norm`` / ``gradient_clip_v
 
 from __future__ import annotations
 
-import math
+import re
 import warnings
 
 import pytest
 import torch
 
 from clip_core import ClippedAdamW, ClippedSGD
-from clip_core.integrations import ClipTelemetry, hf_callback, unwrap
+from clip_core.integrations import (
+    ClipTelemetry,
+    check_trainer_clipping,
+    hf_callback,
+    lightning_callback,
+    unwrap,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -145,57 +151,67 @@ def test_hf_trainer_recipe_equals_trainer_clipping_and_logs_telemetry(tmp_path):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
-def test_hf_trainer_default_clipping_is_reported(tmp_path):
-    """The trap: Trainer's max_grad_norm (default 1.0; 0.05 here, below this model's norms)
-    clips first; the optimizer (λ = 2) then sees norms of exactly 0.05 and clips nothing. Both
-    the callback and the optimizer say so."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        _, logs, _ = run_trainer(
-            tmp_path,
-            lambda m: ClippedAdamW(m.parameters(), lr=1e-2, clipping_level=2.0),
-            max_grad_norm=0.05,
-            steps=9,
-            callbacks=[hf_callback()],
-        )
-    assert all(r["clip/grad_norm"] == pytest.approx(0.05, rel=1e-4) for r in logs)
-    messages = [str(w.message) for w in caught]
-    assert any("max_grad_norm=0.05) clips the gradients" in m for m in messages)
-    assert any(
-        "ClippedAdamW: the gradient norm was 0.05 at each of the first 8 steps" in m
-        for m in messages
-    )
+def test_hf_trainer_max_grad_norm_with_a_clip_core_optimizer_is_refused(tmp_path):
+    """The trap: Trainer's max_grad_norm (default 1.0) clips before the optimizer, whose rule then
+    clips nothing. The callback refuses it before the first step, naming the fix."""
+    built = []
+
+    def make(m):
+        built.append((m, [p.detach().clone() for p in m.parameters()]))
+        return ClippedAdamW(m.parameters(), lr=1e-2, clipping_level=2.0)
+
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Invalid TrainingArguments(max_grad_norm=1.0): the trainer clips the gradients before "
+            "ClippedAdamW sees them, so its clipping rule (norm) would clip nothing; set "
+            "max_grad_norm=0"
+        ),
+    ):
+        run_trainer(tmp_path, make, max_grad_norm=1.0, callbacks=[hf_callback()])
+    model, start = built[0]
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), start))  # no step taken
 
 
-def test_no_preclip_warning_without_trainer_clipping(tmp_path):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+def test_hf_trainer_without_trainer_clipping_warns_of_nothing(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", module="transformers|accelerate|torch")
         run_trainer(
             tmp_path,
             lambda m: ClippedAdamW(m.parameters(), lr=1e-2, clipping_level=2.0),
             max_grad_norm=0.0,
             steps=9,
+            callbacks=[hf_callback()],
         )
-    assert not [w for w in caught if "look clipped" in str(w.message)]
 
 
 # -- Lightning -----------------------------------------------------------------------------------
-def lightning_run(make_opt, gradient_clip_val=None, steps: int = 6):
+def tiny_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+
+def tiny_data(steps: int):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(steps * 8, 6, generator=g)
+    y = x.sum(1, keepdim=True) * 3 + torch.randn(steps * 8, 1, generator=g)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+
+
+def lightning_run(make_opt, steps: int = 6, **trainer_kwargs):
     lightning = pytest.importorskip("lightning")
 
     class Tiny(lightning.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            torch.manual_seed(0)
-            self.net = torch.nn.Sequential(
-                torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
-            )
+            self.net = tiny_net()
             self.telemetry = ClipTelemetry()
             self.logged: list[dict] = []
 
         def training_step(self, batch, batch_idx):
             x, y = batch
-            return torch.nn.functional.mse_loss(self.net(x), y)
+            return torch.nn.functional.mse_loss(self.net(x).float(), y)
 
         def configure_optimizers(self):
             return make_opt(self.net)
@@ -204,10 +220,7 @@ def lightning_run(make_opt, gradient_clip_val=None, steps: int = 6):
             self.telemetry.record(self.optimizers())  # a LightningOptimizer
             self.logged.append(self.telemetry.summary())
 
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(steps * 8, 6, generator=g)
-    y = x.sum(1, keepdim=True) * 3 + torch.randn(steps * 8, 1, generator=g)
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    data = tiny_data(steps)
     module = Tiny()
     trainer = lightning.Trainer(
         max_steps=steps,
@@ -217,26 +230,46 @@ def lightning_run(make_opt, gradient_clip_val=None, steps: int = 6):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        gradient_clip_val=gradient_clip_val,
+        **trainer_kwargs,
     )
     trainer.fit(module, data)
     return module, data
 
 
-def test_lightning_recipe_equals_clip_grad_norm_then_sgd():
-    lam = 1.0
-    module, data = lightning_run(
-        lambda net: ClippedSGD(net.parameters(), lr=0.01, clipping_level=lam)
-    )
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+def reference_run(data, lam: float, autocast_dtype=None, scaler=None):
+    """torch's recipe by hand: autocast (if any), GradScaler (if any), clip_grad_norm_, SGD."""
+    net = tiny_net()
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     norms = []
     for x, y in data:
         opt.zero_grad()
-        torch.nn.functional.mse_loss(net(x), y).backward()
+        with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = torch.nn.functional.mse_loss(net(x).float(), y)
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if scaler is not None:
+            scaler.unscale_(opt)
         norms.append(float(torch.nn.utils.clip_grad_norm_(net.parameters(), lam)))
-        opt.step()
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)
+            scaler.update()
+    return net, norms
+
+
+@pytest.mark.parametrize("precision", ["32", "16-mixed", "bf16-mixed"])
+def test_lightning_recipe_equals_clip_grad_norm_then_sgd(precision):
+    """Every precision Lightning takes on CPU (mixed precision there autocasts, no GradScaler)."""
+    lam = 1.0
+    module, data = lightning_run(
+        lambda net: ClippedSGD(net.parameters(), lr=0.01, clipping_level=lam),
+        precision=precision,
+        callbacks=[lightning_callback()],
+    )
+    # Lightning runs 16-mixed on CPU as bf16-mixed (it warns: no fp16 AMP on CPU); the fp16
+    # GradScaler path is the next test's
+    dtype = {"32": None, "16-mixed": torch.bfloat16, "bf16-mixed": torch.bfloat16}[precision]
+    net, norms = reference_run(data, lam, dtype)
     assert sum(n > lam for n in norms) >= 3
     for row, norm in zip(module.logged, norms):
         assert row["clip/grad_norm"] == pytest.approx(norm, rel=1e-5)
@@ -244,11 +277,76 @@ def test_lightning_recipe_equals_clip_grad_norm_then_sgd():
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
-def test_lightning_gradient_clip_val_is_reported():
-    with pytest.warns(UserWarning, match="the gradients look clipped before the optimizer"):
-        module, _ = lightning_run(
-            lambda net: ClippedSGD(net.parameters(), lr=0.001, clipping_level=100.0),
+def test_lightning_16_mixed_with_a_grad_scaler_leaves_the_unscaling_to_the_optimizer():
+    """Lightning's 16-mixed with a GradScaler (what it builds on CUDA; given explicitly on CPU)
+    does not call ``unscale_`` for an optimizer that unscales itself: ``scaler.step`` hands it
+    the loss scale. The result equals torch's unscale_ + clip_grad_norm_ + SGD recipe."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    lam, init_scale = 1.0, 2.0**10
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale))
+    unscaled = []
+    plugin.scaler.unscale_ = lambda opt: unscaled.append(opt)  # Lightning must not call it
+    module, data = lightning_run(
+        lambda net: ClippedSGD(net.parameters(), lr=0.01, clipping_level=lam),
+        plugins=[plugin],
+        callbacks=[lightning_callback()],
+    )
+    net, norms = reference_run(data, lam, torch.float16, torch.amp.GradScaler("cpu", init_scale))
+    assert not unscaled and sum(n > lam for n in norms) >= 3
+    for row, norm in zip(module.logged, norms):
+        assert row["clip/grad_norm"] == pytest.approx(norm, rel=1e-4)
+    for p, q in zip(module.net.parameters(), net.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["32", "16-mixed", "bf16-mixed"])
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_lightning_gradient_clip_val_is_refused_at_the_start(precision, algorithm):
+    built = []
+
+    def make(net):
+        built.append((net, [p.detach().clone() for p in net.parameters()]))
+        return ClippedSGD(net.parameters(), lr=0.01, clipping_level=100.0)
+
+    expected = (
+        f"Invalid Trainer(gradient_clip_val=0.1, gradient_clip_algorithm='{algorithm}'): the "
+        "trainer clips the gradients before ClippedSGD sees them"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        lightning_run(
+            make,
+            precision=precision,
             gradient_clip_val=0.1,
-            steps=9,
+            gradient_clip_algorithm=algorithm,
+            callbacks=[lightning_callback()],
         )
-    assert all(math.isclose(r["clip/grad_norm"], 0.1, rel_tol=1e-4) for r in module.logged)
+    net, start = built[0]
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), start))  # no step taken
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_lightning_mixed_precision_itself_refuses_gradient_clip_val(precision):
+    """Without the callback, Lightning's mixed precision refuses to clip for an optimizer that
+    unscales itself (``_step_supports_amp_scaling``) at the first step: what the docs say."""
+    with pytest.raises(RuntimeError, match="does not allow for gradient clipping"):
+        lightning_run(
+            lambda net: ClippedSGD(net.parameters(), lr=0.01),
+            precision=precision,
+            gradient_clip_val=0.1,
+        )
+
+
+def test_trainer_clipping_check_refuses_only_clip_core_optimizers():
+    """torch's optimizers behind a trainer's clipping are the usual recipe: left alone; a
+    clip_core optimizer inside a wrapper (or a list of them) is found."""
+    net = tiny_net()
+    check_trainer_clipping([torch.optim.SGD(net.parameters(), lr=0.1)], "x=1", "x=0")
+
+    class Wrapper:  # what accelerate and Lightning do: hold the real optimizer
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+    wrapped = Wrapper(ClippedSGD(net.parameters(), lr=0.1, clipping_type="layer_wise"))
+    with pytest.raises(ValueError, match=re.escape("its clipping rule (layer_wise)")):
+        check_trainer_clipping([wrapped], "x=1", "x=0")

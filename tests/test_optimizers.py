@@ -513,7 +513,7 @@ BAD_ARGS = [
     ),
     (ClippedSGD, {"lr": -0.1}, "Invalid lr: -0.1; expected a value >= 0"),
     (ClippedAdamW, {"lr": -1e-3}, "Invalid lr: -0.001; expected a value >= 0"),
-    (ClippedSSTM, {"lr": -1.0}, "Invalid lr: -1.0; expected a value >= 0"),
+    (ClippedSSTM, {"lr": -1.0}, "Invalid lr: -1.0; expected a value > 0"),
     (ClippedSGD, {"lr": float("nan")}, "Invalid lr: nan; expected a value >= 0"),
     (ClippedSGD, {"clipping_level": -1.0}, "Invalid clipping_level: -1.0; expected a value >= 0"),
     (ClippedSSTM, {"clipping_level": -2}, "Invalid clipping_level: -2; expected a value >= 0"),
@@ -549,8 +549,12 @@ BAD_ARGS = [
         {"restart_coeff": 0.5},
         "Invalid restart_coeff: 0.5; expected a value >= 1.0",
     ),
-    (ClippedSGD, {"momentum": -0.9}, "Invalid momentum: -0.9; expected a value >= 0"),
-    (ClippedSGD, {"weight_decay": -1e-4}, "Invalid weight_decay: -0.0001; expected a value >= 0"),
+    (ClippedSGD, {"momentum": -0.9}, "Invalid momentum value: -0.9; expected a value >= 0"),
+    (
+        ClippedSGD,
+        {"weight_decay": -1e-4},
+        "Invalid weight_decay value: -0.0001; expected a value >= 0",
+    ),
     (
         ClippedSGD,
         {"nesterov": True},
@@ -565,7 +569,7 @@ BAD_ARGS = [
     (
         ClippedSGD,
         {"dampening": -0.1},
-        "Invalid dampening: -0.1; expected a value >= 0 (ClippedSGD)",
+        "Invalid dampening value: -0.1; expected a value >= 0 (ClippedSGD)",
     ),
     (
         ClippedSGD,
@@ -593,14 +597,18 @@ BAD_ARGS = [
     (
         ClippedAdamW,
         {"betas": (1.0, 0.999)},
-        "Invalid betas[0]: 1.0; expected a value in [0.0, 1.0)",
+        "Invalid beta parameter at index 0: 1.0; expected a value in [0.0, 1.0)",
     ),
     (
         ClippedAdamW,
         {"betas": (0.9, -0.1)},
-        "Invalid betas[1]: -0.1; expected a value in [0.0, 1.0)",
+        "Invalid beta parameter at index 1: -0.1; expected a value in [0.0, 1.0)",
     ),
-    (ClippedAdamW, {"eps": -1e-8}, "Invalid eps: -1e-08; expected a value >= 0 (ClippedAdamW)"),
+    (
+        ClippedAdamW,
+        {"eps": -1e-8},
+        "Invalid epsilon value: -1e-08; expected a value >= 0 (ClippedAdamW)",
+    ),
     (
         ClippedSGD,
         {"nonfinite": "ignore"},
@@ -662,7 +670,7 @@ def test_valid_arguments_accepted(cls, clipping_type):
     )
     opt = cls(
         _p(),
-        lr=0.0,
+        lr=1e-9 if cls is ClippedSSTM else 0.0,  # SSTM divides by A_1, which lr = 0 makes 0
         clipping_type=clipping_type,
         clipping_level=0.0,
         beta=1e-9,

@@ -179,7 +179,12 @@ def test_table_mean_std_over_seeds_matches_numpy(tmp_path: Path, capsys) -> None
     assert math.isnan(float(table["adam"]["norm_removed_mean"]))
     md = (out / "cola_table.md").read_text()
     final_norm = np.array(vals["norm"])[:, -1]
-    assert f"{final_norm.mean():.4f} ± {final_norm.std(ddof=1):.4f}" in md
+    from scipy import stats
+
+    ci = stats.bootstrap((final_norm,), np.mean, confidence_level=0.9, n_resamples=9999,
+                         method="BCa", rng=np.random.default_rng(0)).confidence_interval  # fmt: skip
+    assert (f"{final_norm.mean():.4f} [{ci.low:.4f}, {ci.high:.4f}] "
+            f"(median {np.median(final_norm):.4f})") in md  # fmt: skip
     assert f"| norm | {DESCRIPTIONS['norm']} | 0.002 | 1 | 3 |" in md
     assert f"| adam | {DESCRIPTIONS['adam']} | 0.001 | — | 2 |" in md
     per_run = removed.mean(axis=1)
@@ -752,3 +757,68 @@ def test_the_table_names_a_method_by_its_summary_not_by_its_hashed_directory(tmp
     (row,) = read_csv(out / "t_table.csv").values()
     assert (row["method"], row["n_seeds"]) == ("SGD", "2")
     assert float(row["final_val_mean"]) == pytest.approx(0.7)
+
+
+def test_the_bootstrap_band_is_scipys_interval_of_the_mean_at_every_step():
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    steps = np.arange(0, 50, 10)
+    curves = [(steps, rng.normal(1.0, 0.2, steps.size)) for _ in range(5)]
+    band = plotting.aggregate(curves, band="bootstrap")
+    stack = np.stack([v for _, v in curves])
+    ref = stats.bootstrap((stack,), np.mean, axis=0, confidence_level=0.9, n_resamples=999,
+                          method="percentile", rng=np.random.default_rng(0)).confidence_interval  # fmt: skip
+    np.testing.assert_allclose(band.mean, stack.mean(axis=0))
+    np.testing.assert_allclose(band.lo, ref.low)
+    np.testing.assert_allclose(band.hi, ref.high)
+    # narrower than the min-max band it replaces
+    minmax = plotting.aggregate(curves, band="minmax")
+    assert np.all(band.lo >= minmax.lo) and np.all(band.hi <= minmax.hi)
+
+
+def test_an_lr_sensitivity_axis_shows_the_band_that_matters_and_marks_diverged_runs():
+    import matplotlib.pyplot as plt
+
+    mse = [9.1, 0.9, 0.35, 0.4, 4.5e5, math.inf, 1e32]
+    low, high = plotting.sensitivity_limits(mse, lower_is_better=True)
+    assert low < 0.35 and high == pytest.approx(35.0)  # 100 × the best, not 1e32
+    fig, ax = plt.subplots()
+    lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+    ax.set_yscale("log")
+    ax.set_ylim(low, high)
+    assert plotting.mark_off_scale(ax, lrs, mse, "C0") == 3  # 4.5e5, inf and 1e32
+    assert ax.get_ylim() == pytest.approx((low, high))  # the marks do not move the axis
+    plt.close(fig)
+    acc = [0.1, 0.8, 0.85]
+    assert plotting.sensitivity_limits(acc, lower_is_better=False)[1] == pytest.approx(0.85 * 1.5)
+    with pytest.raises(ValueError, match="no finite positive value"):
+        plotting.sensitivity_limits([math.nan], lower_is_better=True)
+
+
+def test_no_legend_entry_is_cut_and_the_legend_gets_the_height_its_lines_need():
+    long = "ClippedSGD [coordinate: FixedThreshold(level=0.005772) Always()] " * 3
+    labels = ["a", plotting.wrap(long, 40), "b", "c"]
+    # two columns, filled column-first: rows (a, b) and (long, c); the long label has its lines
+    assert plotting.legend_rows(labels, 2) == 1 + labels[1].count("\n") + 1
+    assert plotting.legend_rows(["x", "y", "z"], 1) == 3
+    row = pc.MethodRow("coord_wise", long, "0.1", "0.005772", [1, 2], (0.8, 0.01, 2),
+                       (0.8, 0.01, 2), (1.0, 0.1, 2), (0.4, 0.0, 2))  # fmt: skip
+    res = pc.TaskResult("reddit", "accuracy", False, None, "", [row], {"coord_wise": []}, [])
+    (label, *_) = [h.get_label() for h in pc.task_handles(res, {"coord_wise": "C0"})]
+    assert " ".join(label.split()) == " ".join(f"coord_wise: {long}  [2 seed(s)]".split())
+    assert "…" not in label
+
+
+def test_draw_lr_sensitivity_keeps_every_curve_in_view_and_marks_the_diverged_settings():
+    import matplotlib.pyplot as plt
+
+    lrs = [1e-4, 1e-3, 1e-2, 1e-1]
+    curves = {"SGD": [9.1, 0.5, 4.5e5, math.nan], "norm": [1.0, 0.35, 0.4, 0.6]}
+    fig, ax = plt.subplots()
+    marked = plotting.draw_lr_sensitivity(ax, lrs, curves, {"SGD": "C0", "norm": "C1"}, True)
+    low, high = ax.get_ylim()
+    assert marked == 2 and high == pytest.approx(35.0) and low < 0.35  # 1e32 squashes nothing
+    sgd = ax.get_lines()[0].get_ydata()
+    assert list(np.isnan(sgd)) == [False, False, True, True]  # off-axis points are marks, not lines
+    plt.close(fig)

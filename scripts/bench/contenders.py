@@ -61,8 +61,10 @@ PASSES = {
 FUSED_PASSES = {"sgd": 5, "adamw": 7}
 
 
-def clip_core_passes(rule: str, ctype: str) -> tuple[int, str]:
+def clip_core_passes(rule: str, ctype: str, telemetry: bool = True) -> tuple[int, str]:
     fused = FUSED_PASSES[rule]
+    if ctype == "none" and not telemetry:
+        return fused, f"fused ({fused}); no ‖g‖: nothing to clip, no statistics"
     if ctype == "none":
         return 1 + fused, f"‖g‖ (1) + fused ({fused})"
     if ctype in GLOBAL_TYPES:
@@ -100,6 +102,7 @@ class Contender:
     note: str = ""
     alloc_note: str = ""
     compiled: bool = False  # a torch.compile'd step: not probed (a probe mode would recompile it)
+    telemetry: bool = True  # a clip_core optimizer built with telemetry=False when False
 
     @property
     def median_ms(self) -> float:
@@ -198,6 +201,8 @@ def clipped_step(
 def clip_core_variants(w: Workload, types: list[str], compiled: bool) -> list[tuple[str, str]]:
     """``(clipping type, kind)`` of every clip_core contender of a rule."""
     variants = [(ctype, "clip_core") for ctype in types]
+    if "none" in types:  # the unclipped baseline of a comparison, at torch's cost
+        variants.append(("none", "no-telemetry"))
     if "auto" in types and w.device.type == "cpu":
         # the auto history's device path (the one CUDA runs) beside the CPU default
         variants.append(("auto", "variant"))
@@ -206,23 +211,27 @@ def clip_core_variants(w: Workload, types: list[str], compiled: bool) -> list[tu
     return variants
 
 
-def make_clipped_optimizer(rule: str, ctype: str, w: Workload) -> ClippedOptimizer:
-    level = clipping_level(ctype, w)
+def make_clipped_optimizer(
+    rule: str, ctype: str, w: Workload, telemetry: bool = True
+) -> ClippedOptimizer:
+    common = {"clipping_type": ctype, "clipping_level": clipping_level(ctype, w), "seed": 0}
     if rule == "sgd":
-        return ClippedSGD(w.params, lr=SGD_LR, momentum=SGD_MOMENTUM, clipping_type=ctype,
-                          clipping_level=level, seed=0)  # fmt: skip
-    return ClippedAdamW(w.params, lr=ADAMW_LR, weight_decay=ADAMW_WD, clipping_type=ctype,
-                        clipping_level=level, seed=0)  # fmt: skip
+        return ClippedSGD(w.params, lr=SGD_LR, momentum=SGD_MOMENTUM, telemetry=telemetry,
+                          **common)  # fmt: skip
+    return ClippedAdamW(w.params, lr=ADAMW_LR, weight_decay=ADAMW_WD, telemetry=telemetry,
+                        **common)  # fmt: skip
 
 
 def clip_core_contender(
     w: Workload, rule: str, ctype: str, kind: str, history: int, room: int
 ) -> Contender:
     """A clipped optimizer on the shared state; the auto types start from a full history."""
-    copt = make_clipped_optimizer(rule, ctype, w)
+    telemetry = kind != "no-telemetry"
+    copt = make_clipped_optimizer(rule, ctype, w, telemetry)
     w.share_state(copt, rule, step_on_device=copt.fused)
     note = "" if copt.fused else "unfused fallback"
-    name = f"Clipped{RULE_LABEL[rule]}[{ctype}]"
+    name = f"Clipped{RULE_LABEL[rule]}[{ctype}]" + ("" if telemetry else ", telemetry=False")
+    kind = "clip_core" if kind == "no-telemetry" else kind
     if ctype in AUTO_TYPES:
         device_path = kind == "variant"
         copt.clipper.history = prefilled_history(
@@ -233,8 +242,9 @@ def clip_core_contender(
     step, is_compiled = copt.step, kind == "compiled"
     if is_compiled:
         name, kind, step = f"{name}, compiled", "variant", torch.compile(copt.step)
-    return Contender(w.name, rule, name, kind, step, *clip_core_passes(rule, ctype), ctype=ctype,
-                     optimizer=copt, note=note, compiled=is_compiled)  # fmt: skip
+    return Contender(w.name, rule, name, kind, step, *clip_core_passes(rule, ctype, telemetry),
+                     ctype=ctype, optimizer=copt, note=note, compiled=is_compiled,
+                     telemetry=telemetry)  # fmt: skip
 
 
 def floor_contender(w: Workload) -> Contender:

@@ -71,6 +71,10 @@ def analyse(contenders: list[Contender]) -> tuple[list[dict[str, Any]], list[Che
                     specs.append(("× floor", row["x_floor"], row["x_floor_min"], 1.5))
             if c.ctype in LOCAL_TYPES:
                 specs.append((base_check, row["x_base"], row["x_base_min"], 1.05))
+            torch_fused = by.get((c.rule, f"{RULE_LABEL[c.rule]}(fused)"))
+            if c.ctype == "none" and not c.telemetry and torch_fused is not None:
+                specs.append((f"× {RULE_LABEL[c.rule]}(fused)", c.median_ms / torch_fused.median_ms,
+                              c.min_ms / torch_fused.min_ms, 1.05))  # fmt: skip
             norm = by.get((c.rule, f"Clipped{RULE_LABEL[c.rule]}[norm]"))
             if c.ctype == "auto" and norm is not None:
                 specs.append(("× norm", c.median_ms / norm.median_ms, c.min_ms / norm.min_ms, 1.05))
@@ -180,7 +184,14 @@ def load_warning(meta: dict[str, Any], cuda: bool) -> list[str]:
         f"**Warning:** the load average at the start ({load:.1f}) exceeded the {cores} cores: "
         "other processes shared them, so the medians include waiting for the CPU (with "
         "several torch threads every parallel region also waits for its slowest thread). "
-        "Compare the `min` columns, or rerun on a quiet machine or with `--threads 1`.",
+        + (
+            "Compare the `min` columns, or rerun on a quiet machine."
+            if str(meta.get("threads")) == "1"
+            else "Compare the `min` columns, or rerun on a quiet machine or with `--threads 1`."
+        )
+        + " Under such load the fixed limits of the targets test the load as much as the "
+        "step; the ratios between contenders of one run, which shared the load round by "
+        "round, are the comparison that holds.",
     ]
 
 
@@ -204,7 +215,10 @@ def method_text(results: list[dict[str, Any]], cuda: bool) -> list[str]:
         "`passes` is the count of each contender as implemented: torch's fused kernels with a "
         "`grad_scale` also write the unscaled gradient back to `g` (so that `p.grad` holds the "
         "clipped gradient, as after `clip_grad_norm_`): +1 over the floor for the global "
-        "clip_core types. Per contender:",
+        "clip_core types. `[none], telemetry=False` measures nothing (no statistics, no "
+        "non-finite check of its own: a GradScaler's flag still skips), so it makes the passes "
+        "of torch's fused step; its target is the ratio to that step, measured in the same "
+        "run. Per contender:",
         "",
     ]
     out += pass_counts(results[:1])
