@@ -14,6 +14,9 @@
 set -euo pipefail
 
 DIR=${TORCH_CLIP_SLURM_DIR:-/tmp/torch-clip-slurm}
+# defer,sched_interval=2: a job starts a second or two after sbatch returns, not at once, so
+# submitit has made the job array's log folders by then (else slurmd cannot open the log and
+# the task dies with signal 53, which submitit, without sacct, never learns)
 # cred_expire=10: a requeued job may start again after 10 s (Slurm's default wait is 120 s)
 # declared resources: at least the preset's 8 CPUs and 32 GB per job, two jobs at a time; the
 # node oversubscribes the real machine on purpose (SlurmdParameters=config_overrides)
@@ -38,6 +41,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
+SchedulerParameters=defer,sched_interval=2
 SlurmdParameters=config_overrides
 ReturnToService=2
 MpiDefault=none
