@@ -107,9 +107,16 @@ stop() {
     done
 }
 
+locked() {  # one start or stop at a time (test workers may start the cluster side by side)
+    mkdir -p "$DIR"
+    exec 9>"$DIR/.lock"
+    flock 9
+    "$@"
+}
+
 case ${1:-} in
-start) start ;;
-stop) stop ;;
+start) locked start ;;
+stop) locked stop ;;
 status) SLURM_CONF=$CONF sinfo -p debug ;;
 env) echo "export SLURM_CONF=$CONF" ;;
 *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;

@@ -46,14 +46,12 @@ LAUNCHER = (
 def slurm_env():
     if shutil.which("slurmctld") is None or os.geteuid() != 0:
         pytest.skip("needs root and slurm-wlm (apt-get install -y slurm-wlm munge)")
-    was_up = subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 0
+    # the cluster stays up afterwards: test workers running side by side may share it
     started = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=120)
     if started.returncode != 0:
         pytest.skip(f"the local SLURM cluster did not start: {started.stderr[-500:]}")
     conf = subprocess.run([str(SCRIPT), "env"], capture_output=True, text=True).stdout
-    yield {**train_env(), "SLURM_CONF": conf.strip().split("=", 1)[1]}
-    if not was_up:  # leave the machine as the tests found it
-        subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=120)
+    return {**train_env(), "SLURM_CONF": conf.strip().split("=", 1)[1]}
 
 
 def sweep(results, env, *overrides, delay=None):
