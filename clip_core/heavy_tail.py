@@ -419,7 +419,7 @@ def alpha_stable_interval(
     the columns depend on one another, and ``u_g`` averages many terms, so a Student-t interval
     on the mean of the ``u_g`` (``scipy.stats.ttest_1samp``) covers ``1/α``; it is mapped to α
     (``1/α <= 1/2`` is α = 2). A bootstrap over so few groups (14 for 200 rows) is too narrow:
-    its 90% percentile intervals covered α in 79-88% of calibration draws.
+    its 90% percentile intervals covered α = 1.8 in 76 of 100 calibration draws.
 
     Exact zeros (in ``|X|`` and in block sums) are left out of their group's means, as the
     estimator leaves them out; columns holding a non-finite value are dropped.

@@ -29,7 +29,7 @@ coordinates makes Gaussian noise of unequal scales look heavy-tailed). The α-st
 its 90% interval is a Student-t interval over the groups of batches its blocks span
 (``alpha_stable_interval``), which covers the index of α-stable noise with dependent coordinates
 in 85-95% of calibration draws of the probe's shape (tests/test_noise_probe.py), where a
-bootstrap over those few groups covered it in 79-88%. The Hill index (the median over coordinates of each coordinate's
+bootstrap over those few groups covered α = 1.8 in 76 of 100. The Hill index (the median over coordinates of each coordinate's
 Hill estimate, k = √batches; pooled coordinates would let one extreme batch fill the top order
 statistics with dependent values) and the Hill index of the noise norms ‖g_i − ḡ‖ are reported
 too, with 90% bootstrap intervals over the same groups (``--bootstrap`` resamples), and both

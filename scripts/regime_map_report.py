@@ -249,7 +249,9 @@ def plot_map(rows, probe: dict, out: Path, title: str, note: str) -> None:
         for i, name in enumerate(methods):
             pts = sorted((r for r in sub if r["method"] == name), key=lambda r: r["alpha"])
             x = np.array([r["alpha"] for r in pts]) + (i - len(methods) / 2) * 0.008
-            y, lo, hi = (np.array([r[k] for r in pts]) for k in ("median", "median_low", "median_high"))
+            y, lo, hi = (
+                np.array([r[k] for r in pts]) for k in ("median", "median_low", "median_high")
+            )
             ok = np.isfinite(y) & np.isfinite(lo)
             style = "--" if name in ("SGD", "Adam", "SSTM") else "-"
             ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], color=colors[name],
@@ -336,6 +338,9 @@ def lambda_table(placed: dict, name: str, note: str) -> list[str]:
              "| problem | α | SGD lr | λ grid |", "| --- | ---: | ---: | --- |"]  # fmt: skip
     for cell, p in placed.items():
         if cell.map == name:
-            lines.append(f"| {cell.problem} | {cell.alpha:g} | {p['lr']:g} | "
-                         + ", ".join(f"{v:.4g}" for v in p["lambdas"]) + " |")
+            lines.append(
+                f"| {cell.problem} | {cell.alpha:g} | {p['lr']:g} | "
+                + ", ".join(f"{v:.4g}" for v in p["lambdas"])
+                + " |"
+            )
     return [*lines, "", note, ""]

@@ -134,7 +134,8 @@ def calibration_draw(alpha: float, rng: np.random.Generator, batches=200, coords
 
 def test_the_stable_index_interval_is_calibrated(noise_probe):
     """400 calibration draws (100 per index, seed 0): the probe's 90% intervals must cover the
-    true index in 85-95% of them (a bootstrap over the 14 groups of 200 batches covered 79-88%)."""
+    true index in 85-95% of them (the percentile bootstrap over the 14 groups of 200 batches it
+    replaced covered 84.75% of these draws, and α = 1.8 in 76 of 100)."""
     rng = np.random.default_rng(0)
     covered = {}
     for alpha in (1.2, 1.5, 1.8, 2.0):
