@@ -121,11 +121,12 @@ def cell_of(cells: list[Cell]):
     index = {}
     for cell in cells:
         v = values(cell.overrides)
-        index[(v["noise_on"], v["model"], cell.alpha)] = cell
+        index[(v["noise_on"], v["model"], float(v["noise_scale"]), cell.alpha)] = cell
 
     def of(run: Run) -> Cell | None:
         task = run.config.get("task", {})
-        where = (task.get("noise_on", "labels"), task.get("model"), task.get("noise_alpha"))
+        where = (task.get("noise_on", "labels"), task.get("model"),
+                 float(task.get("noise_scale", "nan")), task.get("noise_alpha"))  # fmt: skip
         return index.get(where) if task.get("noise") == "stable" else None
 
     return of
@@ -322,21 +323,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The problems one after another (gradient map's least squares, its MLP, the label map),
+    each measured, tuned and reported; the tables and figures are rewritten after each, so an
+    interrupted map has committed-ready outputs for the problems it finished."""
     parser = build_parser()
     args = sweeps.parse_sweep_args(parser, argv)
     spec = load_spec(args.quick, args.maps)
     args.root = args.root or (SWEEP.with_name("regime_map_quick") if args.quick else SWEEP)
-    m = Map(spec, cells_of(spec), args)
-    placed = measure(m)
-    axes = {(c, n): method_axes(spec, n, placed.get(c, {}).get("lambdas", [1.0]))
-            for c in m.cells for n in spec["maps"][c.map]["methods"]}  # fmt: skip
-    best = tune(m, axes)
-    report(m, axes, best)
     command = "python scripts/regime_map.py" + " --quick" * args.quick
     command += f" --maps {' '.join(args.maps)}" if args.maps else ""
-    regime_map_report.write_all(m, axes, best, placed, args.out / OUT, command, args.no_probe)
+    done: list[Cell] = []
+    axes, best, placed = {}, {}, {}
+    for group in problems(cells_of(spec)):
+        m = Map(spec, group, args)
+        print(f"[regime map] {group[0].map} map, {group[0].problem}", flush=True)
+        placed |= measure(m)
+        these = {(c, n): method_axes(spec, n, placed.get(c, {}).get("lambdas", [1.0]))
+                 for c in group for n in spec["maps"][c.map]["methods"]}  # fmt: skip
+        chosen = tune(m, these)
+        report(m, these, chosen)
+        axes |= these
+        best |= chosen
+        done += group
+        everything = Map(spec, done, args)
+        regime_map_report.write_all(everything, axes, best, placed, args.out / OUT, command,
+                                    args.no_probe)  # fmt: skip
     print(f"[regime map] wrote {args.out / OUT}")
     return 0
+
+
+def problems(cells: list[Cell]) -> list[list[Cell]]:
+    """The cells grouped by (map, problem), in the spec's order."""
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.map, cell.problem), []).append(cell)
+    return list(groups.values())
 
 
 if __name__ == "__main__":

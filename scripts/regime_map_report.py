@@ -268,13 +268,68 @@ def plot_map(rows, probe: dict, out: Path, title: str, note: str) -> None:
     plotting.savefig(fig, out, made_by=note)
 
 
+def lr_curve(m, cell, name: str, axes) -> tuple[list[float], list[float]]:
+    """The best median over the knob at each lr of the final grid, on the tuning seeds."""
+    seeds = m.spec["tune_seeds"]
+    res = m.results(cell, name, axes, seeds)
+    lrs = list(axes[0].values)
+    best = [min((protocol.robust_score([v.get(s, math.nan) for s in seeds], True)
+                 for k, v in res.items() if k[0] == lr and set(seeds) <= set(v)),
+                default=math.inf) for lr in lrs]  # fmt: skip
+    return lrs, best
+
+
+def plot_lr_sensitivity(m, axes, name: str, out: Path, note: str) -> None:
+    """Median final MSE on the tuning seeds against the lr (best knob value at each lr), per
+    cell; the y-axis spans the band that matters (the best value to 30 times it) and a setting
+    above it or diverged is drawn on the top edge."""
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in m.cells if c.map == name]
+    problems = list(dict.fromkeys(c.problem for c in cells))
+    alphas = sorted({c.alpha for c in cells})
+    methods = m.spec["maps"][name]["methods"]
+    colors = plotting.method_colors(methods)
+    fig, grid = plt.subplots(len(problems), len(alphas), figsize=(3.6 * len(alphas),
+                             3.2 * len(problems)), squeeze=False)  # fmt: skip
+    for cell in cells:
+        ax = grid[problems.index(cell.problem)][alphas.index(cell.alpha)]
+        curves = {n: lr_curve(m, cell, n, axes[cell, n]) for n in methods}
+        finite = [v for _, ys in curves.values() for v in ys if math.isfinite(v)]
+        low = min(finite, default=1.0)
+        top = 30 * low
+        for n, (lrs, ys) in curves.items():
+            y = np.minimum(np.where(np.isfinite(ys), ys, top), top)
+            ax.plot(lrs, y, marker="o", ms=2.5, lw=1, color=colors[n], label=n)
+        ax.set(xscale="log", yscale="log", ylim=(low / 1.2, top * 1.05))
+        ax.set_title(f"{cell.problem}, {alpha_label(cell.alpha)}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        plotting.style_axes(ax)
+    grid[-1][0].set_xlabel("learning rate")
+    grid[0][0].set_ylabel("median final val MSE (tuning seeds)")
+    grid[0][-1].legend(fontsize=6, frameon=False)
+    fig.suptitle("Learning-rate sensitivity (best knob value at each lr; top edge: ≥ 30× the "
+                 "cell's best, or diverged)", fontsize=9)  # fmt: skip
+    plotting.savefig(fig, out, made_by=note)
+
+
 def tick(alpha: float, reading: dict | None) -> str:
     base = "2\n(Gaussian)" if alpha == 2.0 else f"{alpha:g}"
     return base if reading is None else f"{base}\nprobe {reading['alpha']:.2f}"
 
 
+#: the probe's readings made in this process (the tables are rewritten after every problem)
+_READINGS: dict[Any, dict[str, Any]] = {}
+
+
 def probe_cell(cell, quick: bool) -> dict[str, Any]:
     """The noise probe's α-stable index of the cell's gradient noise at initialisation."""
+    if (cell, quick) not in _READINGS:
+        _READINGS[cell, quick] = _probe(cell, quick)
+    return _READINGS[cell, quick]
+
+
+def _probe(cell, quick: bool) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "scripts"))
     import noise_probe
 
@@ -329,6 +384,7 @@ def write_all(m, axes, best, placed, out: Path, command: str, no_probe: bool) ->
         for kind, lines in write.items():
             (out / f"{name}_{kind}.md").write_text("\n".join(lines))
         plot_map(rows, readings, out / f"{name}_map.png", mp["title"], note)
+        plot_lr_sensitivity(m, axes, name, out / f"{name}_lr_sensitivity.png", note)
 
 
 def lambda_table(placed: dict, name: str, note: str) -> list[str]:
