@@ -253,9 +253,12 @@ class Map:
 
 
 def measure(m: Map) -> dict[Cell, dict[str, Any]]:
-    """SGD's measurement run per cell at ``measure_lr`` (seed 0), stepping down the lr grid while
-    it is unstable; returns per cell the stable run's λ grid and its lr."""
-    lrs = sorted(x for x in m.spec["lr_grids"]["default"] if x <= m.spec["measure_lr"])[::-1]
+    """SGD's measurement run per cell at ``measure_lr`` (seed 0), stepping down by half decades
+    (three decades at most) while it is unstable; returns per cell the stable run's λ grid and
+    its lr."""
+    top = m.spec["measure_lr"]
+    lrs = [top, *protocol.half_decade_grid(top / 1000, top)[::-1]]
+    lrs = list(dict.fromkeys(float(f"{x:.6g}") for x in lrs))
     placed: dict[Cell, dict[str, Any]] = {}
     for lr in lrs:
         todo = [c for c in m.cells if c not in placed]
