@@ -61,6 +61,8 @@ LAMBDA_KEY = "optimizer.clipping_level"
 LAMBDA_STEP = 10**0.5
 MEASURE = "measure_SGD"
 LR_KEY = "step_rule.lr"
+#: runs per batch of a ``-m`` call (its runs start after the batch's configs composed)
+BATCH = 25
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,9 @@ def calls(runs: list[list[str]], root: Path, workers: int) -> list[sweeps.Job]:
     names = sorted(set(names))
     size = max(1, math.ceil(len(names) / workers))
     chunks = [names[i : i + size] for i in range(0, len(names), size)]
-    return [([f"hydra.searchpath=[file://{root / 'jobs'}]", "+rm_job=" + ",".join(chunk)],
+    # batches of BATCH: Hydra composes a whole batch to check it before its first run starts
+    return [([f"hydra.searchpath=[file://{root / 'jobs'}]", f"hydra.sweeper.max_batch_size={BATCH}",
+              "+rm_job=" + ",".join(chunk)],
              f"{zlib.crc32(','.join(chunk).encode()):08x}") for chunk in chunks]  # fmt: skip
 
 
