@@ -326,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = sweeps.sweep_parser(__doc__, "run directory (default results/regime_map)")
     parser.add_argument("--maps", nargs="*", help="only these maps (gradient, labels)")
     parser.add_argument("--no-probe", action="store_true", help="skip the noise probe's readings")
+    parser.add_argument("--probe-only", action="store_true",
+                        help="only the probe's readings of the gradient map (gradient_probe.md)")  # fmt: skip
     return parser
 
 
@@ -339,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     args.root = args.root or (SWEEP.with_name("regime_map_quick") if args.quick else SWEEP)
     command = "python scripts/regime_map.py" + " --quick" * args.quick
     command += f" --maps {' '.join(args.maps)}" if args.maps else ""
+    if args.probe_only:
+        regime_map_report.write_probe(cells_of(spec), args.out / OUT, command + " --probe-only",
+                                      args.quick)  # fmt: skip
+        return 0
     done: list[Cell] = []
     axes, best, placed = {}, {}, {}
     for group in problems(cells_of(spec)):

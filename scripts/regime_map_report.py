@@ -356,6 +356,14 @@ def probe_table(readings: dict, note: str) -> list[str]:
     return [*lines, "", note, ""]
 
 
+def write_probe(cells, out: Path, command: str, quick: bool) -> dict:
+    """``gradient_probe.md``: the probe's reading of every gradient-map cell at initialisation."""
+    out.mkdir(parents=True, exist_ok=True)
+    readings = {(c.problem, c.alpha): probe_cell(c, quick) for c in cells if c.map == "gradient"}
+    (out / "gradient_probe.md").write_text("\n".join(probe_table(readings, stamp(command))))
+    return readings
+
+
 def write_all(m, axes, best, placed, out: Path, command: str, no_probe: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     spec = m.spec
@@ -369,9 +377,7 @@ def write_all(m, axes, best, placed, out: Path, command: str, no_probe: bool) ->
             continue
         readings = {}
         if name == "gradient" and not no_probe:
-            readings = {(c.problem, c.alpha): probe_cell(c, m.args.quick) for c in m.cells
-                        if c.map == name}  # fmt: skip
-            (out / "gradient_probe.md").write_text("\n".join(probe_table(readings, note)))
+            readings = write_probe(m.cells, out, command, m.args.quick)
         sweeps.write_csv(out / f"{name}_results.csv",
                          [{k: v for k, v in r.items() if k != "by_seed"} for r in rows])  # fmt: skip
         write = {"results": results_table(rows, f"Regime map: {mp['title']}", note),
