@@ -187,7 +187,7 @@ def normalised_scores(rows, methods: list[str]) -> dict[str, np.ndarray]:
     """(report seeds × cells) scores per method: 0 at SGD's median, 1 at the cell's best median
     (a failed seed scores −inf, below every threshold)."""
     cells = list(dict.fromkeys((r["problem"], r["alpha"]) for r in rows))
-    n = max(len(r["by_seed"]) for r in rows)
+    n = max([len(r["by_seed"]) for r in rows] + [1])
     out = {name: np.full((n, len(cells)), -np.inf) for name in methods}
     for j, key in enumerate(cells):
         cell = {r["method"]: r for r in rows if (r["problem"], r["alpha"]) == key}
@@ -205,6 +205,9 @@ def normalised_scores(rows, methods: list[str]) -> dict[str, np.ndarray]:
 def aggregate(rows, methods: list[str], out: Path, title: str, note: str) -> list[str]:
     """rliable's IQM across the map's cells and the performance-profile figure."""
     scores = normalised_scores(rows, methods)
+    if not any(np.isfinite(v).any() for v in scores.values()):
+        return ["# Aggregate across the map's cells (rliable)", "", "No cell has report runs of "
+                "SGD and of a better method yet.", "", note, ""]  # fmt: skip
     clipped = {k: np.clip(v, -10.0, 10.0) for k, v in scores.items()}  # IQM needs finite values
     iqm = protocol.aggregate_iqm(clipped)
     profiles = protocol.score_profiles(clipped, TAUS)
