@@ -268,6 +268,7 @@ def plot_map(rows, probe: dict, out: Path, title: str, note: str) -> None:
     axes[0][-1].legend(fontsize=7, ncol=2, frameon=False)
     fig.suptitle(f"Regime map: {title}\nmedian and its 90% bootstrap interval; best setting per "
                  "method and cell (fair protocol)", fontsize=10)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.02, 1, 0.9))  # the ticks' probe line stays above the footnote
     plotting.savefig(fig, out, made_by=note)
 
 
@@ -313,6 +314,7 @@ def plot_lr_sensitivity(m, axes, name: str, out: Path, note: str) -> None:
     grid[0][-1].legend(fontsize=6, frameon=False)
     fig.suptitle("Learning-rate sensitivity (best knob value at each lr; top edge: ≥ 30× the "
                  "cell's best, or diverged)", fontsize=9)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.02, 1, 0.94))
     plotting.savefig(fig, out, made_by=note)
 
 
