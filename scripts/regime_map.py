@@ -193,7 +193,8 @@ def calls(runs: list[list[str]], root: Path, workers: int) -> list[sweeps.Job]:
         (folder / f"{name}.yaml").write_text(text)
         names.append(name)
     names = sorted(set(names))
-    size = max(1, math.ceil(len(names) / workers))
+    # no more calls than batches: a process start costs seconds, a short stage needs one
+    size = max(1, math.ceil(len(names) / min(workers, math.ceil(len(names) / BATCH))))
     chunks = [names[i : i + size] for i in range(0, len(names), size)]
     # batches of BATCH: Hydra composes a whole batch to check it before its first run starts
     return [([f"hydra.searchpath=[file://{root / 'jobs'}]", f"hydra.sweeper.max_batch_size={BATCH}",
@@ -347,9 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     done: list[Cell] = []
     axes, best, placed = {}, {}, {}
-    for group in problems(cells_of(spec)):
+    # --quick: every cell at once (fewer stages, so fewer process starts)
+    for group in [cells_of(spec)] if args.quick else problems(cells_of(spec)):
         m = Map(spec, group, args)
-        print(f"[regime map] {group[0].map} map, {group[0].problem}", flush=True)
+        print(f"[regime map] {', '.join(dict.fromkeys(c.key.rsplit('/', 1)[0] for c in group))}",
+              flush=True)  # fmt: skip
         placed |= measure(m)
         these = {(c, n): method_axes(spec, n, placed.get(c, {}).get("lambdas", [1.0]))
                  for c in group for n in spec["maps"][c.map]["methods"]}  # fmt: skip
