@@ -76,7 +76,8 @@ def rows_of(m, axes, best) -> list[dict[str, Any]]:
 def edge_text(chosen) -> str:
     if not chosen:
         return ""
-    return " ".join(f"{k.split('.')[-1]}:{v}" for k, v in chosen["edges"].items() if v)
+    # the key without its group: "lr", "momentum", "betas.1" (β₂), "clipping_level"
+    return " ".join(f"{k.split('.', 1)[-1]}:{v}" for k, v in chosen["edges"].items() if v)
 
 
 def alpha_label(alpha: float) -> str:
