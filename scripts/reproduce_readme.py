@@ -9,15 +9,16 @@
 
 The overrides after ``--`` go to every ``train.py`` run of every part: with a submitit launcher
 (``hydra/launcher=slurm``, ``conf/hydra/launcher/slurm.yaml``) each ``train.py -m`` call of the
-sweeps becomes a cluster job (an array for the regime map's grouped calls) that one of ``--jobs``
+sweeps becomes a cluster job (an array for the regime map's batched calls) that one of ``--jobs``
 workers waits for; the runs of ``tail_over_training.py`` (single runs between probes) and the
 noise probes stay on this machine. A run's directory does not depend on the launcher, so runs made
 locally are skipped on the cluster and the other way round.
 
 The parts:
 
-* ``regime_map`` — ``scripts/regime_map.py``: the heavy-tail regime map (``regime_map.png``,
-  ``lr_sensitivity.png``, ``regime_map_table.md``).
+* ``regime_map`` — ``scripts/regime_map.py``: the heavy-tail regime maps, noise in the gradient
+  and noise in the labels (``regime_map/``: ``gradient_map.png``, ``labels_map.png``, their
+  performance profiles and tables; docs/evidence/regime-map.md).
 * ``tuned`` — ``scripts/tuned_comparison.py``: every method on one learning-rate grid on the four
   tasks (``<task>_comparison.png``, ``<task>_table.md``, ``<task>_clipping.png``,
   ``performance_profile.png``, ``tuned_choices.md``), the Reddit proxy's comparison of AGC's clip

@@ -19,6 +19,7 @@ from clip_core.heavy_tail import (
     GaussianFit,
     TailSummary,
     alpha_stable_index,
+    alpha_stable_interval,
     bootstrap_interval,
     default_hill_k,
     empirical_ccdf,
@@ -560,3 +561,35 @@ def test_bootstrap_interval_of_a_tail_index_on_rows():
 def test_bootstrap_interval_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bootstrap_interval(np.arange(10.0), np.mean, **kwargs)
+
+
+# ------------------------------------------------------------------ alpha_stable_interval
+
+
+def test_alpha_stable_interval_is_the_t_interval_of_the_group_contributions():
+    """An independent computation: with K1 = 10 rows per block, group g contributes
+    (mean_j log|Σ block| − mean log|X| over its rows) / log 10; the interval is the Student-t
+    interval of their mean, mapped to α, and its centre is the estimator's 1/α."""
+    rng = np.random.default_rng(3)
+    x = stats.levy_stable(1.4, 0.0).rvs(size=(200, 30), random_state=rng)
+    low, high = alpha_stable_interval(x, 10, level=0.8)
+    groups = x.reshape(20, 10, 30)
+    u = (np.log(np.abs(groups.sum(axis=1))).mean(axis=1)
+         - np.log(np.abs(groups)).reshape(20, -1).mean(axis=1)) / np.log(10)  # fmt: skip
+    half = stats.t.ppf(0.9, 19) * u.std(ddof=1) / np.sqrt(20)
+    assert (low, high) == pytest.approx((1 / (u.mean() + half), 1 / (u.mean() - half)))
+    estimate = alpha_stable_index(x, 10, mode="columns")
+    assert 1 / estimate == pytest.approx((1 / low + 1 / high) / 2)
+    assert low < estimate < high
+
+
+def test_alpha_stable_interval_reaches_two_for_gaussian_noise_and_checks_its_input():
+    rng = np.random.default_rng(4)
+    low, high = alpha_stable_interval(rng.standard_normal((400, 20)))
+    assert high == 2.0 and low > 1.7
+    with pytest.raises(ValueError, match=r"expected a \(K, d\) array with K >= 4"):
+        alpha_stable_interval(np.ones(10))
+    with pytest.raises(ValueError, match=r"Invalid level: 1\.5"):
+        alpha_stable_interval(rng.standard_normal((40, 3)), level=1.5)
+    with pytest.raises(ValueError, match="Invalid k1: 30"):
+        alpha_stable_interval(rng.standard_normal((40, 3)), 30)

@@ -32,7 +32,8 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
         cwd=ROOT, env=train_env(), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    figures = ["regime_map.png", "lr_sensitivity.png", "performance_profile.png",
+    figures = ["regime_map/gradient_map.png", "regime_map/labels_map.png",
+               "regime_map/gradient_profile.png", "performance_profile.png",
                "heavy_tail.png", "noise_heavy_tail.png", "tail_over_training.png"]  # fmt: skip
     figures += [f"{t}_{kind}.png" for t in TASKS for kind in ("comparison", "clipping")]
     missing = [f for f in figures if not (out / f).is_file() or (out / f).stat().st_size < 1000]
@@ -41,14 +42,15 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import regime_map
 
-    budget = regime_map.QUICK
-    cells = {(r["noise"], r["method"]) for r in _rows(out / "regime_map_table.csv")}
-    noises = [regime_map.noise_key(a) for a in budget.alphas] + ["gaussian"]
-    assert cells == {(n, m) for n in noises for m in budget.methods}
-    assert (
-        "made by `python scripts/regime_map.py --quick`"
-        in (out / "regime_map_table.md").read_text()
-    )
+    spec = regime_map.load_spec(quick=True)
+    for name, m in spec["maps"].items():
+        cells = {
+            (float(r["alpha"]), r["method"])
+            for r in _rows(out / "regime_map" / f"{name}_results.csv")
+        }
+        assert cells == {(a, x) for a in m["alphas"] for x in m["methods"]}, name
+        text = (out / "regime_map" / f"{name}_results.md").read_text()
+        assert "made by `python scripts/regime_map.py --quick`" in text
 
     choices = _rows(out / "tuned_choices.csv")
     assert {r["task"] for r in choices} == set(TASKS)
