@@ -17,16 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 RESULTS = ROOT / "results"
 
-# Committed figures whose page belongs to another part of the documentation that is merged into
-# this site separately (docs/evidence/regime-map.md). Once that page cites them, the test below
-# fails until they are removed from this list.
-CITED_ELSEWHERE = {
-    "results/readme/figures/regime_map.png",
-    "results/readme/figures/lr_sensitivity.png",
-    "results/readme/figures/regime_map_1000_steps/regime_map.png",
-    "results/readme/figures/regime_map_1000_steps/lr_sensitivity.png",
-}
-
 # Modules whose __all__ is the public API the reference must cover.
 PUBLIC_MODULES = ("clip_core", "clip_core.heavy_tail")
 
@@ -96,17 +86,9 @@ def test_every_cited_figure_and_table_exists():
 
 def test_every_committed_figure_is_cited():
     cited = cited_files()
-    uncited = sorted(committed_figures() - cited - CITED_ELSEWHERE)
+    uncited = sorted(committed_figures() - cited)
     assert not uncited, "committed figures no page cites (cite or delete them):\n" + "\n".join(
         uncited
-    )
-
-
-def test_the_allowlist_of_figures_cited_elsewhere_is_current():
-    figures, cited = committed_figures(), cited_files()
-    stale = sorted(p for p in CITED_ELSEWHERE if p not in figures or p in cited)
-    assert not stale, "remove from CITED_ELSEWHERE (gone, or cited by a page now):\n" + "\n".join(
-        stale
     )
 
 
