@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="lm", help="the comparison's name (its run folder)")
     parser.add_argument("--root", type=Path, default=None, help="where runs go")
     parser.add_argument("--out", type=Path, default=OUT, help="where tables and figures go")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at once")
+    parser.add_argument("--jobs", type=int, default=4, help="runs at once (niced, they yield)")
     parser.add_argument("--figures-only", action="store_true", help="no runs, only drawing")
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
