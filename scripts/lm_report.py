@@ -1,0 +1,149 @@
+"""The tables of the language-model comparison, and its two figures (``scripts/lm_plots.py``).
+
+``lm_table.md``: per method, its chosen learning rate (an edge of its grid flagged) and λ, the
+final validation bits per byte over the report seeds (mean and 90% t-interval), its paired
+difference from AdamW + norm 1.0 (the LM recipe) seed by seed, loss spikes
+(:func:`tasks.lm.loss_spikes` on every logged step) and training throughput.
+``lm_lr_range.md``: per method, the learning rates of its grid at which both tuning seeds train
+(finite final loss below the byte-unigram loss of the validation split).
+``lm_tuning.md``: every tuning run's final validation loss and bits per byte.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import lm_plots
+import numpy as np
+import sweeps
+from provenance import stamp
+
+from suite.run_reader import Run
+from tasks.lm import SPIKE_FACTOR, SPIKE_WINDOW, loss_spikes
+from tasks.text_corpus import load_corpus
+
+BASELINE = "AdamW + norm 1.0"
+COMMAND = "python scripts/lm_comparison.py"
+
+
+def unigram_nats() -> float:
+    """Cross-entropy (nats per byte) of the validation split under its own byte frequencies:
+    what the best byte-unigram model scores on it."""
+    val = np.frombuffer(load_corpus().val, dtype=np.uint8)
+    p = np.bincount(val, minlength=256) / val.size
+    return float(-(p[p > 0] * np.log(p[p > 0])).sum())
+
+
+def train_losses(run: Run) -> list[float]:
+    """Every logged training loss, non-finite ones kept (they count as spikes)."""
+    return [float(r["train_loss"]) for r in run.rows if r.get("split") == "train"]
+
+
+def ci(values: list[float]) -> str:
+    mean, low, high = sweeps.interval90(values)
+    return "diverged" if math.isnan(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def paired(runs: list[Run], base: list[Run]) -> str:
+    """Mean difference in final bits per byte from the baseline on the same seeds, 90% CI."""
+    mine = {r.seed: r.final("bits_per_byte") for r in runs}
+    theirs = {r.seed: r.final("bits_per_byte") for r in base}
+    seeds = sorted(set(mine) & set(theirs))
+    return ci([mine[s] - theirs[s] for s in seeds]) if seeds else ""
+
+
+def edge(c: dict[str, Any], name: str, lr: float) -> str:
+    grid = c["lr_grids"][c["methods"][name]["grid"]]
+    return f"{lr:g} (edge)" if lr in (min(grid), max(grid)) else f"{lr:g}"
+
+
+def method_row(c, name: str, runs: list[Run], base: list[Run], best, placed) -> str:
+    lr = best[name]["setting"][0]
+    spikes = [loss_spikes(train_losses(r)) for r in runs]
+    speed = [r.final("tokens_per_second") for r in runs]
+    clipped = [np.nanmean([row.get("clip_fraction", np.nan) for row in r.rows
+                           if row.get("split") == "train"]) for r in runs]  # fmt: skip
+    level = placed.get(name, 1.0 if c["methods"][name].get("fixed") else None)
+    return (
+        f"| {name} | {edge(c, name, lr)} | {'' if level is None else f'{level:g}'} "
+        f"| {ci([r.final('bits_per_byte') for r in runs])} "
+        f"| {'—' if name == BASELINE else paired(runs, base)} "
+        f"| {sum(spikes)} | {max(spikes) if spikes else 0} "
+        f"| {np.nanmean(clipped):.2f} | {np.nanmean(speed):,.0f} | {len(runs)} |"
+    )
+
+
+def write_table(c, reports: dict[str, list[Run]], best, placed, out: Path) -> None:
+    base = reports.get(BASELINE, [])
+    lines = [
+        "| method | lr | λ | val bits per byte [90% CI] | paired Δ vs "
+        f"{BASELINE} [90% CI] | loss spikes (all seeds) | most in one run "
+        "| clipped fraction | tokens/s | seeds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [method_row(c, n, runs, base, best, placed) for n, runs in reports.items()]
+    lines += ["", f"- loss spike: a logged training loss above {SPIKE_FACTOR}× the median of "
+              f"the {SPIKE_WINDOW} logged losses before it (every step is logged), or a "
+              "non-finite one", f"- {stamp(COMMAND)}", ""]  # fmt: skip
+    (out / "lm_table.md").write_text("\n".join(lines))
+
+
+def tuning_rows(tune: list[Run], ceiling: float) -> list[dict[str, Any]]:
+    rows = []
+    for r in tune:
+        loss = r.final("loss")
+        rows.append({"method": lm_label(r), "lr": r.lr, "seed": r.seed, "val_loss": loss,
+                     "bits_per_byte": r.final("bits_per_byte"),
+                     "trains": bool(np.isfinite(loss) and loss < ceiling)})  # fmt: skip
+    return sorted(rows, key=lambda t: (t["method"], t["lr"], t["seed"]))
+
+
+def lm_label(run: Run) -> str:
+    return str(run.config.get("label"))
+
+
+def write_lr_range(c, rows: list[dict[str, Any]], out: Path) -> None:
+    by = defaultdict(list)
+    for t in rows:
+        by[(t["method"], t["lr"])].append(t["trains"])
+    lines = ["| method | grid | learning rates where every tuning seed trains | widest ratio |",
+             "| --- | --- | --- | ---: |"]  # fmt: skip
+    for name, m in c["methods"].items():
+        grid = c["lr_grids"][m["grid"]]
+        ok = [lr for lr in grid if by.get((name, lr)) and all(by[(name, lr)])]
+        ratio = f"{max(ok) / min(ok):g}" if ok else "none"
+        lines.append(f"| {name} | {' '.join(f'{x:g}' for x in grid)} "
+                     f"| {' '.join(f'{x:g}' for x in ok) or 'none'} | {ratio} |")  # fmt: skip
+    lines += ["", "- trains: a finite final validation loss below the byte-unigram loss of the "
+              "validation split", f"- {stamp(COMMAND)}", ""]  # fmt: skip
+    (out / "lm_lr_range.md").write_text("\n".join(lines))
+
+
+def write_tuning(rows: list[dict[str, Any]], out: Path) -> None:
+    sweeps.write_csv(out / "lm_tuning.csv", rows)
+    lines = ["| method | lr | seed | val loss | val bits per byte | trains |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    lines += [f"| {t['method']} | {t['lr']:g} | {t['seed']} | {t['val_loss']:.4f} "
+              f"| {t['bits_per_byte']:.4f} | {'yes' if t['trains'] else 'no'} |" for t in rows]  # fmt: skip
+    lines += ["", f"- {stamp(COMMAND)}", ""]
+    (out / "lm_tuning.md").write_text("\n".join(lines))
+
+
+def write_all(c: dict[str, Any], result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    ceiling = unigram_nats()
+    rows = tuning_rows(result["tune"], ceiling)
+    write_tuning(rows, out)
+    write_lr_range(c, rows, out)
+    lm_plots.lr_stability_figure(rows, out / "lm_lr_stability.png", ceiling)
+    reports: dict[str, list[Run]] = {n: [] for n in c["methods"]}
+    for r in result["report"]:
+        if r.completed and lm_label(r) in reports:
+            reports[lm_label(r)].append(r)
+    reports = {n: runs for n, runs in reports.items() if runs and n in result["best"]}
+    if reports:
+        write_table(c, reports, result["best"], result["placed"], out)
+        lm_plots.comparison_figure(reports, out / "lm_comparison.png", "val_bits_per_byte")
