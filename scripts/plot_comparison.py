@@ -65,6 +65,7 @@ import plotting
 from plotting import BAND_TEXT
 from provenance import stamp
 
+from suite import protocol
 from suite.run_reader import Run, as_float, discover_runs
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -236,6 +237,7 @@ class MethodRow:
     walls: list[float] = field(
         default_factory=list
     )  # per seed, wall seconds at the same evaluation
+    finals: list[float] = field(default_factory=list)  # per seed, the final validation value
 
     @property
     def n_seeds(self) -> int:
@@ -329,6 +331,7 @@ def analyse_task(
                 ),
                 steps=[step for step, _ in reach],
                 walls=[wall for _, wall in reach],
+                finals=[final_value(r, metric) for r in group],
             )
         )
     return TaskResult(task, metric, lower, target, note, rows, groups, skipped)
@@ -342,6 +345,16 @@ def fmt_pm(stat: tuple[float, float, int], digits: int = 4) -> str:
     if n == 0 or not math.isfinite(mean):
         return "—"
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def fmt_interval(values: Sequence[float], digits: int = 4) -> str:
+    """``mean [low, high] (median m)`` over seeds, the failures counted (the protocol's cell)."""
+    if not values:
+        return "—"
+    s = protocol.summarize(values)
+    if not math.isfinite(s.mean):
+        return f"— ({s.failed}/{s.n} failed)"
+    return s.cell(digits) + f" (median {s.median:.{digits}f})"
 
 
 def fmt_reach(result: TaskResult, row: MethodRow, wall: bool = False) -> str:
@@ -371,6 +384,8 @@ def write_tables(result: TaskResult, md_path: Path, csv_path: Path, made_by: str
         "",
         plotting.provenance(summaries),
         "",
+        "final val: mean [bootstrap 90% interval of the mean] and median over seeds "
+        "(suite.protocol.summarize; docs/evidence/protocol.md); the other columns: "
         f"mean ± sample std (ddof=1) over seeds; target: {result.target_note}; steps and wall "
         f"seconds to target: mean over the seeds whose evaluations reach it; {WALL_NOTE}. "
         "lr: `step_rule.lr`, λ: `optimizer.clipping_level` of the runs' config; ‖g‖ removed: "
@@ -384,7 +399,7 @@ def write_tables(result: TaskResult, md_path: Path, csv_path: Path, made_by: str
     for row in result.rows:
         lines.append(
             f"| {row.method} | {row.description} | {row.lr} | {row.level} | {row.n_seeds} "
-            f"| {fmt_pm(row.final_val)} | {fmt_pm(row.best_val)} | {fmt_pm(row.train_loss)} "
+            f"| {fmt_interval(row.finals)} | {fmt_pm(row.best_val)} | {fmt_pm(row.train_loss)} "
             f"| {fmt_pm(row.removed, 2)} | {fmt_reach(result, row)} | {fmt_reach(result, row, wall=True)} |"
         )
     if result.skipped:
@@ -653,7 +668,7 @@ def plot_task(
     colors: dict[str, Any],
     *,
     made_by: str,
-    band: str = "minmax",
+    band: str = "bootstrap",
     aux: str = "auto",
     smooth_window: int = 1,
     dpi: int = plotting.DPI,
@@ -772,7 +787,7 @@ def clips(run: Run) -> bool:
 
 
 def clipping_bands(
-    result: TaskResult, band: str = "minmax"
+    result: TaskResult, band: str = "bootstrap"
 ) -> dict[str, tuple[plotting.Band | None, plotting.Band | None]]:
     """Per method ``(clip fraction, clip threshold)`` over seeds; ``None`` where not logged.
 
@@ -796,7 +811,7 @@ def plot_clipping(
     colors: dict[str, Any],
     *,
     made_by: str,
-    band: str = "minmax",
+    band: str = "bootstrap",
     dpi: int = plotting.DPI,
 ) -> Path:
     """Clipped fraction (left) and clipping threshold (right) over training, mean over seeds."""
@@ -936,9 +951,10 @@ def add_figure_options(parser: argparse.ArgumentParser) -> None:
     """How the task figures draw their curves."""
     parser.add_argument(
         "--band",
-        choices=("minmax", "std"),
-        default="minmax",
-        help="shaded band over seeds: min–max (default) or mean ± std",
+        choices=tuple(BAND_TEXT),
+        default="bootstrap",
+        help="shaded band over seeds: a bootstrap 90%% interval of the mean (default), min–max "
+        "or mean ± std",
     )
     parser.add_argument(
         "--aux",

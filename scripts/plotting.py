@@ -127,8 +127,10 @@ def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str = "minm
     """Mean over seeds of curves logged at possibly different steps.
 
     The grid is the union of the logged steps; each curve is linearly interpolated inside its own
-    range and left out beyond it. ``band="minmax"``: min-max over seeds; ``"std"``: mean ± sample
-    std (ddof=1) where at least two seeds contribute.
+    range and left out beyond it. ``band="bootstrap"``: a bootstrap 90% interval of the mean over
+    seeds (``scipy.stats.bootstrap``, percentile, at every step where every seed contributes; the
+    protocol's interval, docs/evidence/protocol.md); ``"minmax"``: min-max over seeds; ``"std"``:
+    mean ± sample std (ddof=1) where at least two seeds contribute.
     """
     curves = [(s, v) for s, v in curves if s.size]
     if not curves:
@@ -144,17 +146,86 @@ def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str = "minm
         smallest = np.nanmin(stack, axis=0)
         if band == "minmax":
             lo, hi = smallest, np.nanmax(stack, axis=0)
+        elif band == "bootstrap":
+            lo, hi = bootstrap_band(stack, mean)
         elif band == "std":
             dev = np.zeros(grid.size)
             several = count > 1
             dev[several] = np.nanstd(stack[:, several], axis=0, ddof=1)
             lo, hi = mean - dev, mean + dev
         else:
-            raise ValueError(f"band must be 'minmax' or 'std', got {band!r}")
+            raise ValueError(f"band must be one of {', '.join(BAND_TEXT)}, got {band!r}")
     return Band(grid, mean, lo, hi, count, smallest)
 
 
-BAND_TEXT = {"minmax": "shaded: min–max over seeds", "std": "shaded: mean ± 1 std over seeds"}
+BAND_TEXT = {"bootstrap": "shaded: bootstrap 90% interval of the mean over seeds",
+             "minmax": "shaded: min–max over seeds", "std": "shaded: mean ± 1 std over seeds"}  # fmt: skip
+#: resamples of a curve's band (one interval per logged step; the tables use 9,999)
+CURVE_RESAMPLES = 999
+
+
+def bootstrap_band(stack: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``stack`` (seeds × steps) a bootstrap 90% percentile interval of the mean,
+    vectorised over the columns every seed covers; the mean itself elsewhere (no band)."""
+    import warnings
+
+    from scipy import stats
+
+    lo, hi = mean.copy(), mean.copy()
+    full = np.all(np.isfinite(stack), axis=0)
+    if stack.shape[0] < 2 or not full.any():
+        return lo, hi
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant column: a zero-width interval
+        res = stats.bootstrap((stack[:, full],), np.mean, axis=0, confidence_level=0.9,
+                              n_resamples=CURVE_RESAMPLES, method="percentile",
+                              rng=np.random.default_rng(0))  # fmt: skip
+    lo[full] = np.where(
+        np.isfinite(res.confidence_interval.low), res.confidence_interval.low, mean[full]
+    )
+    hi[full] = np.where(
+        np.isfinite(res.confidence_interval.high), res.confidence_interval.high, mean[full]
+    )
+    return lo, hi
+
+
+def sensitivity_limits(
+    values: Iterable[float], lower_is_better: bool, span: float = 100.0
+) -> tuple[float, float]:
+    """Y-limits of a metric-against-lr plot (log axis) showing the band that matters: from a bit
+    beyond the best finite value to ``span`` times it (the other way for higher-is-better), so one
+    diverged setting (1e32) does not squash the rest; :func:`mark_off_scale` marks what is beyond."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v) and v > 0], dtype=float)
+    if x.size == 0:
+        raise ValueError("sensitivity_limits: no finite positive value to place the axis on")
+    best = x.min() if lower_is_better else x.max()
+    if lower_is_better:
+        return best / 1.5, min(x.max() * 1.5, best * span)
+    return max(x.min() / 1.5, best / span), best * 1.5
+
+
+def mark_off_scale(ax: Any, xs: Sequence[float], ys: Sequence[float], color: Any) -> int:
+    """Mark every point of a curve that diverged (non-finite) or lies above the axis' top with an
+    ``x`` at the top edge (below the bottom for those under it); returns how many were marked.
+    Call after the limits are set."""
+    low, high = ax.get_ylim()
+    marked = 0
+    for x, y in zip(xs, ys):
+        if y is None or not math.isfinite(y) or y > high:
+            ax.plot([x], [high], marker="x", ms=7, mew=2, color=color, clip_on=False, zorder=4)
+            marked += 1
+        elif y < low:
+            ax.plot([x], [low], marker="v", ms=6, color=color, clip_on=False, zorder=4)
+            marked += 1
+    return marked
+
+
+def off_scale_handle() -> Any:
+    """The legend entry of :func:`mark_off_scale`'s marks."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color="0.3", marker="x", ls="none", mew=2,
+                  label="× at the top: diverged or beyond the axis")  # fmt: skip
 
 
 def lower_is_better(metric: str) -> bool:

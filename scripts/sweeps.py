@@ -4,7 +4,8 @@
    smallest learning rate unless the task names another) so clipping levels are placed on its
    quantiles, not copied constants.
 2. **Tune** every method, baselines included, on one shared learning-rate grid (``step_rule.lr``)
-   on the tuning seeds; a run that diverged or failed scores worst.
+   on the tuning seeds; a setting scores the median over them, a run that diverged or failed
+   scores worst (``suite.protocol``, the protocol written once).
 3. **Report** each method's best setting on fresh seeds, so the reported numbers are not the ones
    the choice was made on; mean and a 90% Student-t interval over those seeds.
 
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from suite import protocol
 from suite.run_reader import Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,20 +158,20 @@ def call(script: list[str]) -> int:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """``rows`` (dicts with the same keys, in order) as a CSV file with a header."""
+    """``rows`` (dicts) as a CSV file with a header: every key of any row, in first-seen order
+    (rows of an older table lack the newer columns, left empty)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=keys, restval="")
         writer.writeheader()
         writer.writerows(rows)
 
 
 def score(values: list[float], lower_is_better: bool) -> float:
-    """Mean over seeds, oriented so that smaller is better; any diverged seed scores +inf."""
-    v = np.asarray(values, dtype=float)
-    if v.size == 0 or not np.all(np.isfinite(v)):
-        return math.inf
-    return float(v.mean() if lower_is_better else -v.mean())
+    """The protocol's score of a setting (``suite.protocol.robust_score``): the median over
+    seeds, oriented so that smaller is better; a diverged or failed seed counts worst (+inf)."""
+    return protocol.robust_score(values, lower_is_better)
 
 
 def best_settings(
@@ -181,25 +183,31 @@ def best_settings(
     setting_of: Callable[[Run], Hashable] = lambda r: (r.lr, r.clipping_level),
     tie_break: str | None = "loss",
 ) -> dict[str, dict[str, Any]]:
-    """Per method: the setting with the best mean final ``metric`` over all of ``seeds``.
+    """Per method: the setting with the best median final ``metric`` over all of ``seeds``
+    (``suite.protocol.select``: a failed seed counts worst, a setting missing a seed is no
+    candidate), as ``{"setting", "score", "tie", "tied", "rule"}``.
 
-    Settings whose means are equal (MCC 0 on a majority-class plateau, say) are told apart by the
-    lower mean final ``tie_break`` metric (the validation loss); a seed without it counts as +inf.
+    Settings whose medians are equal (MCC 0 on a majority-class plateau, say) are told apart by
+    the lower median final ``tie_break`` metric (the validation loss), then by the order in which
+    ``runs`` first show them.
     """
-    seeds = set(seeds)
-    groups: dict[tuple[str, Hashable], dict[int, tuple[float, float]]] = defaultdict(dict)
+    seeds = sorted(set(seeds))
+    values: dict[str, dict[Hashable, dict[int, float]]] = defaultdict(dict)
+    second: dict[str, dict[Hashable, dict[int, float]]] = defaultdict(dict)
     for run in runs:
         if run.seed in seeds:
-            second = run.final(tie_break) if tie_break else 0.0
-            groups[(method_of(run), setting_of(run))][run.seed] = (run.final(metric), second)
+            method, setting = method_of(run), setting_of(run)
+            values[method].setdefault(setting, {})[run.seed] = run.final(metric)
+            second[method].setdefault(setting, {})[run.seed] = (
+                run.final(tie_break) if tie_break else 0.0
+            )
     best: dict[str, dict[str, Any]] = {}
-    for (method, setting), by_seed in groups.items():
-        if set(by_seed) != seeds:
-            continue  # not every tuning seed has finished
-        s = score([v for v, _ in by_seed.values()], lower_is_better)
-        tie = score([t for _, t in by_seed.values()], lower_is_better=True)
-        if method not in best or (s, tie) < (best[method]["score"], best[method]["tie"]):
-            best[method] = {"setting": setting, "score": s, "tie": tie}
+    for method, results in values.items():
+        chosen = protocol.select(results, seeds, lower_is_better, second[method])
+        if chosen is not None:
+            tie = protocol.robust_score(list(second[method][chosen.setting].values()), True)
+            best[method] = {"setting": chosen.setting, "score": chosen.score, "tie": tie,
+                            "tied": chosen.tied, "rule": chosen.rule}  # fmt: skip
     return best
 
 

@@ -179,7 +179,12 @@ def test_table_mean_std_over_seeds_matches_numpy(tmp_path: Path, capsys) -> None
     assert math.isnan(float(table["adam"]["norm_removed_mean"]))
     md = (out / "cola_table.md").read_text()
     final_norm = np.array(vals["norm"])[:, -1]
-    assert f"{final_norm.mean():.4f} ± {final_norm.std(ddof=1):.4f}" in md
+    from scipy import stats
+
+    ci = stats.bootstrap((final_norm,), np.mean, confidence_level=0.9, n_resamples=9999,
+                         method="BCa", rng=np.random.default_rng(0)).confidence_interval  # fmt: skip
+    assert (f"{final_norm.mean():.4f} [{ci.low:.4f}, {ci.high:.4f}] "
+            f"(median {np.median(final_norm):.4f})") in md  # fmt: skip
     assert f"| norm | {DESCRIPTIONS['norm']} | 0.002 | 1 | 3 |" in md
     assert f"| adam | {DESCRIPTIONS['adam']} | 0.001 | — | 2 |" in md
     per_run = removed.mean(axis=1)
@@ -752,3 +757,40 @@ def test_the_table_names_a_method_by_its_summary_not_by_its_hashed_directory(tmp
     (row,) = read_csv(out / "t_table.csv").values()
     assert (row["method"], row["n_seeds"]) == ("SGD", "2")
     assert float(row["final_val_mean"]) == pytest.approx(0.7)
+
+
+def test_the_bootstrap_band_is_scipys_interval_of_the_mean_at_every_step():
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    steps = np.arange(0, 50, 10)
+    curves = [(steps, rng.normal(1.0, 0.2, steps.size)) for _ in range(5)]
+    band = plotting.aggregate(curves, band="bootstrap")
+    stack = np.stack([v for _, v in curves])
+    ref = stats.bootstrap((stack,), np.mean, axis=0, confidence_level=0.9, n_resamples=999,
+                          method="percentile", rng=np.random.default_rng(0)).confidence_interval  # fmt: skip
+    np.testing.assert_allclose(band.mean, stack.mean(axis=0))
+    np.testing.assert_allclose(band.lo, ref.low)
+    np.testing.assert_allclose(band.hi, ref.high)
+    # narrower than the min-max band it replaces
+    minmax = plotting.aggregate(curves, band="minmax")
+    assert np.all(band.lo >= minmax.lo) and np.all(band.hi <= minmax.hi)
+
+
+def test_an_lr_sensitivity_axis_shows_the_band_that_matters_and_marks_diverged_runs():
+    import matplotlib.pyplot as plt
+
+    mse = [9.1, 0.9, 0.35, 0.4, 4.5e5, math.inf, 1e32]
+    low, high = plotting.sensitivity_limits(mse, lower_is_better=True)
+    assert low < 0.35 and high == pytest.approx(35.0)  # 100 × the best, not 1e32
+    fig, ax = plt.subplots()
+    lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+    ax.set_yscale("log")
+    ax.set_ylim(low, high)
+    assert plotting.mark_off_scale(ax, lrs, mse, "C0") == 3  # 4.5e5, inf and 1e32
+    assert ax.get_ylim() == pytest.approx((low, high))  # the marks do not move the axis
+    plt.close(fig)
+    acc = [0.1, 0.8, 0.85]
+    assert plotting.sensitivity_limits(acc, lower_is_better=False)[1] == pytest.approx(0.85 * 1.5)
+    with pytest.raises(ValueError, match="no finite positive value"):
+        plotting.sensitivity_limits([math.nan], lower_is_better=True)

@@ -107,10 +107,10 @@ def test_tuned_tables_keep_the_other_tasks_rows(tmp_path):
     import tuned_comparison as tc
 
     def result(task, lr):
-        spec = {"metric": "mcc", "lr_grid": [1e-4, 1e-3], "measure_lr": 1e-4, "lambda_quantile": 0.5,
+        spec = {"metric": "mcc", "lr_grid": [1e-4, 1e-3], "measure_lr": 1e-4, "lambda_quantiles": [0.5],
                 "tune_seeds": [0], "report_seeds": [1, 2]}  # fmt: skip
         grid = [{"method": "SGD", "lr": lr, "seed": 0, "value": 0.25, "val_loss": 0.5}]
-        return {"task": task, "placed": {}, "best": {"SGD": {"setting": (lr, None)}},
+        return {"task": task, "placed": {}, "best": {"SGD": {"setting": (lr,)}},
                 "spec": spec, "grid": grid}  # fmt: skip
 
     for task, lr in (("cola", 1e-4), ("voc", 1e-3), ("cola", 1e-3)):
@@ -122,7 +122,11 @@ def test_tuned_tables_keep_the_other_tasks_rows(tmp_path):
         assert [(r["task"], float(r["lr"])) for r in rows] == [("voc", 1e-3), ("cola", 1e-3)]
         assert "`run voc`" in rows[0]["made_by"] and "`run cola`" in rows[1]["made_by"]
     grid = (tmp_path / "tuning_grid.md").read_text()
-    assert grid.index("## voc") < grid.index("## cola") and "| SGD | 0.001 | 0 | 0.2500 |" in grid
+    assert (
+        grid.index("## voc") < grid.index("## cola") and "| SGD | 0.001 |  | 0 | 0.2500 |" in grid
+    )
+    choices = (tmp_path / "tuned_choices.md").read_text()
+    assert "| cola | SGD | 2 | 0.001 | high |" in choices  # 2 settings, lr on the grid's upper edge
     assert "cola: made by `run cola`" in (tmp_path / "tuned_choices.md").read_text()
 
 
@@ -133,26 +137,68 @@ def test_per_tensor_and_per_coordinate_rules_get_an_even_share_of_the_measured_l
                "AdamW+norm": ["optimizer=norm", "step_rule=adamw"], "auto": ["optimizer=auto"],
                "layer_wise": ["optimizer=layer_wise"], "coord_wise": ["optimizer=coord_wise"],
                "AGC": ["optimizer=peer_agc"]}  # fmt: skip
-    c = {"task": "imagenet", "methods": methods, "lambda_quantile": 0.5, "measure_lr": 0.001}
+    c = {
+        "task": "imagenet",
+        "methods": methods,
+        "lambda_quantiles": [0.1, 0.5],
+        "measure_lr": 0.001,
+    }
     summary = {"num_parameter_tensors": 62, "num_parameters": 11_181_642}
     measured = Run(dir=ROOT, task="imagenet", method="SGD", seed=0, summary=summary)
-    levels, placed = tc.thresholds(c, measured, 0.7735)
-    # the global rules at the quantile; layer_wise at 0.7735/sqrt(62), coord_wise /sqrt(N)
-    assert levels == pytest.approx(
-        {"norm": 0.7735, "AdamW+norm": 0.7735, "layer_wise": 0.7735 / math.sqrt(62),
-         "coord_wise": 0.7735 / math.sqrt(11_181_642)}, rel=1e-3)  # fmt: skip
-    assert placed["layer_wise"] == "q0.5=0.7735/√62 (SGD lr 0.001)"
-    assert placed["norm"] == "q0.5=0.7735 (SGD lr 0.001)" and "SGD" not in placed
+    levels, placed = tc.thresholds(c, measured, [0.5, 0.7735])
+    # the global rules at each quantile; layer_wise at q/sqrt(62), coord_wise /sqrt(N)
+    for name, share in (("norm", 1), ("AdamW+norm", 1), ("layer_wise", 62**-0.5),
+                        ("coord_wise", 11_181_642**-0.5)):  # fmt: skip
+        assert levels[name] == pytest.approx([0.5 * share, 0.7735 * share], rel=1e-3)
+    assert placed["layer_wise"] == "q0.1=0.5 q0.5=0.7735 ÷√62 (SGD lr 0.001)"
+    assert placed["norm"] == "q0.1=0.5 q0.5=0.7735 (SGD lr 0.001)" and "SGD" not in placed
     # an older measurement run cannot place a per-tensor λ: say so, never guess T
     older = Run(dir=ROOT, task="imagenet", method="SGD", seed=0, summary={})
     with pytest.raises(SystemExit, match="no num_parameter_tensors, which places layer_wise"):
-        tc.thresholds(c, older, 0.7735)
+        tc.thresholds(c, older, [0.5, 0.7735])
     # a method whose preset does not exist is named, with the presets there are
     c["methods"] = {"typo": ["optimizer=layerwise"]}
     with pytest.raises(
         SystemExit, match=r"'layerwise' .*expected one of .*layer_wise, linear_stoch_auto"
     ):
-        tc.thresholds(c, measured, 0.7735)
+        tc.thresholds(c, measured, [0.5, 0.7735])
+
+
+def test_every_method_gets_the_lr_grid_times_its_own_knob_and_runs_say_their_setting(tmp_path):
+    import tuned_comparison as tc
+
+    c = tc.spec("reddit")
+    levels = {"norm": [0.3, 0.4, 0.5], "layer_wise": [0.1, 0.2, 0.3], "coord_wise": [1, 2, 3]}
+    counts = {n: tc.protocol.settings_count(tc.method_axes(c, n, levels)) for n in c["methods"]}
+    assert set(counts.values()) == {len(c["lr_grid"]) * 3}  # equal for every method
+    adam = tc.method_axes(c, "Adam", levels)
+    assert adam[1].key == "step_rule.betas.1" and adam[1].values == (0.99, 0.999, 0.9999)
+    over = tc.run_overrides(c, "Adam", (0.003, 0.9999), 6, ["x=1"], adam)
+    assert over[-2:] == ["step_rule.betas=[0.9,0.9999]", "x=1"] and "label='Adam'" in over
+    norm = tc.method_axes(c, "norm", levels)
+    assert norm[1].key == "optimizer.clipping_level" and norm[1].values == (0.3, 0.4, 0.5)
+    # a run's config gives back the setting its overrides made
+    make_run(tmp_path, "Adam", 6, 0.003, None, 0.8)
+    (run,) = read_runs(tmp_path)
+    run.config["step_rule"]["betas"] = [0.9, 0.9999]
+    assert tc.setting_of(run, adam) == (0.003, 0.9999)
+    with pytest.raises(SystemExit, match="Invalid knob of SGD: lambda"):
+        tc.method_axes({**c, "knobs": {"SGD": "lambda"}}, "SGD", levels)
+    # an older block: a single quantile, methods as lists
+    old = tc.normalized({"lambda_quantile": 0.5, "methods": {"SGD": ["optimizer=torch_sgd"]}})
+    assert old["lambda_quantiles"] == [0.5] and old["knobs"] == {} and old["max_extensions"] == 2
+
+
+def test_the_measurement_run_must_be_stable(tmp_path):
+    import tuned_comparison as tc
+
+    make_run(tmp_path, "ok", 0, 0.003, None, 0.8, norms=[1.0, 2.0])
+    make_run(tmp_path, "nan", 0, 0.003, None, 0.8, norms=[1.0, math.nan])
+    runs = {r.dir.parent.name: r for r in read_runs(tmp_path)}
+    assert tc.unstable(runs["ok"]) is None
+    assert "not all finite" in tc.unstable(runs["nan"])
+    with pytest.raises(SystemExit, match="cannot place λ: its gradient norms"):
+        tc.measured_run("reddit", [runs["nan"]], lambda r: "measure_SGD", "measure_SGD", "log")
 
 
 def test_measure_lr_defaults_to_the_grids_smallest_and_must_be_on_the_grid():
@@ -261,7 +307,7 @@ def test_the_per_unit_cola_variant_runs_colas_protocol_and_reports_only_the_rule
     import tuned_comparison as tc
 
     own, variant = tc.spec("cola"), tc.spec("cola_per_unit")
-    shared = ("metric", "target", "measure_lr", "lambda_quantile", "tune_seeds", "report_seeds")
+    shared = ("metric", "target", "measure_lr", "lambda_quantiles", "tune_seeds", "report_seeds")
     assert {k: variant[k] for k in shared} == {k: own[k] for k in shared}
     # the same grid, widened upwards only: the task's choices stay comparable
     assert variant["lr_grid"][: len(own["lr_grid"])] == own["lr_grid"]
@@ -282,7 +328,7 @@ def test_the_reddit_agc_variant_runs_reddits_protocol_for_agc_at_each_clip_facto
     import tuned_comparison as tc
 
     own, variant = tc.spec("reddit"), tc.spec("reddit_agc")
-    shared = ("task", "metric", "target", "measure_lr", "lambda_quantile", "tune_seeds",
+    shared = ("task", "metric", "target", "measure_lr", "lambda_quantiles", "tune_seeds",
               "report_seeds")  # fmt: skip
     assert {k: variant[k] for k in shared} == {k: own[k] for k in shared}
     # the same grid, widened upwards only: the task's choices stay comparable
@@ -555,3 +601,30 @@ def test_a_comparisons_config_error_stops_the_call_before_any_run(monkeypatch, t
         with pytest.raises(SystemExit, match=r"Adamax|torch_sgdd"):
             tc.main(["--tasks", "reddit", "voc", "--root", str(tmp_path), "--out", str(tmp_path)])
     assert stages == []
+
+
+def test_an_edge_choice_extends_its_axis_until_the_cap_and_stays_flagged(tmp_path):
+    """The grid-extension loop: SGD's best lr lies above the grid, so each round adds the next
+    half-decade value; after ``max_extensions`` rounds the choice still sits on the upper edge."""
+    import tuned_comparison as tc
+
+    c = tc.normalized({"task": "t", "metric": "mse", "lr_grid": [0.01, 0.03, 0.1],
+                       "tune_seeds": [0, 1], "methods": {"SGD": ["optimizer=torch_sgd"]}})  # fmt: skip
+    made = []
+
+    def stage(title, jobs, stage_name):
+        for overrides, _ in jobs:
+            values = dict(o.split("=", 1) for o in overrides if "=" in o)
+            lr, seed = float(values["step_rule.lr"]), int(values["seed"])
+            if (lr, seed) not in made:
+                made.append((lr, seed))
+                mse = abs(math.log10(lr) - math.log10(3.0)) + 0.01 * seed  # best at lr 3
+                make_run(tmp_path, f"SGD,{lr}", seed, lr, None, mse, extra={"label": "SGD"})
+        return read_runs(tmp_path)
+
+    axes = {"SGD": tc.method_axes(c, "SGD", {})}
+    best, runs, axes, stuck = tc.tune(c, axes, stage, [], tc.method_of(c["methods"]))
+    assert axes["SGD"][0].values == (0.01, 0.03, 0.1, 0.3, 1.0)
+    assert best["SGD"]["setting"] == (1.0,) and best["SGD"]["edges"] == {"step_rule.lr": "high"}
+    assert best["SGD"]["count"] == 5 and len(made) == 10 and len(runs) == 10
+    assert stuck == {"SGD": {}}  # extensible, only capped: the flag "high" says so
