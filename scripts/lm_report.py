@@ -11,7 +11,6 @@ difference from AdamW + norm 1.0 (the LM recipe) seed by seed, loss spikes
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 import sweeps
 from provenance import stamp
 
+from suite import protocol
 from suite.run_reader import Run
 from tasks.lm import SPIKE_FACTOR, SPIKE_WINDOW, loss_spikes
 from tasks.text_corpus import load_corpus
@@ -42,22 +42,26 @@ def train_losses(run: Run) -> list[float]:
     return [float(r["train_loss"]) for r in run.rows if r.get("split") == "train"]
 
 
-def ci(values: list[float]) -> str:
-    mean, low, high = sweeps.interval90(values)
-    return "diverged" if math.isnan(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+def cell(values: list[float]) -> str:
+    """Mean [bootstrap 90% interval] over the report seeds, with the diverged ones counted."""
+    s = protocol.summarize(values)
+    text = "all diverged" if s.n == s.failed else s.cell(3)
+    return f"{text} ({s.failed} diverged)" if s.failed and s.n != s.failed else text
 
 
 def paired(runs: list[Run], base: list[Run]) -> str:
-    """Mean difference in final bits per byte from the baseline on the same seeds, 90% CI."""
+    """Method − baseline in final bits per byte on the same seeds: mean [90% CI], verdict."""
     mine = {r.seed: r.final("bits_per_byte") for r in runs}
     theirs = {r.seed: r.final("bits_per_byte") for r in base}
-    seeds = sorted(set(mine) & set(theirs))
-    return ci([mine[s] - theirs[s] for s in seeds]) if seeds else ""
+    d = protocol.paired_difference(mine, theirs, lower_is_better=True)
+    if not d.n:
+        return "no pairs"
+    return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] {protocol.verdict(d)}"
 
 
 def edge(c: dict[str, Any], name: str, lr: float) -> str:
-    grid = c["lr_grids"][c["methods"][name]["grid"]]
-    return f"{lr:g} (edge)" if lr in (min(grid), max(grid)) else f"{lr:g}"
+    flag = protocol.edge_flag(c["lr_grids"][c["methods"][name]["grid"]], lr)
+    return f"{lr:g} ({flag} edge)" if flag in ("low", "high") else f"{lr:g}"
 
 
 def method_row(c, name: str, runs: list[Run], base: list[Run], best, placed) -> str:
@@ -69,7 +73,7 @@ def method_row(c, name: str, runs: list[Run], base: list[Run], best, placed) -> 
     level = placed.get(name, 1.0 if c["methods"][name].get("fixed") else None)
     return (
         f"| {name} | {edge(c, name, lr)} | {'' if level is None else f'{level:g}'} "
-        f"| {ci([r.final('bits_per_byte') for r in runs])} "
+        f"| {cell([r.final('bits_per_byte') for r in runs])} "
         f"| {'—' if name == BASELINE else paired(runs, base)} "
         f"| {sum(spikes)} | {max(spikes) if spikes else 0} "
         f"| {np.nanmean(clipped):.2f} | {np.nanmean(speed):,.0f} | {len(runs)} |"
@@ -85,7 +89,11 @@ def write_table(c, reports: dict[str, list[Run]], best, placed, out: Path) -> No
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [method_row(c, n, runs, base, best, placed) for n, runs in reports.items()]
-    lines += ["", f"- loss spike: a logged training loss above {SPIKE_FACTOR}× the median of "
+    count = {len(g) for g in c["lr_grids"].values()}.pop()  # one count: spec() checked it
+    lines += ["", f"- {count} learning rates per method (the same for all), chosen by the median "
+              f"over tuning seeds {c['tune_seeds']}, reported on seeds {c['report_seeds']}; "
+              "intervals: bootstrap 90% of the mean; verdicts: suite.protocol",
+              f"- loss spike: a logged training loss above {SPIKE_FACTOR}× the median of "
               f"the {SPIKE_WINDOW} logged losses before it (every step is logged), or a "
               "non-finite one", f"- {stamp(COMMAND)}", ""]  # fmt: skip
     (out / "lm_table.md").write_text("\n".join(lines))
