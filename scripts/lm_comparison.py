@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help="where tables and figures go")
     parser.add_argument("--jobs", type=int, default=4, help="runs at once (niced, they yield)")
     parser.add_argument("--figures-only", action="store_true", help="no runs, only drawing")
+    parser.add_argument("--default-run", type=Path, help="a `train.py task=lm` run, for the cost")
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = parser.parse_args(argv[:split]), argv[split + 1 :]
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run_all(c, args, extra)
     import lm_report
 
-    lm_report.write_all(c, result, args.out / args.name if args.name != "lm" else args.out)
+    out = args.out / args.name if args.name != "lm" else args.out
+    lm_report.write_all(c, result, out, args.default_run)
     return 0
 
 

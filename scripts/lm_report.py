@@ -140,12 +140,40 @@ def write_tuning(rows: list[dict[str, Any]], out: Path) -> None:
     (out / "lm_tuning.md").write_text("\n".join(lines))
 
 
-def write_all(c: dict[str, Any], result: dict[str, Any], out: Path) -> None:
+def write_cost(result: dict[str, Any], out: Path, default_run: Path | None) -> None:
+    """What the comparison's runs cost (their own wall time, set-up excluded), and the default
+    ``python train.py task=lm`` run when its directory is given."""
+    lines = ["| what | runs | completed | wall seconds per run (mean) | wall seconds, all runs |",
+             "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for stage in ("tune", "report"):
+        runs = result[stage]
+        done = [r.summary.get("wall_seconds", np.nan) for r in runs if r.completed]
+        mean = f"{np.mean(done):.0f}" if done else ""
+        lines.append(f"| experiment=lm, {stage} | {len(runs)} | {len(done)} | {mean} "
+                     f"| {np.nansum(done):.0f} |")  # fmt: skip
+    if default_run is not None and (default_run / "summary.json").exists():
+        from suite.records import read_json
+
+        s = read_json(default_run / "summary.json")
+        final = s.get("final") or {}
+        lines.append(f"| python train.py task=lm ({s.get('steps')} steps, "
+                     f"val bits per byte {final.get('val_bits_per_byte', float('nan')):.3f}) "
+                     f"| 1 | {int(s.get('status') == 'completed')} | {s.get('wall_seconds', 0):.0f} "
+                     f"| {s.get('wall_seconds', 0):.0f} |")  # fmt: skip
+    lines += ["", "- wall seconds of each run's training loop and evaluations, on a 2-core CPU "
+              "shared with other work; runs niced, several at once", f"- {stamp(COMMAND)}", ""]  # fmt: skip
+    (out / "lm_cost.md").write_text("\n".join(lines))
+
+
+def write_all(
+    c: dict[str, Any], result: dict[str, Any], out: Path, default_run: Path | None = None
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ceiling = unigram_nats()
     rows = tuning_rows(result["tune"], ceiling)
     write_tuning(rows, out)
     write_lr_range(c, rows, out)
+    write_cost(result, out, default_run)
     lm_plots.lr_stability_figure(rows, out / "lm_lr_stability.png", ceiling)
     reports: dict[str, list[Run]] = {n: [] for n in c["methods"]}
     for r in result["report"]:
