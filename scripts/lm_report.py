@@ -101,7 +101,7 @@ def write_table(c, reports: dict[str, list[Run]], best, placed, out: Path) -> No
 
 def tuning_rows(tune: list[Run], ceiling: float) -> list[dict[str, Any]]:
     rows = []
-    for r in tune:
+    for r in (r for r in tune if r.completed):  # a run still going has no final loss yet
         loss = r.final("loss")
         rows.append({"method": lm_label(r), "lr": r.lr, "seed": r.seed, "val_loss": loss,
                      "bits_per_byte": r.final("bits_per_byte"),
