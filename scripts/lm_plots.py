@@ -36,12 +36,12 @@ def _norm_histograms(axes, found: list[dict], series: list[str]) -> None:
 def _indices(ax, found: list[dict], series: list[str], key: str, label: str) -> None:
     """An index against the step, one colour per series, seeds side by side, 90% intervals."""
     colors = method_colors(series)
-    for name in series:
+    for index, name in enumerate(series):
         for p in (p for p in found if p["series"] == name):
             m = p["meta"]
             value, ci = m[key], m.get(f"{key}_ci90")
             x = m["step"] / max(q["meta"]["step"] for q in found if q["series"] == name)
-            x = x + 0.02 * (p["seed"] - 1)
+            x = x + 0.08 * (index - (len(series) - 1) / 2) + 0.02 * (p["seed"] - 1)
             err = None if ci is None else [[value - ci[0]], [ci[1] - value]]
             ax.errorbar(x, value, yerr=err, fmt=STEP_MARKERS.get(p["seed"], "o"), ms=4,
                         color=colors[name], capsize=2,
@@ -53,12 +53,13 @@ def _indices(ax, found: list[dict], series: list[str], key: str, label: str) -> 
 
 def noise_figure(found: list[dict], path: Path) -> Path:
     series = list(dict.fromkeys(p["series"] for p in found))
+    width = 2 * len(series)  # the top row in len(series) panels, the bottom row in two
     fig = plt.figure(figsize=(4 * len(series), 7.2))
-    grid = fig.add_gridspec(2, max(len(series), 2))
-    top = [fig.add_subplot(grid[0, i]) for i in range(len(series))]
+    grid = fig.add_gridspec(2, width)
+    top = [fig.add_subplot(grid[0, 2 * i : 2 * i + 2]) for i in range(len(series))]
     _norm_histograms(top, found, series)
-    stable = fig.add_subplot(grid[1, : max(1, len(series) // 2)])
-    hill = fig.add_subplot(grid[1, max(1, len(series) // 2) :])
+    stable = fig.add_subplot(grid[1, : width // 2])
+    hill = fig.add_subplot(grid[1, width // 2 :])
     _indices(stable, found, series, "noise_coords_stable_alpha", "α-stable index (2: Gaussian)")
     stable.axhline(2.0, color="0.6", lw=0.8, ls="--")
     _indices(hill, found, series, "noise_coords_hill_alpha", "Hill index of coordinates")
