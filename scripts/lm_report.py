@@ -117,14 +117,16 @@ def write_lr_range(c, rows: list[dict[str, Any]], out: Path) -> None:
     by = defaultdict(list)
     for t in rows:
         by[(t["method"], t["lr"])].append(t["trains"])
-    lines = ["| method | grid | learning rates where every tuning seed trains | widest ratio |",
-             "| --- | --- | --- | ---: |"]  # fmt: skip
+    lines = ["| method | grid | learning rates at which every completed tuning seed trains "
+             "| widest ratio | tuning runs completed |", "| --- | --- | --- | ---: | ---: |"]  # fmt: skip
     for name, m in c["methods"].items():
         grid = c["lr_grids"][m["grid"]]
         ok = [lr for lr in grid if by.get((name, lr)) and all(by[(name, lr)])]
         ratio = f"{max(ok) / min(ok):g}" if ok else "none"
+        done = sum(len(by.get((name, lr), [])) for lr in grid)
         lines.append(f"| {name} | {' '.join(f'{x:g}' for x in grid)} "
-                     f"| {' '.join(f'{x:g}' for x in ok) or 'none'} | {ratio} |")  # fmt: skip
+                     f"| {' '.join(f'{x:g}' for x in ok) or 'none'} | {ratio} "
+                     f"| {done} of {len(grid) * len(c['tune_seeds'])} |")  # fmt: skip
     lines += ["", "- trains: a finite final validation loss below the byte-unigram loss of the "
               "validation split", f"- {stamp(COMMAND)}", ""]  # fmt: skip
     (out / "lm_lr_range.md").write_text("\n".join(lines))
