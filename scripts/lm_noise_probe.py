@@ -103,6 +103,30 @@ def write_table(found: list[dict], out: Path, command: str) -> None:
     (out / "noise_probe.md").write_text("\n".join(lines))
 
 
+def write_throughput(root: Path, out: Path, command: str) -> None:
+    """Training throughput of each series' probed runs (the median over their evaluations of the
+    tokens per second since the evaluation before) and the probes' own seconds."""
+    from provenance import stamp
+
+    lines = ["| series | runs | training tokens per second (median) | seconds per probe (median) |",
+             "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    found = probes(root)
+    for name, (task, folder, _) in SERIES.items():
+        speeds, runs = [], 0
+        for path in sorted((root / folder / task).glob("*/seed*/metrics.jsonl")):
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            speeds += [r["val_tokens_per_second"] for r in rows if "val_tokens_per_second" in r]
+            runs += 1
+        seconds = [p["meta"]["seconds"] for p in found if p["series"] == name]
+        speed = f"{np.median(speeds):,.0f}" if speeds else "—"
+        spent = f"{np.median(seconds):,.0f}" if seconds else "—"
+        lines.append(f"| {name} | {runs} | {speed} | {spent} |")
+    lines += ["", "- measured on a 2-core CPU shared with other work (load average above 20), so "
+              "ratios between series made at the same time mean more than the values",
+              f"- {stamp(command)}", ""]  # fmt: skip
+    (out / "noise_probe_cost.md").write_text("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=None, help="where the probed runs go")
@@ -125,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.out.mkdir(parents=True, exist_ok=True)
         write_table(found, args.out, "python scripts/lm_noise_probe.py")
+        write_throughput(root, args.out, "python scripts/lm_noise_probe.py")
         lm_plots.noise_figure(found, args.out / "lm_noise_probe.png")
     return code
 
