@@ -179,9 +179,33 @@ def write_all(
     lm_plots.lr_stability_figure(rows, out / "lm_lr_stability.png", ceiling)
     reports: dict[str, list[Run]] = {n: [] for n in c["methods"]}
     for r in result["report"]:
-        if r.completed and lm_label(r) in reports:
+        chosen = result["best"].get(lm_label(r), {}).get("setting", (None,))[0]
+        if r.completed and lm_label(r) in reports and r.lr == chosen:  # not an earlier choice
             reports[lm_label(r)].append(r)
     reports = {n: runs for n, runs in reports.items() if runs and n in result["best"]}
     if reports:
         write_table(c, reports, result["best"], result["placed"], out)
         lm_plots.comparison_figure(reports, out / "lm_comparison.png", "val_bits_per_byte")
+    else:
+        write_interim(c, result, out)
+
+
+def write_interim(c: dict[str, Any], result: dict[str, Any], out: Path) -> None:
+    """Before any report run has finished: the table says so, and the figure shows each method's
+    best tuning run on the first tuning seed, titled as such (never mistaken for the report)."""
+    seed = c["tune_seeds"][0]
+    best: dict[str, Run] = {}
+    for r in result["tune"]:
+        name, value = lm_label(r), r.final("bits_per_byte")
+        usable = r.completed and r.seed == seed and np.isfinite(value)
+        if usable and (name not in best or value < best[name].final("bits_per_byte")):
+            best[name] = r
+    lines = ["| status |", "| --- |",
+             f"| no report run has finished: the report seeds {c['report_seeds']} run after every "
+             f"method's tuning on seeds {c['tune_seeds']} |", "", f"- {stamp(COMMAND)}", ""]  # fmt: skip
+    (out / "lm_table.md").write_text("\n".join(lines))
+    if best:
+        title = (f"INTERIM, tuning seed {seed} only: each method's best learning rate so far "
+                 "(one run each, no interval; the report seeds have not run)")  # fmt: skip
+        runs = {n: [best[n]] for n in c["methods"] if n in best}
+        lm_plots.comparison_figure(runs, out / "lm_comparison.png", "val_bits_per_byte", title)
