@@ -40,7 +40,8 @@ def _indices(ax, found: list[dict], series: list[str], key: str, label: str) -> 
         for p in (p for p in found if p["series"] == name):
             m = p["meta"]
             value, ci = m[key], m.get(f"{key}_ci90")
-            x = m["step"] / max(q["meta"]["step"] for q in found if q["series"] == name)
+            last = max(q["meta"]["step"] for q in found if q["series"] == name) or 1
+            x = m["step"] / last  # a series probed at initialisation only stays at 0
             x = x + 0.08 * (index - (len(series) - 1) / 2) + 0.02 * (p["seed"] - 1)
             err = None if ci is None else [[value - ci[0]], [ci[1] - value]]
             ax.errorbar(x, value, yerr=err, fmt=STEP_MARKERS.get(p["seed"], "o"), ms=4,
@@ -70,7 +71,9 @@ def noise_figure(found: list[dict], path: Path) -> Path:
     return savefig(fig, path, made_by="python scripts/lm_noise_probe.py")
 
 
-def comparison_figure(reports: dict[str, list[Any]], path: Path, key: str) -> Path:
+def comparison_figure(
+    reports: dict[str, list[Any]], path: Path, key: str, title: str | None = None
+) -> Path:
     """Validation bits per byte over steps: mean over the report seeds, 90% t-interval band."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     colors = method_colors(list(reports))
@@ -90,8 +93,9 @@ def comparison_figure(reports: dict[str, list[Any]], path: Path, key: str) -> Pa
         ax.legend(fontsize=7)
         style_axes(ax)
     axes[0].set_ylabel("validation bits per byte")
-    fig.suptitle("task=lm (experiment=lm, bytes): each method at its tuned setting on the report "
-                 "seeds; band: 90% t-interval of the mean", fontsize=10)  # fmt: skip
+    title = title or ("task=lm (experiment=lm, bytes): each method at its tuned setting on the "
+                      "report seeds; band: 90% t-interval of the mean")  # fmt: skip
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return savefig(fig, path, made_by="python scripts/lm_comparison.py")
 

@@ -122,7 +122,7 @@ def write_lr_range(c, rows: list[dict[str, Any]], out: Path) -> None:
     for name, m in c["methods"].items():
         grid = c["lr_grids"][m["grid"]]
         ok = [lr for lr in grid if by.get((name, lr)) and all(by[(name, lr)])]
-        ratio = f"{max(ok) / min(ok):g}" if ok else "none"
+        ratio = f"{max(ok) / min(ok):.3g}" if ok else "none"
         done = sum(len(by.get((name, lr), [])) for lr in grid)
         lines.append(f"| {name} | {' '.join(f'{x:g}' for x in grid)} "
                      f"| {' '.join(f'{x:g}' for x in ok) or 'none'} | {ratio} "
