@@ -24,6 +24,7 @@ SMALL = {
     "imagenet": ["task.batch_size=4"],
     "voc": ["task.batch_size=2", "task.embedded_train_size=4", "task.embedded_val_size=2"],
     "cola": ["task.embedded_train_size=16", "task.embedded_dev_size=8", "task.batch_size=4"],
+    "lm": ["task.width=32", "task.num_layers=1", "task.num_heads=2", "task.context=16"],
 }
 
 

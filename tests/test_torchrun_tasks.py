@@ -48,6 +48,15 @@ COLA = (
     "task.embedded_dev_size=16",
     "task.eval_batch_size=16",
 )
+LM = (
+    "task=lm",
+    "task.width=32",
+    "task.num_layers=2",
+    "task.num_heads=2",
+    "task.context=16",
+    "task.batch_size=4",
+    "task.max_val_blocks=8",
+)
 # BatchNorm normalises each rank's half batch (SyncBatchNorm needs a GPU): completion only.
 BATCHNORM = {
     "imagenet": ("task=imagenet", "task.batch_size=8", "task.max_val_items=16"),
@@ -117,6 +126,18 @@ def test_cola_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
     assert_same_training(single, ddp, atol=1e-5)
     fsdp2 = _resumed(tmp_path / "fsdp2", "cola", (*args, "trainer.strategy=fsdp2"))
     assert_same_training(single, fsdp2, atol=1e-5)
+
+
+def test_lm_under_ddp_and_fsdp2_equals_one_process_and_resumes(tmp_path):
+    # the tied embedding is one parameter used twice (input and output layer) in both strategies
+    args = (*LM, *BUDGET, "optimizer=quadratic_stoch_auto")
+    single = _one_process(tmp_path / "single", "lm", args)
+    ddp = _resumed(tmp_path / "ddp", "lm", (*args, "trainer.strategy=ddp"))
+    assert_same_training(single, ddp, atol=1e-5)
+    fsdp2 = _resumed(tmp_path / "fsdp2", "lm", (*args, "trainer.strategy=fsdp2"))
+    assert_same_training(single, fsdp2, atol=1e-5)
+    loss = _val_metric(single, "val_loss")
+    assert _val_metric(fsdp2, "val_loss") == pytest.approx(loss, abs=1e-4)
 
 
 @pytest.mark.parametrize("task", sorted(BATCHNORM))
