@@ -155,7 +155,7 @@ def test_readme_quickstart_runs_and_clips(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=_env()
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    norm, threshold = map(float, re.findall(r"‖g‖ ([\d.]+), threshold ([\d.]+)", result.stdout)[0])
+    norm, threshold = map(float, re.findall(r"‖g‖ ([\d.]+), λ_t ([\d.]+)", result.stdout)[0])
     assert norm > 0 and threshold > 0
 
 
