@@ -7,14 +7,16 @@
 The protocol is the suite's (``scripts/sweeps.py``): unclipped SGD's run at ``measure_lr`` on
 seed 0 measures the gradient norm; the fixed-threshold rules take λ at its ``lambda_quantile``
 (an even share λ/√N per coordinate for ``coord_wise``), except a method marked ``fixed``, which
-keeps its own λ (AdamW + norm at 1.0, the LM recipe); every method runs its family's learning-
-rate grid (the same number of settings for all) on the tuning seeds, its best mean final metric
-is chosen, and the choice runs on fresh report seeds. Every run is labelled with its method.
-Runs go to ``--root`` (default ``/work/runs/lm`` if it exists, else ``outputs/lm``; never
-committed); tables and figures to ``results/lm/`` (``scripts/lm_report.py``).
+keeps its own λ (AdamW + norm at 1.0, the LM recipe); every method runs its family's
+learning-rate grid (the same number of settings for all) on the tuning seeds, the setting with
+the best median final metric over them is chosen (``suite.protocol.select``), and the choice
+runs on fresh report seeds. Every run is labelled with its method. Runs go to ``--root``
+(default ``outputs/lm``, gitignored); tables and figures to ``results/lm/``
+(``scripts/lm_report.py``).
 
-This driver reads the comparison block of ``conf/experiment/lm.yaml``, whose per-family grids and
-per-method λ placement ``scripts/tuned_comparison.py`` does not take.
+Only the learning rate is tuned here. ``scripts/tuned_comparison.py`` now takes this block's
+grid families and ``fixed_level`` as well, with each method's second knob; this driver stays
+until the LM comparison is rerun through it, so that the committed runs keep their directories.
 """
 
 from __future__ import annotations
@@ -38,8 +40,7 @@ OUT = ROOT / "results" / "lm"
 
 
 def default_root() -> Path:
-    shared = Path("/work/runs")
-    return shared / "lm" if shared.is_dir() else ROOT / "outputs" / "lm"
+    return ROOT / "outputs" / "lm"
 
 
 def spec(experiment: str = "lm") -> dict[str, Any]:

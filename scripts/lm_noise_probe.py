@@ -13,7 +13,7 @@ run to the whole budget, probe the end; a finished step is skipped):
 * ``lm WordPiece``: the same with ``task.tokenizer=minilm`` (30,522 tokens, tied embeddings);
 * ``ImageNet proxy``: ``task=imagenet``'s own recipe, the near-Gaussian reference of Zhang et al.
 
-Runs go to ``--root`` (default ``/work/runs/lm/probe``; never committed), the table to
+Runs go to ``--root`` (default ``outputs/lm_probe``, gitignored; never committed), the table to
 ``results/lm/noise_probe.md`` (and ``.csv``), the figure to ``results/lm/lm_noise_probe.png``.
 """
 
@@ -45,8 +45,7 @@ SEEDS = (0, 1, 2)
 
 
 def default_root() -> Path:
-    shared = Path("/work/runs")
-    return shared / "lm" / "probe" if shared.is_dir() else ROOT / "outputs" / "lm_probe"
+    return ROOT / "outputs" / "lm_probe"
 
 
 def probes(root: Path) -> list[dict]:
