@@ -87,8 +87,8 @@ def comparison_figure(
         bands = np.array([interval90(list(col)) for col in table.T])
         ax.plot(steps, bands[:, 0], color=colors[name], label=f"{name} (n={len(runs)})")
         ax.fill_between(steps, bands[:, 1], bands[:, 2], color=colors[name], alpha=0.2)
-    for ax, title in zip(axes, ("SGD family", "AdamW family")):
-        ax.set_title(title, fontsize=10)
+    for ax, family in zip(axes, ("SGD family", "AdamW family")):
+        ax.set_title(family, fontsize=10)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
         style_axes(ax)
@@ -109,16 +109,19 @@ def lr_stability_figure(tuning: list[dict], path: Path, ceiling: float) -> Path:
     by = defaultdict(list)
     for t in tuning:
         by[(t["method"], t["lr"])].append(t["val_loss"])
-    for name in methods:
+    for k, name in enumerate(methods):
         ax = axes[0] if name.startswith(("SGD", "clipped")) else axes[1]
         lrs = sorted({lr for m, lr in by if m == name})
+        nudge = 1 + 0.03 * (k % 6)  # crosses of methods diverging at one lr side by side
         means = [np.mean(by[(name, lr)]) if np.all(np.isfinite(by[(name, lr)])) else np.nan
                  for lr in lrs]  # fmt: skip
         ax.plot(lrs, np.minimum(means, ceiling), "-o", ms=3, color=colors[name], label=name)
         for lr in lrs:
             bad = [v for v in by[(name, lr)] if not np.isfinite(v) or v >= ceiling]
             if bad:
-                ax.plot([lr] * len(bad), [ceiling] * len(bad), "x", color=colors[name], ms=8)
+                ax.plot(
+                    [lr * nudge] * len(bad), [ceiling] * len(bad), "x", color=colors[name], ms=8
+                )
     for ax, title in zip(axes, ("SGD family", "AdamW family")):
         ax.set_xscale("log")
         ax.axhline(ceiling, color="0.5", lw=0.8, ls="--")
