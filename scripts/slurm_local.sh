@@ -68,7 +68,7 @@ start_munge() {
     install -d -o munge -g munge -m 0755 /run/munge
     install -d -o munge -g munge -m 0700 /var/lib/munge /var/log/munge
     [[ -f /etc/munge/munge.key ]] || { /usr/sbin/mungekey --create && chown munge:munge /etc/munge/munge.key; }
-    runuser -u munge -- /usr/sbin/munged
+    runuser -u munge -- /usr/sbin/munged 9>&-
     pgrep -u munge -n munged >"$DIR/munged.pid"
 }
 
@@ -90,8 +90,8 @@ start() {
     fi
     write_conf
     start_munge
-    alive "$DIR/slurmctld.pid" || slurmctld -f "$CONF"
-    alive "$DIR/slurmd.pid" || slurmd -f "$CONF"
+    alive "$DIR/slurmctld.pid" || slurmctld -f "$CONF" 9>&-  # the daemons must not hold the lock
+    alive "$DIR/slurmd.pid" || slurmd -f "$CONF" 9>&-
     wait_idle
     scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
 }
