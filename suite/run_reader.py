@@ -39,12 +39,20 @@ def as_float(value: Any) -> float:
     return math.nan
 
 
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` through libyaml when PyYAML has it: about 8 times faster, which matters
+    when a sweep's reader parses thousands of run configs at every stage."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """The mapping in the YAML file ``path``; empty when missing or unreadable."""
     import yaml
 
     try:
-        value = yaml.safe_load(Path(path).read_text())
+        value = _safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError):
         return {}
     return value if isinstance(value, dict) else {}
@@ -94,9 +102,7 @@ class Run:
         path = self.dir / ".hydra" / "overrides.yaml"
         if not path.exists():
             return []
-        import yaml
-
-        return list(yaml.safe_load(path.read_text()) or [])
+        return list(_safe_load(path.read_text()) or [])
 
     @property
     def lr(self) -> float:
