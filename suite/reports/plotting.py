@@ -1,7 +1,7 @@
 """Shared helpers of ``plot_comparison.py`` and ``plot_heavy_tail.py``: filtering runs,
 aggregating curves over seeds, machine-free texts and a common figure style.
 
-Runs are read with ``suite.run_reader`` (the one reader of the record ``train.py`` writes). A
+Runs are read with ``torch_clip.suite.run_reader`` (the one reader of the record ``train.py`` writes). A
 noise-probe directory (``scripts/noise_probe.py``) holds ``noise_probe.npz`` and
 ``noise_probe.json``.
 """
@@ -22,9 +22,8 @@ matplotlib.use("Agg")  # file output only; never needs a display
 
 import numpy as np
 
-from suite.run_reader import Run
-
-ROOT = Path(__file__).resolve().parents[1]
+from torch_clip.suite.paths import ROOT
+from torch_clip.suite.run_reader import Run
 
 #: metric names for which smaller is better (everything else, e.g. accuracy, r2, mcc, miou: larger)
 LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "err", "perplexity", "ppl", "nll")

@@ -5,7 +5,7 @@
    quantiles, not copied constants.
 2. **Tune** every method, baselines included, on one shared learning-rate grid (``step_rule.lr``)
    on the tuning seeds; a setting scores the median over them, a run that diverged or failed
-   scores worst (``suite.protocol``, the protocol written once).
+   scores worst (``torch_clip.suite.protocol``, the protocol written once).
 3. **Report** each method's best setting on fresh seeds, so the reported numbers are not the ones
    the choice was made on; mean and a 90% Student-t interval over those seeds.
 
@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from suite import protocol
-from suite.run_reader import Run
+from torch_clip.suite import protocol
+from torch_clip.suite.paths import ROOT
+from torch_clip.suite.run_reader import Run
 
-ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "results" / "readme" / "figures"
 
 Job = tuple[list[str], str]  # (train.py overrides, log name)
@@ -101,7 +101,7 @@ def run_stage(
 
 def finished(overrides: Sequence[str]) -> bool:
     """Whether ``train.py -m <overrides>`` would skip its one run as completed: train.py's own
-    check (:func:`suite.trainer.completed_summary` on the directory Hydra would give the run),
+    check (:func:`torch_clip.suite.trainer.completed_summary` on the directory Hydra would give the run),
     made without starting a process, which costs seconds of imports per run when a sweep resumes.
     What this cannot decide (values to sweep, on the command line or in the config's
     ``hydra.sweeper.params``; a config that does not compose here; a finished run of another
@@ -109,8 +109,8 @@ def finished(overrides: Sequence[str]) -> bool:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    import suite.naming  # noqa: F401  (registers the run_dir resolver of the run directory)
-    from suite.trainer import completed_summary
+    import torch_clip.suite.naming  # noqa: F401  (registers the run_dir resolver of the run directory)
+    from torch_clip.suite.trainer import completed_summary
 
     with _HYDRA_STATE:
         try:
@@ -169,7 +169,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def score(values: list[float], lower_is_better: bool) -> float:
-    """The protocol's score of a setting (``suite.protocol.robust_score``): the median over
+    """The protocol's score of a setting (``torch_clip.suite.protocol.robust_score``): the median over
     seeds, oriented so that smaller is better; a diverged or failed seed counts worst (+inf)."""
     return protocol.robust_score(values, lower_is_better)
 
@@ -184,7 +184,7 @@ def best_settings(
     tie_break: str | None = "loss",
 ) -> dict[str, dict[str, Any]]:
     """Per method: the setting with the best median final ``metric`` over all of ``seeds``
-    (``suite.protocol.select``: a failed seed counts worst, a setting missing a seed is no
+    (``torch_clip.suite.protocol.select``: a failed seed counts worst, a setting missing a seed is no
     candidate), as ``{"setting", "score", "tie", "tied", "rule"}``.
 
     Settings whose medians are equal (MCC 0 on a majority-class plateau, say) are told apart by

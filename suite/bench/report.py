@@ -13,8 +13,14 @@ from typing import Any
 
 import torch
 
-from .contenders import FLOOR_COUNTING, FLOOR_PASSES, GLOBAL_TYPES, LOCAL_TYPES, Contender
-from .workload import RULE_LABEL, RULES
+from torch_clip.suite.bench.contenders import (
+    FLOOR_COUNTING,
+    FLOOR_PASSES,
+    GLOBAL_TYPES,
+    LOCAL_TYPES,
+    Contender,
+)
+from torch_clip.suite.bench.workload import RULE_LABEL, RULES
 
 
 @dataclass

@@ -12,8 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from plotting import method_colors, savefig, style_axes
-from sweeps import interval90
+
+from torch_clip.suite.experiments.sweeps import interval90
+from torch_clip.suite.reports.plotting import method_colors, savefig, style_axes
 
 STEP_MARKERS = {0: "o", 1: "s", 2: "^"}
 

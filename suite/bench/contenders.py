@@ -15,8 +15,7 @@ from torch import nn
 
 import clip_core
 from clip_core import ClippedAdamW, ClippedOptimizer, ClippedSGD
-
-from .workload import RULE_LABEL, Workload, prefilled_history
+from torch_clip.suite.bench.workload import RULE_LABEL, Workload, prefilled_history
 
 SGD_LR, SGD_MOMENTUM = 1e-2, 0.9
 ADAMW_LR, ADAMW_WD = 1e-3, 1e-2

@@ -14,9 +14,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from clip_core import ClippedOptimizer
-
-from .contenders import Contender
-from .workload import Workload
+from torch_clip.suite.bench.contenders import Contender
+from torch_clip.suite.bench.workload import Workload
 
 
 class StepProbe(TorchFunctionMode):

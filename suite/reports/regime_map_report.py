@@ -14,19 +14,15 @@ probe's reading of each cell's gradient noise beside the injected index.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from suite import protocol
-
-ROOT = Path(__file__).resolve().parents[1]
-
-import plotting  # noqa: E402
-import sweeps  # noqa: E402
-from provenance import stamp  # noqa: E402
+from torch_clip.suite import protocol
+from torch_clip.suite.experiments import sweeps
+from torch_clip.suite.experiments.provenance import stamp
+from torch_clip.suite.reports import plotting
 
 #: the randomized rule and the deterministic rule it randomizes
 STOCHASTIC = {"SGD+linear_stoch_norm": "SGD+norm"}
@@ -336,8 +332,7 @@ def probe_cell(cell, quick: bool) -> dict[str, Any]:
 
 
 def _probe(cell, quick: bool) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import noise_probe
+    from torch_clip.suite.experiments import noise_probe
 
     budget = QUICK_PROBE if quick else PROBE
     cfg = noise_probe._compose(["experiment=regime_map", *cell.overrides,

@@ -5,7 +5,7 @@ method: its count of tuned settings, its choice with the edge flags of both axes
 seeds' mean, median and bootstrap 90% interval, and its paired difference to the best baseline
 over the same seeds (mean [90% interval], median, Wilcoxon and paired-t p, the t p adjusted by
 Benjamini–Hochberg over the table's rows, and whether the difference holds). The statistics are
-``suite.protocol``'s; docs/evidence/protocol.md states them.
+``torch_clip.suite.protocol``'s; docs/evidence/protocol.md states them.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import plotting
-import sweeps
-from provenance import stamp
 
-from suite import protocol
-from suite.run_reader import Run
+from torch_clip.suite import protocol
+from torch_clip.suite.experiments import sweeps
+from torch_clip.suite.experiments.provenance import stamp
+from torch_clip.suite.reports import plotting
+from torch_clip.suite.run_reader import Run
 
 COLUMNS = ("method", "settings", "lr", "lr_edge", "knob", "knob_edge", "n", "failed", "mean",
            "median", "low", "high", "baseline", "diff_mean", "diff_low", "diff_high", "diff_median",
@@ -145,7 +145,7 @@ def read_values(path: Path) -> tuple[str, bool, dict[str, dict[int, float]]]:
 def aggregate_scores(tables: dict[str, Path]) -> tuple[dict[str, np.ndarray], list[str]]:
     """Per method a (seeds × tasks) array of normalised report values over the tasks of
     ``tables`` (task → its protocol CSV): per task the best baseline's median maps to 0 and the
-    best method's median to 1 (``suite.protocol.normalized``), for the methods of every task, on
+    best method's median to 1 (``torch_clip.suite.protocol.normalized``), for the methods of every task, on
     as many seeds as each of them has everywhere. Returns the scores and the tasks used."""
     per_task = {task: read_values(path) for task, path in tables.items()}
     sets = [set(m for m, v in values.items() if v) for _, _, values in per_task.values()]

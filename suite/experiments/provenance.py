@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import subprocess
 from datetime import datetime, timezone
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from torch_clip.suite.paths import ROOT
 
 
 def commit() -> str:

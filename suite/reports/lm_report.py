@@ -1,9 +1,9 @@
-"""The tables of the language-model comparison, and its two figures (``scripts/lm_plots.py``).
+"""The tables of the language-model comparison, and its two figures (``suite/reports/lm_plots.py``).
 
 ``lm_table.md``: per method, its chosen learning rate (an edge of its grid flagged) and λ, the
 final validation bits per byte over the report seeds (mean and 90% t-interval), its paired
 difference from AdamW + norm 1.0 (the LM recipe) seed by seed, loss spikes
-(:func:`tasks.lm.loss_spikes` on every logged step) and training throughput.
+(:func:`torch_clip.tasks.lm.loss_spikes` on every logged step) and training throughput.
 ``lm_lr_range.md``: per method, the learning rates of its grid at which both tuning seeds train
 (finite final loss below the byte-unigram loss of the validation split).
 ``lm_tuning.md``: every tuning run's final validation loss and bits per byte.
@@ -15,15 +15,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import lm_plots
 import numpy as np
-import sweeps
-from provenance import stamp
 
-from suite import protocol
-from suite.run_reader import Run
-from tasks.lm import SPIKE_FACTOR, SPIKE_WINDOW, loss_spikes
-from tasks.text_corpus import load_corpus
+from torch_clip.suite import protocol
+from torch_clip.suite.experiments import sweeps
+from torch_clip.suite.experiments.provenance import stamp
+from torch_clip.suite.reports import lm_plots
+from torch_clip.suite.run_reader import Run
+from torch_clip.tasks.lm import SPIKE_FACTOR, SPIKE_WINDOW, loss_spikes
+from torch_clip.tasks.text_corpus import load_corpus
 
 BASELINE = "AdamW + norm 1.0"
 COMMAND = "python scripts/lm_comparison.py"
@@ -154,7 +154,7 @@ def write_cost(result: dict[str, Any], out: Path, default_run: Path | None) -> N
         lines.append(f"| experiment=lm, {stage} | {len(runs)} | {len(done)} | {mean} "
                      f"| {np.nansum(done):.0f} |")  # fmt: skip
     if default_run is not None and (default_run / "summary.json").exists():
-        from suite.records import read_json
+        from torch_clip.suite.records import read_json
 
         s = read_json(default_run / "summary.json")
         final = s.get("final") or {}
