@@ -15,7 +15,7 @@ import torch
 from torch.nn.utils import clip_grad_norm_
 
 from clip_core import ClippedAdamW, ClippedSGD, ClippedSSTM
-from tests.test_optimizers import (
+from tests.clip_core.test_optimizers import (
     assert_close_runs,
     assert_equal_runs,
     assert_moved,

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def noise_probe(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import noise_probe
+    from torch_clip.suite.experiments import noise_probe
 
     return noise_probe
 

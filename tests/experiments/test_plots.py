@@ -11,21 +11,16 @@ import csv
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from suite.run_reader import discover_runs
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
-
-import plot_comparison as pc  # noqa: E402
-import plot_heavy_tail as ph  # noqa: E402
-import plotting  # noqa: E402
+from tests.suite_helpers import ROOT
+from torch_clip.suite.reports import plot_comparison as pc
+from torch_clip.suite.reports import plot_heavy_tail as ph
+from torch_clip.suite.reports import plotting
+from torch_clip.suite.run_reader import discover_runs
 
 FAST = ("--dpi", "40")  # figures not under test are drawn small
 DESCRIPTIONS = {
@@ -137,7 +132,7 @@ def read_csv(path: Path) -> dict[str, dict[str, str]]:
 
 
 def git_short_head() -> str:
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                          text=True, check=True)  # fmt: skip
     return out.stdout.strip()
@@ -481,7 +476,7 @@ def test_provenance_stamp_and_no_absolute_path_in_outputs(tmp_path: Path, monkey
 
 
 def test_scrub_paths_keeps_ratios_and_names_paths_by_their_tail() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     kept = ["8551 train / 516 dev", "λ/‖g‖", "(a+b)/2", "nyu-mll/glue (train/validation)",
             "~25 min", "https://gluebenchmark.com/tasks"]  # fmt: skip
     for text in kept:
@@ -615,7 +610,7 @@ def test_heavy_tail_hill_alpha_of_pareto_norms(tmp_path: Path, capsys) -> None:
         noise_coords=rng.normal(size=(200, 100)) * np.exp(rng.normal(size=100)),
     )
     (probe / "noise_probe.json").write_text(json.dumps({
-        "task": "tasks.toy.ToyRegressionTask", "data_source": "generated: toy",
+        "task": "torch_clip.tasks.toy.ToyRegressionTask", "data_source": "generated: toy",
         "model_source": "MLP 16-32-1", "checkpoint": "initialisation", "batches": 200,
     }))  # fmt: skip
 
@@ -671,7 +666,7 @@ def test_tail_index_over_training(tmp_path: Path, capsys) -> None:
     _probe_json(tmp_path / "noise" / "cola" / "b", "cola", 200, 1.2, 1.1, ci=False)
     old = tmp_path / "noise" / "old"
     old.mkdir()
-    (old / "noise_probe.json").write_text(json.dumps({"task": "tasks.toy.Task"}))
+    (old / "noise_probe.json").write_text(json.dumps({"task": "torch_clip.tasks.toy.Task"}))
 
     out = tmp_path / "over.png"
     paths = [str(sweep), str(tmp_path / "noise")]

@@ -7,14 +7,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from suite import protocol
 from tests.suite_helpers import ROOT
+from torch_clip.suite import protocol
 
 
 @pytest.fixture
 def regime_map(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import regime_map
+    from torch_clip.suite.experiments import regime_map
 
     return regime_map
 
@@ -32,7 +32,7 @@ def test_every_method_of_a_map_gets_the_same_number_of_settings(regime_map):
 
 
 def _compose(overrides):
-    import suite.naming  # noqa: F401  (the run_dir resolver)
+    import torch_clip.suite.naming  # noqa: F401  (the run_dir resolver)
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=regime_map", *overrides])

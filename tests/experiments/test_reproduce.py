@@ -39,8 +39,7 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
     missing = [f for f in figures if not (out / f).is_file() or (out / f).stat().st_size < 1000]
     assert not missing, f"figures not written: {missing}"
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import regime_map
+    from torch_clip.suite.experiments import regime_map
 
     spec = regime_map.load_spec(quick=True)
     for name, m in spec["maps"].items():
@@ -79,8 +78,8 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
 
 def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import reproduce_readme as rr
-    import sweeps
+    from torch_clip.suite.experiments import reproduce_readme as rr
+    from torch_clip.suite.experiments import sweeps
 
     calls = []
     monkeypatch.setattr(sweeps, "call", lambda script: calls.append(script) or 0)
@@ -106,8 +105,8 @@ def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_pa
 
 def test_overrides_after_the_double_dash_reach_every_part_that_trains(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import reproduce_readme as rr
-    import sweeps
+    from torch_clip.suite.experiments import reproduce_readme as rr
+    from torch_clip.suite.experiments import sweeps
 
     calls = []
     monkeypatch.setattr(sweeps, "call", lambda script: calls.append(script) or 0)

@@ -1,22 +1,19 @@
-"""The tuning protocol of ``scripts/sweeps.py``: best-of-grid selection and the report interval."""
+"""The tuning protocol of ``suite/experiments/sweeps.py``: best-of-grid selection and the report interval."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import yaml
 from scipy import stats
 
-from suite.run_reader import Run, read_runs
 from tests.suite_helpers import ROOT, train_env
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import sweeps
+from torch_clip.suite.experiments import sweeps
+from torch_clip.suite.run_reader import Run, read_runs
 
 
 def make_run(
@@ -104,7 +101,7 @@ def test_norm_quantiles_read_the_measured_run(tmp_path):
 
 def test_tuned_tables_keep_the_other_tasks_rows(tmp_path):
     # tasks are tuned one invocation at a time: a second task adds its rows, a rerun replaces
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     def result(task, lr):
         spec = {"metric": "mcc", "lr_grid": [1e-4, 1e-3], "measure_lr": 1e-4, "lambda_quantiles": [0.5],
@@ -131,7 +128,7 @@ def test_tuned_tables_keep_the_other_tasks_rows(tmp_path):
 
 
 def test_per_tensor_and_per_coordinate_rules_get_an_even_share_of_the_measured_lambda():
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     methods = {"SGD": ["optimizer=torch_sgd"], "norm": ["optimizer=norm"],
                "AdamW+norm": ["optimizer=norm", "step_rule=adamw"], "auto": ["optimizer=auto"],
@@ -165,7 +162,7 @@ def test_per_tensor_and_per_coordinate_rules_get_an_even_share_of_the_measured_l
 
 
 def test_every_method_gets_the_lr_grid_times_its_own_knob_and_runs_say_their_setting(tmp_path):
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     c = tc.spec("reddit")
     levels = {"norm": [0.3, 0.4, 0.5], "layer_wise": [0.1, 0.2, 0.3], "coord_wise": [1, 2, 3]}
@@ -191,7 +188,7 @@ def test_every_method_gets_the_lr_grid_times_its_own_knob_and_runs_say_their_set
 
 
 def test_the_measurement_run_must_be_stable(tmp_path):
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     make_run(tmp_path, "ok", 0, 0.003, None, 0.8, norms=[1.0, 2.0])
     make_run(tmp_path, "nan", 0, 0.003, None, 0.8, norms=[1.0, math.nan])
@@ -210,7 +207,7 @@ def test_the_measurement_run_must_be_stable(tmp_path):
 
 
 def test_measure_lr_defaults_to_the_grids_smallest_and_must_be_on_the_grid():
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     assert tc.measure_lr({"lr_grid": [0.1, 1e-3, 0.01]}, "voc") == 1e-3
     assert tc.measure_lr({"lr_grid": [1e-4, 1e-3], "measure_lr": 1e-3}, "voc") == 1e-3
@@ -219,7 +216,7 @@ def test_measure_lr_defaults_to_the_grids_smallest_and_must_be_on_the_grid():
 
 
 def test_tail_over_training_takes_extra_overrides_and_halves_their_budget():
-    import tail_over_training as tot
+    from torch_clip.suite.experiments import tail_over_training as tot
 
     over = tot.task_overrides("toy", False, ["trainer.max_steps=40", "trainer.log_every=6"])
     assert over[0] == "task=toy" and over[-2:] == ["trainer.max_steps=40", "trainer.log_every=6"]
@@ -228,7 +225,7 @@ def test_tail_over_training_takes_extra_overrides_and_halves_their_budget():
 
 
 def test_tail_over_training_finds_each_seeds_run_and_refuses_two_recipes(tmp_path):
-    import tail_over_training as tot
+    from torch_clip.suite.experiments import tail_over_training as tot
 
     assert tot.run_dir_of(tmp_path, "voc", 1) is None  # before the first stage
     for seed in (0, 1):
@@ -241,7 +238,7 @@ def test_tail_over_training_finds_each_seeds_run_and_refuses_two_recipes(tmp_pat
 
 
 def test_report_runs_of_a_choice_no_longer_made_are_moved_out_of_the_figures(tmp_path):
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     report = tmp_path / "report" / "reddit"
     for seed in (1, 2):  # the current choices of norm and SGD, and norm's earlier one
@@ -267,7 +264,7 @@ def test_report_runs_of_a_choice_no_longer_made_are_moved_out_of_the_figures(tmp
 
 
 def test_a_call_redraws_only_its_own_tasks(tmp_path):
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     (tmp_path / "voc").mkdir()  # runs of an earlier call: their committed figures stay
     command = tc.plot_command(tmp_path, tmp_path / "figs", ["reddit"])
@@ -276,7 +273,7 @@ def test_a_call_redraws_only_its_own_tasks(tmp_path):
 
 
 def test_a_variant_of_a_task_keeps_its_runs_and_figures_apart_from_the_tasks_own(tmp_path):
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     assert tc.spec("cola")["task"] == "cola"
     variant = tc.spec("cola_mpnet")
@@ -294,7 +291,7 @@ def test_a_variant_of_a_task_keeps_its_runs_and_figures_apart_from_the_tasks_own
 
 
 def test_the_per_unit_cola_variant_runs_colas_protocol_and_reports_only_the_rules_it_adds():
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     own, variant = tc.spec("cola"), tc.spec("cola_per_unit")
     shared = ("metric", "target", "measure_lr", "lambda_quantiles", "tune_seeds", "report_seeds")
@@ -315,7 +312,7 @@ def test_the_per_unit_cola_variant_runs_colas_protocol_and_reports_only_the_rule
 
 
 def test_the_reddit_agc_variant_runs_reddits_protocol_for_agc_at_each_clip_factor():
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     own, variant = tc.spec("reddit"), tc.spec("reddit_agc")
     shared = ("task", "metric", "target", "measure_lr", "lambda_quantiles", "tune_seeds",
@@ -335,7 +332,7 @@ def test_the_reddit_agc_variant_runs_reddits_protocol_for_agc_at_each_clip_facto
 def test_the_cola_variant_is_one_epoch_of_real_cola_at_bf16_mixed():
     from hydra import compose, initialize_config_dir
 
-    import suite.naming  # noqa: F401  registers the run_dir resolver
+    import torch_clip.suite.naming  # noqa: F401  registers the run_dir resolver
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=cola_mpnet"])
@@ -346,7 +343,7 @@ def test_the_cola_variant_is_one_epoch_of_real_cola_at_bf16_mixed():
 
 
 def test_figures_get_the_configured_target_of_every_task_they_show(tmp_path):
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     (tmp_path / "voc").mkdir()  # a task of an earlier call
     flags = tc.target_flags(tmp_path, ["reddit"])
@@ -363,7 +360,7 @@ def test_tuned_methods_that_differ_in_one_setting_are_told_apart_by_its_value(tm
     """Two methods of one preset (AGC at two clip factors) keep their tuning runs apart: a run
     belongs to the method whose every dotted override its config holds, numbers compared as
     numbers; a run matching none is named by its preset."""
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     methods = {
         "Adam": ["optimizer=torch_adamw", "step_rule.weight_decay=0"],
@@ -422,9 +419,9 @@ def test_a_stage_skips_its_completed_runs_without_starting_train_py(tmp_path, mo
     assert [cmd[cmd.index("-m") + 3 :] for cmd in started] == [o for o, _ in others]
     assert "  done: already completed" in capsys.readouterr().out.splitlines()
 
-    import suite.trainer
+    from torch_clip.suite import trainer
 
-    monkeypatch.setattr(suite.trainer, "completed_summary", lambda run_dir, cfg: {"steps": 2})
+    monkeypatch.setattr(trainer, "completed_summary", lambda run_dir, cfg: {"steps": 2})
     assert sweeps.finished(["experiment=reddit", f"results_root={tmp_path}", "seed=5"])
     # values to sweep on the command line (as the regime map's batched calls pass): train.py decides
     assert not sweeps.finished(["experiment=regime_map", f"results_root={tmp_path}", "seed=5,6"])
@@ -465,7 +462,7 @@ def test_stages_side_by_side_share_their_process_slots(tmp_path, monkeypatch):
 def test_a_comparisons_config_error_stops_the_call_before_any_run(monkeypatch, tmp_path):
     """The comparisons run side by side for hours: a bad ``report_methods`` or optimizer preset in
     one of them is reported before any comparison starts a run."""
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     good = tc.spec
     stages = []
@@ -482,7 +479,7 @@ def test_a_comparisons_config_error_stops_the_call_before_any_run(monkeypatch, t
 def test_an_edge_choice_extends_its_axis_until_the_cap_and_stays_flagged(tmp_path):
     """The grid-extension loop: SGD's best lr lies above the grid, so each round adds the next
     half-decade value; after ``max_extensions`` rounds the choice still sits on the upper edge."""
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     c = tc.normalized({"task": "t", "metric": "mse", "lr_grid": [0.01, 0.03, 0.1],
                        "tune_seeds": [0, 1], "methods": {"SGD": ["optimizer=torch_sgd"]}})  # fmt: skip
@@ -507,9 +504,10 @@ def test_an_edge_choice_extends_its_axis_until_the_cap_and_stays_flagged(tmp_pat
 
 
 def test_the_protocol_table_pairs_each_method_with_the_best_baseline_on_the_same_seeds(tmp_path):
-    import protocol_table
-    import tuned_comparison as tc
     from scipy import stats
+
+    from torch_clip.suite.experiments import protocol_table
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     c = tc.normalized({"task": "reddit", "metric": "accuracy", "lr_grid": [0.01, 0.03, 0.1],
                        "tune_seeds": [0, 6], "report_seeds": [1, 2, 3, 4, 5],
@@ -544,8 +542,9 @@ def test_the_protocol_table_pairs_each_method_with_the_best_baseline_on_the_same
 
 
 def test_the_aggregate_over_tasks_normalises_each_task_to_its_baseline_and_best(tmp_path):
-    import protocol_table
     from scipy import stats
+
+    from torch_clip.suite.experiments import protocol_table
 
     tasks = {  # task -> metric, {method: per-seed values}; Adam is each task's baseline
         "reddit": ("accuracy", {"Adam": [0.84, 0.83, 0.85], "AGC": [0.86, 0.88, 0.87],
@@ -577,7 +576,7 @@ def test_the_aggregate_over_tasks_normalises_each_task_to_its_baseline_and_best(
 def test_methods_may_name_their_own_lr_grid_family_and_keep_a_fixed_level(tmp_path, monkeypatch):
     """experiment=lm's needs: an SGD and an AdamW family of learning rates, a method that keeps
     its own λ (AdamW + norm at 1.0), and --tasks taking any experiment with a comparison block."""
-    import tuned_comparison as tc
+    from torch_clip.suite.experiments import tuned_comparison as tc
 
     c = tc.normalized({
         "task": "lm", "lr_grids": {"sgd": [0.03, 0.1, 0.3], "adamw": [1e-4, 3e-4, 1e-3]},

@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-import suite.naming  # noqa: F401  (registers the run_dir resolver of the run directory)
-from suite.optim import build_optimizer, build_scheduler
+import torch_clip.suite.naming  # noqa: F401  (registers the run_dir resolver of the run directory)
 from tests.suite_helpers import ROOT
+from torch_clip.suite.optim import build_optimizer, build_scheduler
 
 CONF = ROOT / "conf"
 # conf/clipped_optimizer.yaml and conf/config.yaml sit at the top level on purpose (not groups)

@@ -14,13 +14,13 @@ from hydra import compose, initialize_config_dir
 from timm.utils.agc import adaptive_clip_grad
 
 from clip_core import ClippedAdamW, ClippedSGD
-from suite.optim import build_optimizer, build_scheduler, describe_optimizer
-from suite.peers import PeerClipped
 from tests.suite_helpers import ROOT, run_train, summaries
+from torch_clip.suite.optim import build_optimizer, build_scheduler, describe_optimizer
+from torch_clip.suite.peers import PeerClipped
 
 
 def _cfg(*overrides: str):
-    import suite.naming  # noqa: F401  registers the run_dir resolver
+    import torch_clip.suite.naming  # noqa: F401  registers the run_dir resolver
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=["task=toy", *overrides])
@@ -216,11 +216,11 @@ def test_one_multirun_sweeps_baseline_and_clipped_method_on_one_lr_grid(tmp_path
 
 def test_default_run_is_the_cola_recipe():
     """``python train.py``: MiniLM on CoLA with AdamW 5e-5 and the norm clipped at 1 (README)."""
-    import suite.naming  # noqa: F401
+    import torch_clip.suite.naming  # noqa: F401
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config")
-    assert cfg.task._target_ == "tasks.cola.ColaTask" and cfg.trainer.max_steps == 150
+    assert cfg.task._target_ == "torch_clip.tasks.cola.ColaTask" and cfg.trainer.max_steps == 150
     opt = build_optimizer(cfg, _model().parameters(), 0)
     assert type(opt) is ClippedAdamW and opt.param_groups[0]["lr"] == 5e-5
     assert opt.clipper.rule.threshold.level == 1.0 and cfg.optimizer.clipping_type == "norm"
@@ -234,6 +234,6 @@ def test_default_run_is_the_cola_recipe():
     [("torch_sgd", False), ("none", False), ("norm", True), ("auto", True), ("peer_agc", True)],
 )
 def test_clips_tells_the_baselines_apart(preset, expected):
-    from suite.optim import clips
+    from torch_clip.suite.optim import clips
 
     assert clips(build_optimizer(_cfg(f"optimizer={preset}"), _model().parameters(), 0)) is expected

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import warnings
 
 import numpy as np
@@ -18,12 +17,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import suite.naming  # noqa: F401  registers the run_dir resolver
-from suite.trainer import seed_everything, warn_if_emulated_bf16
+import torch_clip.suite.naming  # noqa: F401  registers the run_dir resolver
 from tests.suite_helpers import ROOT, composed_run_dir, final_params, find_run_dir, run_train
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import sweeps  # the --quick budgets of every task
+from torch_clip.suite.experiments import sweeps  # the --quick budgets of every task
+from torch_clip.suite.trainer import seed_everything, warn_if_emulated_bf16
 
 ONE_STEP = (
     "task=toy",

@@ -1,4 +1,4 @@
-"""``suite.protocol``: the fair protocol's statistics against independent computations."""
+"""``torch_clip.suite.protocol``: the fair protocol's statistics against independent computations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from suite import protocol as P
+from torch_clip.suite import protocol as P
 
 
 def test_half_decade_grid_has_mantissas_one_and_three_between_its_bounds():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from suite.records import TornRecordError, read_json, read_jsonl
-from suite.run_reader import discover_runs, load_run, read_runs
+from torch_clip.suite.records import TornRecordError, read_json, read_jsonl
+from torch_clip.suite.run_reader import discover_runs, load_run, read_runs
 
 
 def write_run(run_dir, *, summary=None, config=None):

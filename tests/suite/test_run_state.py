@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from suite.records import RunRecord, read_jsonl
-from suite.run_state import RunState
+from torch_clip.suite.records import RunRecord, read_jsonl
+from torch_clip.suite.run_state import RunState
 
 CPU = torch.device("cpu")
 

@@ -13,7 +13,6 @@ import subprocess
 import pytest
 from omegaconf import OmegaConf
 
-from suite.trainer import check_trainer_config
 from tests.fault_task import FAULTY_TOY
 from tests.suite_helpers import (
     ROOT,
@@ -27,6 +26,7 @@ from tests.suite_helpers import (
     train_env,
     wait_for_step,
 )
+from torch_clip.suite.trainer import check_trainer_config
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
-from tasks.toy import ToyRegressionTask
+from torch_clip.tasks.toy import ToyRegressionTask
 
 CPU = torch.device("cpu")
 
