@@ -1,4 +1,5 @@
-"""``python scripts/lm_comparison.py ...``: the same as ``python -m torch_clip.suite.experiments.lm_comparison ...``
+"""``python scripts/lm_comparison.py ...``: the same as
+``python -m torch_clip.suite.experiments.lm_comparison ...``
 (that module's docstring says what it does and how to run it)."""
 
 from torch_clip.suite.experiments.lm_comparison import main

@@ -1,4 +1,5 @@
-"""``python scripts/noise_probe.py ...``: the same as ``python -m torch_clip.suite.experiments.noise_probe ...``
+"""``python scripts/noise_probe.py ...``: the same as
+``python -m torch_clip.suite.experiments.noise_probe ...``
 (that module's docstring says what it does and how to run it)."""
 
 from torch_clip.suite.experiments.noise_probe import main

@@ -1,4 +1,5 @@
-"""``python scripts/plot_comparison.py ...``: the same as ``python -m torch_clip.suite.reports.plot_comparison ...``
+"""``python scripts/plot_comparison.py ...``: the same as
+``python -m torch_clip.suite.reports.plot_comparison ...``
 (that module's docstring says what it does and how to run it)."""
 
 from torch_clip.suite.reports.plot_comparison import main

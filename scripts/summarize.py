@@ -1,4 +1,5 @@
-"""``python scripts/summarize.py ...``: the same as ``python -m torch_clip.suite.reports.summarize ...``
+"""``python scripts/summarize.py ...``: the same as
+``python -m torch_clip.suite.reports.summarize ...``
 (that module's docstring says what it does and how to run it)."""
 
 from torch_clip.suite.reports.summarize import main
