@@ -31,11 +31,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from suite.checkpoint import CheckpointError, checkpoint_path, interrupted_exit_code
-from suite.distributed import init_distributed, shutdown_distributed
-from suite.naming import method_name  # importing registers the run_dir resolver of conf/
-from suite.run_dir import RunDirBusy, RunDirLock
-from suite.trainer import Preempted, Trainer, check_trainer_config, completed_summary
+from torch_clip.suite.checkpoint import CheckpointError, checkpoint_path, interrupted_exit_code
+from torch_clip.suite.distributed import init_distributed, shutdown_distributed
+from torch_clip.suite.naming import method_name  # importing registers the run_dir resolver of conf/
+from torch_clip.suite.run_dir import RunDirBusy, RunDirLock
+from torch_clip.suite.trainer import Preempted, Trainer, check_trainer_config, completed_summary
 
 # Errors that mean "the user asked for something invalid": one clear line, no stack trace.
 USER_ERRORS = (

@@ -22,8 +22,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import suite.naming  # noqa: F401  registers the run_dir resolver
-from suite.optim import build_optimizer
+import torch_clip.suite.naming  # noqa: F401  registers the run_dir resolver
+from torch_clip.suite.optim import build_optimizer
 
 ROOT_CONF = Path(__file__).resolve().parents[1] / "conf"
 

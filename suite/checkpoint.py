@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from suite.records import atomic_write_bytes
+from torch_clip.suite.records import atomic_write_bytes
 
 CHECKPOINT_NAME = "last.pt"
 #: 2: every random state is a tensor or a plain value, so the file loads with weights_only=True

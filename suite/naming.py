@@ -29,6 +29,8 @@ IDENTITY_GROUPS = ("task", "optimizer", "step_rule", "scheduler")
 #: only when it differs from its default, so the runs made before it existed keep their directory.
 IDENTITY_TRAINER_KEYS = {"precision": "32"}
 HASH_CHARS = 8
+#: the installed namespace of the suite and the tasks (``torch_clip.tasks.toy``)
+NAMESPACE = "torch_clip."
 
 
 def run_identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +42,10 @@ def run_identity(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
     identity = {group: resolved(group) for group in IDENTITY_GROUPS}
+    task = identity.get("task")
+    if isinstance(task, dict) and str(task.get("_target_", "")).startswith(NAMESPACE):
+        # the class, not its import path: runs recorded before the namespace keep their identity
+        identity["task"] = {**task, "_target_": task["_target_"].removeprefix(NAMESPACE)}
     trainer = cfg.get("trainer") or {}
     for key, default in IDENTITY_TRAINER_KEYS.items():
         value = str(trainer.get(key, default))

@@ -7,7 +7,7 @@ one of three kinds, told apart here and nowhere else:
 * a clipping preset (``clipping_type`` and its parameters): ``step_rule(params, **clipping)``;
 * a torch baseline (``torch_optimizer: <step rule name>``): the step rule's torch class, built
   from the same keys, so ``step_rule.lr`` sweeps baselines and clipped methods on one grid;
-* a peer package (``peer``, ``peer_args``): that torch class wrapped by :mod:`suite.peers`.
+* a peer package (``peer``, ``peer_args``): that torch class wrapped by :mod:`torch_clip.suite.peers`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clip_core import ClippedOptimizer
 from clip_core._validation import check_int
-from suite.peers import PeerClipped, build_peer
+from torch_clip.suite.peers import PeerClipped, build_peer
 
 _META_KEYS = ("name", "label", "torch_equivalent", "torch_optimizer", "peer", "peer_args")
 

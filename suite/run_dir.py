@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-#: the temporary files :func:`suite.records.atomic_write_bytes` renames into place
+#: the temporary files :func:`torch_clip.suite.records.atomic_write_bytes` renames into place
 LEFTOVER_GLOB = ".*.tmp"
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from suite.naming import method_of_dir
-from suite.records import read_json, read_jsonl
+from torch_clip.suite.naming import method_of_dir
+from torch_clip.suite.records import read_json, read_jsonl
 
 #: directories under a sweep that never hold runs
 IGNORED_DIRS = {"figures", ".hydra", "checkpoints", "__pycache__"}

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from suite.checkpoint import random_states, restore_random_states
+from torch_clip.suite.checkpoint import random_states, restore_random_states
 
 
 @dataclass

@@ -25,14 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from clip_core._validation import check_choice, check_int, invalid
-from suite.checkpoint import (
+from torch_clip.suite.checkpoint import (
     CheckpointError,
     PreemptionGuard,
     checkpoint_path,
     load_checkpoint,
     save_checkpoint,
 )
-from suite.distributed import (
+from torch_clip.suite.distributed import (
     STRATEGIES,
     DistContext,
     agree,
@@ -45,13 +45,13 @@ from suite.distributed import (
     whole_parameters,
     wrap_model,
 )
-from suite.loggers import WandbLogger
-from suite.naming import IDENTITY_TRAINER_KEYS, method_of_dir, run_identity
-from suite.optim import build_optimizer, build_scheduler, clips, describe_optimizer
-from suite.records import RunRecord, read_json
-from suite.run_dir import remove_leftovers
-from suite.run_state import RunState
-from tasks.base import Task, TaskInfo
+from torch_clip.suite.loggers import WandbLogger
+from torch_clip.suite.naming import IDENTITY_TRAINER_KEYS, method_of_dir, run_identity
+from torch_clip.suite.optim import build_optimizer, build_scheduler, clips, describe_optimizer
+from torch_clip.suite.records import RunRecord, read_json
+from torch_clip.suite.run_dir import remove_leftovers
+from torch_clip.suite.run_state import RunState
+from torch_clip.tasks.base import Task, TaskInfo
 
 #: ``trainer.precision``: full float32, or Lightning's "bf16-mixed" (the forward passes and losses
 #: under bfloat16 autocast; parameters, gradients and optimizer state stay float32)

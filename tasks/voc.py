@@ -33,7 +33,7 @@ from torchvision.datasets.voc import DATASET_YEAR_DICT
 from torchvision.transforms import functional as TF
 
 from clip_core._validation import check_choice, check_int, check_path, invalid
-from tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, require_dir
+from torch_clip.tasks.vision_data import IMAGENET_MEAN, IMAGENET_STD, ImageTask, require_dir
 
 IGNORE_INDEX = 255
 VOC_NUM_CLASSES = 21  # background + 20 object classes

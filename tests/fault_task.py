@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from tasks.toy import ToyRegressionTask
+from torch_clip.tasks.toy import ToyRegressionTask
 
 #: the overrides that select this task (its config is tests/conf/task/faulty_toy.yaml)
 FAULTY_TOY = ("task=faulty_toy", f"hydra.searchpath=[file://{Path(__file__).parent / 'conf'}]")

@@ -1,4 +1,4 @@
-"""One rank of the FSDP2 tests (tests/test_sharded.py): every case in one gloo process group.
+"""One rank of the FSDP2 tests (tests/clip_core/test_sharded.py): every case in one gloo process group.
 
 Each case trains a small MLP twice from the same weights on the same global batch: sharded with
 ``fully_shard`` over 2 ranks (each rank its half of the batch), and whole, unsharded, in this

@@ -106,7 +106,7 @@ def composed_run_dir(results: Path, *overrides: str) -> Path:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    import suite.naming  # noqa: F401  registers the run_dir resolver
+    import torch_clip.suite.naming  # noqa: F401  registers the run_dir resolver
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(

@@ -1,8 +1,8 @@
 """One detector of host-device synchronisation for every test that needs one.
 
 :class:`SyncRecorder` is a ``TorchFunctionMode`` that records each torch call which would make
-the host wait for the device. ``tests/test_state_and_sync.py`` applies it to every optimizer's
-``step()`` and ``tests/test_task_contract.py`` to every task's ``loss()``.
+the host wait for the device. ``tests/clip_core/test_state_and_sync.py`` applies it to every optimizer's
+``step()`` and ``tests/tasks/test_task_contract.py`` to every task's ``loss()``.
 """
 
 from __future__ import annotations

@@ -16,9 +16,15 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, matthews_corrcoef
 
-from tasks.cola import ColaTask, accuracy, load_cola_dir, load_model_and_tokenizer, read_cola_tsv
-from tasks.cola import matthews_corrcoef as torch_mcc
-from tasks.cola_corpus import CORRUPTIONS, generate_corpus
+from torch_clip.tasks.cola import (
+    ColaTask,
+    accuracy,
+    load_cola_dir,
+    load_model_and_tokenizer,
+    read_cola_tsv,
+)
+from torch_clip.tasks.cola import matthews_corrcoef as torch_mcc
+from torch_clip.tasks.cola_corpus import CORRUPTIONS, generate_corpus
 
 # ------------------------------------------------------------------------------------- metrics
 
@@ -351,7 +357,7 @@ def test_mean_pooling_matches_sentence_embeddings_one_at_a_time(mean_task):
     unpadded with the plain encoder (the sentence-transformers recipe) and NumPy."""
     from transformers import AutoModel
 
-    from tasks.cola import packaged_model_dir
+    from torch_clip.tasks.cola import packaged_model_dir
 
     assert "new mean-pooling head" in mean_task.info.model_source
     assert "classification head" not in mean_task.info.model_source
@@ -394,7 +400,7 @@ def test_a_local_model_directory_of_another_family_trains_with_the_mean_head(tmp
     to each sentence's mean token state computed unpadded with the plain encoder."""
     from transformers import AutoModel, AutoTokenizer, MPNetConfig, MPNetForSequenceClassification
 
-    from tasks.cola import packaged_model_dir
+    from torch_clip.tasks.cola import packaged_model_dir
 
     torch.manual_seed(0)
     config = MPNetConfig(vocab_size=30527, hidden_size=16, num_hidden_layers=1,

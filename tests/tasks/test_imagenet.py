@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score
 
-from tasks.imagenet import LAYOUT, ImageNetTask, top1_accuracy
+from torch_clip.tasks.imagenet import LAYOUT, ImageNetTask, top1_accuracy
 
 CPU = torch.device("cpu")
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from tasks import text_corpus
-from tasks.lm import DecoderLM, LanguageModelTask, loss_spikes
 from tests.suite_helpers import assert_same_training, find_run_dir, run_train
+from torch_clip.tasks import text_corpus
+from torch_clip.tasks.lm import DecoderLM, LanguageModelTask, loss_spikes
 
 CPU = torch.device("cpu")
 TINY = dict(context=16, width=32, num_layers=1, num_heads=2, batch_size=4, max_val_blocks=8)
@@ -140,7 +140,7 @@ def test_bits_per_byte_and_perplexity_against_numpy():
 def test_minilm_tokenizer_bits_per_byte_use_the_bytes_per_token():
     from transformers import AutoTokenizer
 
-    from tasks.cola import packaged_model_dir
+    from torch_clip.tasks.cola import packaged_model_dir
 
     task = LanguageModelTask(tokenizer="minilm", **TINY)
     info = task.setup(CPU, 0)

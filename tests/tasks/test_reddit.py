@@ -12,8 +12,8 @@ import torch_geometric.data.download as pyg_download
 import torch_geometric.datasets.reddit as pyg_reddit
 import torch_geometric.typing as pyg_typing
 
-from tasks import graph_sampling
-from tasks.reddit import GraphBatch, RedditTask, accuracy, load_reddit, make_sbm_data
+from torch_clip.tasks import graph_sampling
+from torch_clip.tasks.reddit import GraphBatch, RedditTask, accuracy, load_reddit, make_sbm_data
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors (see tests/conftest.py)
 
@@ -390,7 +390,7 @@ class _RunsCode:
 
 
 def test_a_crafted_reddit_cache_is_refused_and_never_run(tmp_path, no_download, monkeypatch):
-    from suite.checkpoint import CheckpointError
+    from torch_clip.suite.checkpoint import CheckpointError
 
     monkeypatch.setenv("TORCH_CLIP_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "reddit"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
-from tasks.toy import ToyRegressionTask
+from torch_clip.tasks.toy import ToyRegressionTask
 
 CPU = torch.device("cpu")
 
@@ -232,7 +232,7 @@ def test_scipy_is_imported_only_for_stable_label_noise():
     import sys
 
     code = (
-        "import sys, torch; from tasks.toy import ToyRegressionTask as T; "
+        "import sys, torch; from torch_clip.tasks.toy import ToyRegressionTask as T; "
         "T(noise='stable', noise_on='gradient', num_train=64).setup(torch.device('cpu'), 0); "
         "print('scipy.stats' in sys.modules); "
         "T(noise='stable', num_train=64).setup(torch.device('cpu'), 0); "

@@ -13,11 +13,11 @@ from torchvision.datasets.voc import DATASET_YEAR_DICT
 from clip_core._validation import check_choice, check_int, check_number, check_path
 
 TOY, COLA, IMAGENET, VOC, REDDIT = (
-    "tasks.toy.ToyRegressionTask",
-    "tasks.cola.ColaTask",
-    "tasks.imagenet.ImageNetTask",
-    "tasks.voc.VOCTask",
-    "tasks.reddit.RedditTask",
+    "torch_clip.tasks.toy.ToyRegressionTask",
+    "torch_clip.tasks.cola.ColaTask",
+    "torch_clip.tasks.imagenet.ImageNetTask",
+    "torch_clip.tasks.voc.VOCTask",
+    "torch_clip.tasks.reddit.RedditTask",
 )
 # (task class, constructor arguments, the key and value the message must name, what is accepted)
 CASES = [
@@ -155,7 +155,7 @@ def test_default_values_pass(task):
     _task_class(task)()
 
 
-# -- the helpers themselves (library arguments are covered in tests/test_optimizers.py) ---------
+# -- the helpers themselves (library arguments are covered in tests/clip_core/test_optimizers.py) ---------
 @pytest.mark.parametrize(
     ("check", "value", "message"),
     [

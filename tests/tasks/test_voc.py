@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import accuracy_score, jaccard_score
 
-from tasks.voc import (
+from torch_clip.tasks.voc import (
     EMBEDDED_CLASSES,
     IGNORE_INDEX,
     VOCTask,

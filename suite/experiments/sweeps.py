@@ -1,0 +1,252 @@
+"""The tuning protocol shared by ``regime_map.py`` and ``tuned_comparison.py``.
+
+1. **Measure** the unclipped gradient norm of a task (``torch.optim.SGD``, seed 0, at the grid's
+   smallest learning rate unless the task names another) so clipping levels are placed on its
+   quantiles, not copied constants.
+2. **Tune** every method, baselines included, on one shared learning-rate grid (``step_rule.lr``)
+   on the tuning seeds; a setting scores the median over them, a run that diverged or failed
+   scores worst (``torch_clip.suite.protocol``, the protocol written once).
+3. **Report** each method's best setting on fresh seeds, so the reported numbers are not the ones
+   the choice was made on; mean and a 90% Student-t interval over those seeds.
+
+Each stage is a list of ``train.py -m`` calls run a few at a time (the regime map sweeps many
+short runs per call, the tuned comparisons make one run per call); a completed run is skipped
+(a one-run call without starting ``train.py``, which would skip it too), so an interrupted sweep
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from torch_clip.suite import protocol
+from torch_clip.suite.paths import ROOT
+from torch_clip.suite.run_reader import Run
+
+FIGURES = ROOT / "results" / "readme" / "figures"
+
+Job = tuple[list[str], str]  # (train.py overrides, log name)
+#: Hydra's compose state is global: one worker at a time may compose a config to check it
+_HYDRA_STATE = threading.Lock()
+
+#: --quick: a few steps of a shrunken task, through the same stages as the full budget
+QUICK_TRAINER = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.log_every=1"]
+QUICK_TASK = {
+    "cola": ["task.embedded_train_size=64", "task.embedded_dev_size=32", "task.batch_size=8"],
+    "imagenet": ["task.batch_size=16", "task.max_val_items=64"],
+    "voc": ["task.batch_size=4", "task.embedded_train_size=16", "task.embedded_val_size=8"],
+    "reddit": ["task.num_nodes=400"],
+}
+
+#: --quick: the noise probe's budget (mini-batches of its noise sample and of the reference
+#: gradient, and bootstrap resamples: 200 took a third of a quick ImageNet probe's CPU time)
+QUICK_PROBE = ["--batches", "8", "--reference-batches", "4", "--bootstrap", "20"]
+
+
+def quick_task_overrides(task: str, quick: bool, trainer: bool = True) -> list[str]:
+    """The overrides that shrink ``task`` for ``--quick`` (none without it)."""
+    if not quick:
+        return []
+    return (QUICK_TRAINER if trainer else []) + QUICK_TASK.get(task, [])
+
+
+def run_stage(
+    jobs: Iterable[Job],
+    root: Path,
+    workers: int,
+    experiment: str,
+    extra: Sequence[str] = (),
+    slots: threading.Semaphore | None = None,
+) -> None:
+    """Run ``train.py -m experiment=<experiment> <overrides> <extra>`` for every job, ``workers``
+    at once, and no more than ``slots`` allows when stages run side by side and share it. With a
+    submitit launcher in ``extra`` every call is a cluster job (array) that its worker waits for,
+    so ``workers`` is the number of jobs queued at once."""
+
+    def command(overrides: Sequence[str]) -> list[str]:
+        return [f"experiment={experiment}", f"results_root={root}", *overrides, *extra]
+
+    def one(job: Job) -> None:
+        overrides, name = job
+        if finished(command(overrides)):  # in the worker: the first runs start without waiting
+            print(f"  {name}: already completed", flush=True)
+            return
+        cmd = [sys.executable, "train.py", "-m", *command(overrides)]
+        log = root / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        with slots or contextlib.nullcontext(), open(log, "a") as f:
+            f.write("$ " + " ".join(cmd) + "\n")
+            f.flush()
+            code = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        print(f"  {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, list(jobs)))
+
+
+def finished(overrides: Sequence[str]) -> bool:
+    """Whether ``train.py -m <overrides>`` would skip its one run as completed: train.py's own
+    check (:func:`torch_clip.suite.trainer.completed_summary` on the directory Hydra would give the run),
+    made without starting a process, which costs seconds of imports per run when a sweep resumes.
+    What this cannot decide (values to sweep, on the command line or in the config's
+    ``hydra.sweeper.params``; a config that does not compose here; a finished run of another
+    budget) is left to train.py, which runs it or says what is wrong."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    import torch_clip.suite.naming  # noqa: F401  (registers the run_dir resolver of the run directory)
+    from torch_clip.suite.trainer import completed_summary
+
+    with _HYDRA_STATE:
+        try:
+            with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+                cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+            if cfg.hydra.sweeper.get("params") or not cfg.trainer.get("resume", True):
+                return False  # the config sweeps values itself (regime_map), or nothing is skipped
+            HydraConfig.instance().set_config(cfg)  # the ${hydra:...} parts of the run directory
+            run_dir = Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir
+            return completed_summary(run_dir, cfg) is not None
+        except Exception:  # train.py decides, and reports any error in the run's own log
+            return False
+        finally:
+            HydraConfig.instance().cfg = None
+
+
+def sweep_parser(doc: str, root_help: str, jobs: int = 2) -> argparse.ArgumentParser:
+    """The options every sweep script takes: ``--quick``, ``--figures-only``, ``--jobs``,
+    ``--root`` (where runs go) and ``--out`` (where figures and tables go)."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: the whole pipeline")
+    parser.add_argument("--figures-only", action="store_true", help="only redraw finished runs")
+    parser.add_argument("--jobs", type=int, default=jobs, help="train.py processes at once")
+    parser.add_argument("--root", type=Path, help=root_help)
+    parser.add_argument("--out", type=Path, default=FIGURES, help="figure and table directory")
+    parser.add_argument("overrides", nargs="*",
+                        help="train.py overrides for every run, after --: a launcher "
+                             "(hydra/launcher=slurm ...), a data root")  # fmt: skip
+    return parser
+
+
+def parse_sweep_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"Invalid --jobs: {args.jobs}; expected an integer >= 1")
+    return args
+
+
+def call(script: list[str]) -> int:
+    """Run a script of this folder with this interpreter, from the repository root."""
+    print("$ python " + " ".join(script), flush=True)
+    return subprocess.call([sys.executable, *script], cwd=ROOT)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``rows`` (dicts) as a CSV file with a header: every key of any row, in first-seen order
+    (rows of an older table lack the newer columns, left empty)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def score(values: list[float], lower_is_better: bool) -> float:
+    """The protocol's score of a setting (``torch_clip.suite.protocol.robust_score``): the median over
+    seeds, oriented so that smaller is better; a diverged or failed seed counts worst (+inf)."""
+    return protocol.robust_score(values, lower_is_better)
+
+
+def best_settings(
+    runs: Iterable[Run],
+    method_of: Callable[[Run], str],
+    seeds: Iterable[int],
+    metric: str,
+    lower_is_better: bool,
+    setting_of: Callable[[Run], Hashable] = lambda r: (r.lr, r.clipping_level),
+    tie_break: str | None = "loss",
+) -> dict[str, dict[str, Any]]:
+    """Per method: the setting with the best median final ``metric`` over all of ``seeds``
+    (``torch_clip.suite.protocol.select``: a failed seed counts worst, a setting missing a seed is no
+    candidate), as ``{"setting", "score", "tie", "tied", "rule"}``.
+
+    Settings whose medians are equal (MCC 0 on a majority-class plateau, say) are told apart by
+    the lower median final ``tie_break`` metric (the validation loss), then by the order in which
+    ``runs`` first show them.
+    """
+    seeds = sorted(set(seeds))
+    values: dict[str, dict[Hashable, dict[int, float]]] = defaultdict(dict)
+    second: dict[str, dict[Hashable, dict[int, float]]] = defaultdict(dict)
+    for run in runs:
+        if run.seed in seeds:
+            method, setting = method_of(run), setting_of(run)
+            values[method].setdefault(setting, {})[run.seed] = run.final(metric)
+            second[method].setdefault(setting, {})[run.seed] = (
+                run.final(tie_break) if tie_break else 0.0
+            )
+    best: dict[str, dict[str, Any]] = {}
+    for method, results in values.items():
+        chosen = protocol.select(results, seeds, lower_is_better, second[method])
+        if chosen is not None:
+            tie = protocol.robust_score(list(second[method][chosen.setting].values()), True)
+            best[method] = {"setting": chosen.setting, "score": chosen.score, "tie": tie,
+                            "tied": chosen.tied, "rule": chosen.rule}  # fmt: skip
+    return best
+
+
+def interval90(values: list[float]) -> tuple[float, float, float]:
+    """Mean and a 90% Student-t interval over seeds (NaN when a seed diverged)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.95, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return mean, mean - half, mean + half
+
+
+#: the fixed-threshold clipping types and the unit each one clips: a global level λ becomes an even
+#: share per unit (λ/√T over T tensors, λ/√N over N coordinates), so that all units at their
+#: threshold make an update of norm λ, as the global rule's does
+THRESHOLD_UNITS = {"norm": "global", "linear_stoch_norm": "global", "quadratic_stoch_norm": "global",
+                   "layer_wise": "tensor", "coord_wise": "coordinate"}  # fmt: skip
+
+
+#: the run summary's key that counts each unit of a model
+UNIT_COUNTS = {"tensor": "num_parameter_tensors", "coordinate": "num_parameters"}
+
+
+def unit_share(clipping_type: str, counts: dict[str, int]) -> float:
+    """The factor from a global λ to ``clipping_type``'s per-unit λ (``THRESHOLD_UNITS``), given
+    the model's unit counts (a run summary, or any mapping with the ``UNIT_COUNTS`` keys)."""
+    unit = THRESHOLD_UNITS[clipping_type]
+    return 1.0 if unit == "global" else counts[UNIT_COUNTS[unit]] ** -0.5
+
+
+def norm_quantiles(run: Run, quantiles: Iterable[float]) -> list[float]:
+    """Quantiles of the global gradient norm along a (measurement) run, 4 significant digits."""
+    norms = run.grad_norms()
+    if norms is None:
+        raise FileNotFoundError(f"{run.dir}: no grad_norms.npy to place λ on")
+    norms = norms[np.isfinite(norms)]
+    return [float(f"{v:.4g}") for v in np.quantile(norms, list(quantiles))]

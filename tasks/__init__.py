@@ -1,0 +1,1 @@
+"""The benchmark tasks (installed as torch_clip.tasks)."""

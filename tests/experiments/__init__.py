@@ -1,0 +1,2 @@
+"""Tests of the experiment pipeline, its reports and benchmarks (``torch_clip.suite.experiments``,
+``.reports``, ``.bench``)."""

@@ -1,0 +1,70 @@
+"""The regime map's driver: its YAML spec, the fair protocol's equal budgets, and the batched
+runs (one run's overrides written as an ``rm_job`` config must compose to the same run)."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.suite_helpers import ROOT
+from torch_clip.suite import protocol
+
+
+@pytest.fixture
+def regime_map(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from torch_clip.suite.experiments import regime_map
+
+    return regime_map
+
+
+def test_every_method_of_a_map_gets_the_same_number_of_settings(regime_map):
+    spec = regime_map.load_spec(quick=False)
+    for name, m in spec["maps"].items():
+        spaces = {n: regime_map.method_axes(spec, n, [1.0, 2.0, 3.0]) for n in m["methods"]}
+        assert protocol.unequal_counts(spaces) == {}, name
+        assert {protocol.settings_count(a) for a in spaces.values()} == {15}
+    cells = regime_map.cells_of(spec)
+    assert {(c.map, c.problem) for c in cells} == {
+        ("gradient", "least squares"), ("gradient", "MLP"), ("labels", "MLP")
+    }  # fmt: skip
+
+
+def _compose(overrides):
+    import torch_clip.suite.naming  # noqa: F401  (the run_dir resolver)
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=regime_map", *overrides])
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+@pytest.mark.parametrize(
+    ("method", "setting"),
+    [("Adam", (0.001, 0.999)), ("R-clipped SSTM", (1e-5, 0.1)), ("Huber SGD", (0.01, 0.5))],
+)
+def test_a_batched_run_composes_to_the_run_its_overrides_make(
+    regime_map, tmp_path, method, setting
+):
+    spec = regime_map.load_spec(quick=False)
+    cell = next(c for c in regime_map.cells_of(spec) if c.map == "labels")
+    axes = regime_map.method_axes(spec, method, None)
+    over = regime_map.run_overrides(spec, cell, method, axes, setting, seed=3)
+    [(job, _)] = regime_map.calls([over], tmp_path, workers=2)
+    direct, batched = _compose(over), _compose(job)
+    for key in ("task", "optimizer", "step_rule", "scheduler", "label", "seed", "trainer"):
+        assert batched[key] == direct[key], key
+    assert direct["seed"] == 3 and direct["label"] == regime_map.slug(method)
+    assert direct["task"]["noise_on"] == "labels" and direct["task"]["noise_alpha"] == cell.alpha
+    if method == "Adam":
+        assert direct["step_rule"]["betas"] == [0.9, 0.999]
+    if method == "R-clipped SSTM":
+        assert direct["step_rule"]["restart_every"] == 50
+        assert direct["optimizer"]["clipping_level"] == 0.1
+
+
+def test_unknown_maps_and_methods_are_refused(regime_map):
+    with pytest.raises(
+        SystemExit, match=r"Invalid --maps \['grad'\]; expected some of gradient, labels"
+    ):
+        regime_map.load_spec(quick=False, maps=["grad"])

@@ -1,0 +1,1 @@
+"""Tests of ``torch_clip.suite``: train.py, the trainer, its configs, records and launchers."""

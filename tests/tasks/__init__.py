@@ -1,0 +1,1 @@
+"""Tests of ``torch_clip.tasks``: each task and the contract they share."""
