@@ -16,6 +16,8 @@ import torch
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+# torch < 2.3 has no torch.compiler.is_compiling; its private name is the same test
+_is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._utils.is_compiling
 
 
 def eager_only(fn: Callable[_P, _T]) -> Callable[_P, _T]:
@@ -24,7 +26,7 @@ def eager_only(fn: Callable[_P, _T]) -> Callable[_P, _T]:
 
     @functools.wraps(fn)
     def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             return disabled(*args, **kwargs)
         return fn(*args, **kwargs)
 
@@ -39,6 +41,6 @@ def unwrapped_when_eager(method: Callable[_P, _T]) -> Callable[_P, _T]:
     """``method`` (a torch function marked ``torch._disable_dynamo``) without that wrapper unless
     a compile is tracing: the wrapper imports TorchDynamo at its first call only to turn
     compilation off, as torch does for ``Optimizer.zero_grad`` and ``add_param_group``."""
-    if torch.compiler.is_compiling() or getattr(method, "__code__", None) is not _LAZY_DISABLE_CODE:
+    if _is_compiling() or getattr(method, "__code__", None) is not _LAZY_DISABLE_CODE:
         return method
     return method.__wrapped__  # type: ignore[attr-defined]
