@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
 from clip_core import sharding
+from clip_core._eager import unwrapped_when_eager
 from clip_core._validation import (
     check_choice,
     check_false,
@@ -319,6 +320,11 @@ class ClippedOptimizer(Optimizer):
                 self._all_params(), self.clipper.rule, type(self).__name__
             )
 
+    # torch's Optimizer methods below import TorchDynamo at their first call (over a second per
+    # process start) only to turn compilation off: called unwrapped unless a compile traces them
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        unwrapped_when_eager(Optimizer.zero_grad)(self, set_to_none)
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         with naming(type(self).__name__):
             params = param_group.get("params") if isinstance(param_group, dict) else None
@@ -331,7 +337,7 @@ class ClippedOptimizer(Optimizer):
                         f"Invalid parameter: a {p.layout} tensor; expected dense parameters "
                         "(sparse gradients have no fused clipped step)"
                     )
-            super().add_param_group(param_group)
+            unwrapped_when_eager(Optimizer.add_param_group)(self, param_group)
             self._check_group(self.param_groups[-1])
             if not self.__dict__.get("_deferred", True):  # a group added after construction
                 self.param_groups[-1]["fused"] = self.fused
@@ -526,7 +532,7 @@ class ClippedOptimizer(Optimizer):
         pass
 
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
+        state = unwrapped_when_eager(Optimizer.state_dict)(self)
         state["clip_state"] = {
             "clipper": self.clipper.state_dict(),
             "skipped_steps": self.skipped_steps.clone(),
@@ -561,7 +567,7 @@ class ClippedOptimizer(Optimizer):
                 f"{name} uses {ours}; only clipping_level, beta and p_autoclip may differ"
             )
         self._check_saved_groups(state_dict)
-        super().load_state_dict(state_dict)
+        unwrapped_when_eager(Optimizer.load_state_dict)(self, state_dict)
         for group in self.param_groups:  # keys a state saved by an older version lacks
             for key, value in self.defaults.items():
                 group.setdefault(key, value)

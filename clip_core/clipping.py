@@ -25,6 +25,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
+from clip_core._eager import eager_only
 from clip_core._validation import check_choice, check_int, check_nonnegative, check_number, invalid
 from clip_core.history import SortedHistory
 from clip_core.norms import (
@@ -218,7 +219,7 @@ class ClipResult(NamedTuple):
     stats: ClipStats | None  # None without telemetry
 
 
-@torch.compiler.disable  # torch.compile cannot trace a torch.Generator: one graph break
+@eager_only  # torch.compile cannot trace a torch.Generator: one graph break
 def _uniform(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Uniform draws shaped like ``like`` from the optimizer's own generator."""
     return torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)

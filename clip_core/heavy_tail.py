@@ -22,6 +22,48 @@ coordinate, :func:`alpha_stable_interval` a Student-t interval of the α-stable 
 groups of rows, and :func:`bootstrap_interval` a bootstrap interval of any statistic over
 groups of rows (``scipy.stats.bootstrap``).
 
+The α-stable index
+------------------
+For i.i.d. strictly α-stable ``X_1..X_K`` the block sums of ``K1`` consecutive
+samples satisfy ``Y =_d K1^(1/α) X``, so ``E log|Y| − E log|X| = (1/α) log K1``.
+With ``K = K1·K2`` and ``Y_i = Σ_{j=1..K1} X_{j+(i−1)K1}`` the estimator is
+
+    1/α̂ = (1 / log K1) · ( (1/K2) Σ_{i=1..K2} log|Y_i| − (1/K) Σ_{i=1..K} log|X_i| ).
+
+What is computed for each input shape:
+
+* 1-D ``(K,)``: the K entries are the scalar samples ``X_i``.
+* 2-D ``(K, d)``, ``mode="coordinates"`` (default, what Şimşekli et al. do): the
+  ``K·d`` entries are flattened row-major and treated as i.i.d. scalar SαS
+  samples, so each block sums ``K1`` consecutive coordinates.  Pass the noise of a
+  single step as 1-D ``(d,)`` for exactly the paper's per-iteration estimate.
+* 2-D ``(K, d)``, ``mode="vectors"``: the rows are K i.i.d. α-stable *vectors*;
+  ``Y_i`` sums ``K1`` rows and ``|·|`` is the Euclidean norm (the multivariate
+  form of the same estimator).  Note this is *not* the scalar estimator applied to
+  the norms: norms are positive, so sums of norms do not scale like ``K1^(1/α)``.
+* 2-D ``(K, d)``, ``mode="columns"``: the d columns are d series of K samples each
+  (e.g. one noise coordinate over K mini-batches), i.i.d. along a column but of
+  different scales and possibly dependent across columns.  Each block sums ``K1``
+  consecutive rows *of one column* (the trailing ``K mod K1`` rows are dropped), so
+  a column's scale cancels in ``log|Y| − log|X|`` and no block adds up samples of
+  one mini-batch (coordinates of the same step are dependent, which would bias α̂
+  downwards).  Block sums that are exactly zero are left out (an error if they are
+  more than half).  Pooling coordinates row-major instead mixes their scales: Gaussian
+  noise whose per-coordinate log-scale has spread 1 reads α̂ ≈ 1.5.
+
+Differences from the authors' reference code, both deliberate: ``K1`` defaults to
+``floor(sqrt(K))`` and the trailing ``K − K1·K2 < K1`` samples are dropped
+(rather than searching for an exact divisor, which yields ``K1 = 1`` -- a division
+by ``log 1 = 0`` -- when K is prime); and exact zeros are dropped instead of adding
+machine epsilon inside the log, because dead parameters with identically-zero
+noise would otherwise contribute ``log(2.2e-16) ≈ −36`` and wreck the estimate.
+
+The estimator assumes **centred** noise (e.g. minibatch gradient minus full-batch
+gradient).  A nonzero location makes block sums drift like ``K1·μ`` and pulls α̂
+towards 1.  ``center=True`` subtracts the sample mean over the K samples (per
+column for 2-D input) before anything else; for α ≤ 1 the mean does not exist, so
+prefer centring at the source.
+
 Input policy (shared by every function)
 ---------------------------------------
 Inputs may be NumPy arrays, torch tensors (any device/dtype; detached and copied) or
@@ -255,45 +297,8 @@ def alpha_stable_index(
 ) -> float:
     """Tail index α of symmetric α-stable noise (Mohammadi et al. 2015; Şimşekli et al. 2019).
 
-    For i.i.d. strictly α-stable ``X_1..X_K`` the block sums of ``K1`` consecutive
-    samples satisfy ``Y =_d K1^(1/α) X``, so ``E log|Y| − E log|X| = (1/α) log K1``.
-    With ``K = K1·K2`` and ``Y_i = Σ_{j=1..K1} X_{j+(i−1)K1}`` the estimator is
-
-        1/α̂ = (1 / log K1) · ( (1/K2) Σ_{i=1..K2} log|Y_i| − (1/K) Σ_{i=1..K} log|X_i| ).
-
-    What is computed for each input shape:
-
-    * 1-D ``(K,)``: the K entries are the scalar samples ``X_i``.
-    * 2-D ``(K, d)``, ``mode="coordinates"`` (default, what Şimşekli et al. do): the
-      ``K·d`` entries are flattened row-major and treated as i.i.d. scalar SαS
-      samples, so each block sums ``K1`` consecutive coordinates.  Pass the noise of a
-      single step as 1-D ``(d,)`` for exactly the paper's per-iteration estimate.
-    * 2-D ``(K, d)``, ``mode="vectors"``: the rows are K i.i.d. α-stable *vectors*;
-      ``Y_i`` sums ``K1`` rows and ``|·|`` is the Euclidean norm (the multivariate
-      form of the same estimator).  Note this is *not* the scalar estimator applied to
-      the norms: norms are positive, so sums of norms do not scale like ``K1^(1/α)``.
-    * 2-D ``(K, d)``, ``mode="columns"``: the d columns are d series of K samples each
-      (e.g. one noise coordinate over K mini-batches), i.i.d. along a column but of
-      different scales and possibly dependent across columns.  Each block sums ``K1``
-      consecutive rows *of one column* (the trailing ``K mod K1`` rows are dropped), so
-      a column's scale cancels in ``log|Y| − log|X|`` and no block adds up samples of
-      one mini-batch (coordinates of the same step are dependent, which would bias α̂
-      downwards).  Block sums that are exactly zero are left out (an error if they are
-      more than half).  Pooling coordinates row-major instead mixes their scales: Gaussian
-      noise whose per-coordinate log-scale has spread 1 reads α̂ ≈ 1.5.
-
-    Differences from the authors' reference code, both deliberate: ``K1`` defaults to
-    ``floor(sqrt(K))`` and the trailing ``K − K1·K2 < K1`` samples are dropped
-    (rather than searching for an exact divisor, which yields ``K1 = 1`` -- a division
-    by ``log 1 = 0`` -- when K is prime); and exact zeros are dropped instead of adding
-    machine epsilon inside the log, because dead parameters with identically-zero
-    noise would otherwise contribute ``log(2.2e-16) ≈ −36`` and wreck the estimate.
-
-    The estimator assumes **centred** noise (e.g. minibatch gradient minus full-batch
-    gradient).  A nonzero location makes block sums drift like ``K1·μ`` and pulls α̂
-    towards 1.  ``center=True`` subtracts the sample mean over the K samples (per
-    column for 2-D input) before anything else; for α ≤ 1 the mean does not exist, so
-    prefer centring at the source.
+    The estimator, what it computes for each input shape and ``mode``, and where it departs
+    from the authors' reference code are in this module's section *The α-stable index*.
 
     Args:
         noise: 1-D ``(K,)`` or 2-D ``(K, d)`` array/tensor of noise samples.
@@ -330,6 +335,12 @@ def alpha_stable_index(
     check_choice("mode", mode, ("coordinates", "vectors", "columns"))
     if x.ndim == 2 and mode == "columns":
         return _alpha_stable_columns(x, k1, center=center, clip=clip)
+    return _alpha_from_samples(_pooled_samples(x, mode, center), k1, clip)
+
+
+def _pooled_samples(x: np.ndarray, mode: str, center: bool) -> np.ndarray:
+    """``(n, m)`` i.i.d. samples of ``x`` for modes "coordinates" (``m = 1``) and "vectors":
+    non-finite entries or rows, then exact zeros or zero-norm rows, dropped."""
     if x.ndim == 1 or mode == "coordinates":
         finite = np.isfinite(x)
         if center:
@@ -338,13 +349,15 @@ def alpha_stable_index(
             total = np.where(finite, x, 0.0).sum(axis=0)
             x = x - np.divide(total, count, out=np.zeros_like(total), where=count > 0)
         flat = x[finite]  # boolean indexing flattens row-major
-        samples = flat[flat != 0].reshape(-1, 1)
-    else:
-        rows = x[np.isfinite(x).all(axis=1)]
-        if center and rows.shape[0] > 0:
-            rows = rows - rows.mean(axis=0)
-        samples = rows[np.linalg.norm(rows, axis=1) > 0]
+        return flat[flat != 0].reshape(-1, 1)
+    rows = x[np.isfinite(x).all(axis=1)]
+    if center and rows.shape[0] > 0:
+        rows = rows - rows.mean(axis=0)
+    return rows[np.linalg.norm(rows, axis=1) > 0]
 
+
+def _alpha_from_samples(samples: np.ndarray, k1: Any, clip: bool) -> float:
+    """The estimate from block sums of ``k1`` consecutive samples (rows) of ``samples``."""
     n = samples.shape[0]
     if n < 4:
         raise ValueError(
@@ -515,9 +528,23 @@ def bootstrap_interval(
     Returns:
         ``(low, high)``.
     """
-    from scipy import stats
-
     x = _to_numpy(data, "bootstrap_interval")
+    grouped = _row_groups(x, block)
+    check_number("level", level, 0, 1, low_open=True, high_open=True)
+    check_int("resamples", resamples, 2)
+    check_choice("method", method, ("percentile", "normal"))
+    result = _bootstrap_groups(grouped, statistic, level=level, resamples=resamples, seed=seed)
+    if method == "normal":
+        from scipy import stats
+
+        estimate = float(statistic(x))
+        half = stats.norm.ppf(0.5 + level / 2) * float(result.standard_error)
+        return estimate - half, estimate + half
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _row_groups(x: np.ndarray, block: Any) -> np.ndarray:
+    """The rows of ``x`` as ``(groups, block, ...)``, trailing rows left out; at least 2 groups."""
     rows = x.shape[0] if x.ndim else 0
     if (
         isinstance(block, bool)
@@ -532,17 +559,21 @@ def bootstrap_interval(
         )
     block = int(block)
     groups = rows // block
-    check_number("level", level, 0, 1, low_open=True, high_open=True)
-    check_int("resamples", resamples, 2)
-    check_choice("method", method, ("percentile", "normal"))
-    grouped = x[: groups * block].reshape(groups, block, *x.shape[1:])
+    return x[: groups * block].reshape(groups, block, *x.shape[1:])
+
+
+def _bootstrap_groups(
+    grouped: np.ndarray, statistic: Any, *, level: float, resamples: int, seed: int
+) -> Any:
+    """``scipy.stats.bootstrap`` of ``statistic`` over the groups of rows, drawn whole."""
+    from scipy import stats
 
     def on_groups(index: np.ndarray) -> float:
         picked = grouped[index.astype(np.int64)]
-        return float(statistic(picked.reshape(-1, *x.shape[1:])))
+        return float(statistic(picked.reshape(-1, *grouped.shape[2:])))
 
-    result = stats.bootstrap(
-        (np.arange(groups),),
+    return stats.bootstrap(
+        (np.arange(grouped.shape[0]),),
         on_groups,
         n_resamples=resamples,
         vectorized=False,
@@ -550,11 +581,6 @@ def bootstrap_interval(
         method="percentile",
         rng=np.random.default_rng(seed),
     )
-    if method == "normal":
-        estimate = float(statistic(x))
-        half = stats.norm.ppf(0.5 + level / 2) * float(result.standard_error)
-        return estimate - half, estimate + half
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 # ----------------------------------------------------------------- summary & plotting
@@ -615,24 +641,9 @@ def tail_summary(samples: Any, *, noise: bool | None = None) -> TailSummary:
         )
     if noise is None:
         noise = bool((x < 0).any())
-
-    mean = float(x.mean())
-    centred = x - mean
-    m2 = float(np.mean(centred**2))
-    m4 = float(np.mean(centred**4))
-    kurt = m4 / m2**2 - 3.0 if m2 > 0 else math.nan
-    mag = np.abs(x)
-    med_mag = float(np.median(mag))
-    ratio = float(np.percentile(mag, 99)) / med_mag if med_mag > 0 else math.nan
-
-    nonzero = mag[mag > 0]
+    mean, m2, kurt, ratio = _moments(x)
+    nonzero = np.abs(x)[x != 0]
     hill_k = default_hill_k(nonzero.size)
-    stable = None
-    if noise and x.size >= 4:
-        try:
-            stable = alpha_stable_index(x, center=True)
-        except ValueError:  # e.g. fewer than 4 nonzero values after centring
-            stable = None
     return TailSummary(
         n=int(x.size),
         n_dropped=n_dropped,
@@ -643,8 +654,31 @@ def tail_summary(samples: Any, *, noise: bool | None = None) -> TailSummary:
         excess_kurtosis=kurt,
         hill_alpha=hill_estimator(nonzero, hill_k),
         hill_k=hill_k,
-        stable_alpha=stable,
+        stable_alpha=_stable_alpha_of_noise(x) if noise else None,
     )
+
+
+def _moments(x: np.ndarray) -> tuple[float, float, float, float]:
+    """``(mean, m2, excess kurtosis, p99(|x|) / median(|x|))`` as :func:`tail_summary` defines them."""
+    mean = float(x.mean())
+    centred = x - mean
+    m2 = float(np.mean(centred**2))
+    m4 = float(np.mean(centred**4))
+    kurt = m4 / m2**2 - 3.0 if m2 > 0 else math.nan
+    mag = np.abs(x)
+    med_mag = float(np.median(mag))
+    ratio = float(np.percentile(mag, 99)) / med_mag if med_mag > 0 else math.nan
+    return mean, m2, kurt, ratio
+
+
+def _stable_alpha_of_noise(x: np.ndarray) -> float | None:
+    """:func:`alpha_stable_index` of centred ``x``; ``None`` when too few values are usable."""
+    if x.size < 4:
+        return None
+    try:
+        return alpha_stable_index(x, center=True)
+    except ValueError:  # e.g. fewer than 4 nonzero values after centring
+        return None
 
 
 class GaussianFit(NamedTuple):

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from clip_core._eager import eager_only
+
 _INITIAL_CAPACITY = 1024
 _INF = float("inf")
 
@@ -143,7 +145,7 @@ class SortedHistory:
         self.pushes += 1
 
     # torch.compile cannot trace the host path's reads: it runs eagerly, one graph break each
-    @torch.compiler.disable
+    @eager_only
     def _push_host(self, values: torch.Tensor, valid: torch.Tensor) -> None:
         # Python floats and bisect over the NumPy rows: every call into torch or NumPy costs
         # tens of microseconds here, on caches the step's large passes have just emptied.
@@ -215,7 +217,7 @@ class SortedHistory:
         assert self._buf is not None
         return self._quantile_host(q) if self._host else self._quantile_device(q)
 
-    @torch.compiler.disable
+    @eager_only
     def _quantile_host(self, q: float) -> torch.Tensor:
         n = int(self._np_count)
         n = n if self.window is None else min(n, self.window)

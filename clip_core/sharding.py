@@ -31,21 +31,20 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-try:
-    from torch.distributed.tensor import DTensor
-    from torch.distributed.tensor.placement_types import _StridedShard
-except ImportError:  # torch built without distributed support: nothing can be sharded
-    DTensor = _StridedShard = None  # type: ignore[assignment,misc]
-
 Groups = list[tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor]]]
 
 
 def is_sharded(t: torch.Tensor) -> bool:
-    return DTensor is not None and isinstance(t, DTensor)
+    # Importing DTensor costs over a second (it pulls TorchDynamo); until something else imports
+    # it, no tensor can be one. Also None when torch is built without distributed support.
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    return dtensor is not None and isinstance(t, dtensor)
 
 
 def _sums_exactly(placement: Any) -> bool:
     """Whether each element lives on exactly one rank along this mesh dimension, or is copied."""
+    from torch.distributed.tensor.placement_types import _StridedShard
+
     return placement.is_shard() or placement.is_replicate() or isinstance(placement, _StridedShard)
 
 
@@ -138,6 +137,8 @@ class ShardedNorms:
                 if before[id(lp)].get(key) is value:
                     continue  # an existing view, updated in place
                 if isinstance(value, torch.Tensor) and value.shape == lp.shape and value.dim():
+                    from torch.distributed.tensor import DTensor  # imported: p is one
+
                     value = DTensor.from_local(
                         value, p.device_mesh, p.placements, shape=p.shape, stride=p.stride()
                     )

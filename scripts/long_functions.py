@@ -1,6 +1,6 @@
 """List the functions longer than a limit, longest first (the def line through the last line).
 
-    python scripts/long_functions.py                 # suite/ and scripts/, over 60 lines
+    python scripts/long_functions.py                 # all the code, over 60 lines
     python scripts/long_functions.py clip_core --limit 40
 
 Exits 1 when any function is over the limit, so it can guard a folder.
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CODE = [ROOT / name for name in ("clip_core", "tasks", "suite", "scripts", "train.py")]
 
 
 def shown(file: Path) -> str:
@@ -41,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("paths", nargs="*", type=Path, help="files or folders (suite, scripts)")
+    parser.add_argument("paths", nargs="*", type=Path, help="files or folders (all the code)")
     parser.add_argument("--limit", type=int, default=60, help="longest allowed function (60)")
     args = parser.parse_args(argv)
-    found = long_functions(args.paths or [ROOT / "suite", ROOT / "scripts"], args.limit)
+    found = long_functions(args.paths or CODE, args.limit)
     for lines, where, name in found:
         print(f"{lines:5d}  {where}  {name}")
     print(f"{len(found)} function(s) over {args.limit} lines")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -105,19 +106,23 @@ def wrap_model(
     return module
 
 
-def is_sharded_model(module: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
+def _fsdp_module_class() -> type | None:
+    """``FSDPModule`` once something imported FSDP; before that no module can be one."""
+    # importing FSDP costs over a second per process start (it pulls DTensor and TorchDynamo)
+    return getattr(sys.modules.get("torch.distributed.fsdp"), "FSDPModule", None)
 
-    return isinstance(module, FSDPModule)
+
+def is_sharded_model(module: nn.Module) -> bool:
+    fsdp_module = _fsdp_module_class()
+    return fsdp_module is not None and isinstance(module, fsdp_module)
 
 
 @contextlib.contextmanager
 def whole_parameters(module: nn.Module) -> Iterator[None]:
     """Inside, a sharded module holds its whole parameters, so a task can evaluate it with any
     method, not only ``forward`` (e.g. reddit's layer-wise inference); a no-op otherwise."""
-    from torch.distributed.fsdp import FSDPModule
-
-    groups = [m for m in module.modules() if isinstance(m, FSDPModule)]
+    fsdp_module = _fsdp_module_class()
+    groups = [m for m in module.modules() if fsdp_module and isinstance(m, fsdp_module)]
     for group in groups:
         group.unshard()
     try:

@@ -17,6 +17,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -213,26 +214,46 @@ def load_model_and_tokenizer(model_name_or_path: str | None, seed: int):
     The classification head is created from ``torch.manual_seed(seed)`` inside a forked RNG, so it
     is reproducible per seed without disturbing the caller's random state.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    candidates, source, is_dir = _model_candidates(model_name_or_path)
+    model, tokenizer, info, err = _first_loadable(candidates, seed)
+    if model is None:
+        raise _unloadable(model_name_or_path, candidates[0][0], is_dir, err) from None
+    if source is None:  # a local directory, named by what it holds, not by a path of the machine
+        c, local = model.config, Path(model_name_or_path).expanduser()
+        source = (f"{local.resolve().name} (local directory; {c.model_type}, "
+                  f"{c.num_hidden_layers} layers, width {c.hidden_size})")  # fmt: skip
+    if any(k.startswith("classifier.") for k in info.get("missing_keys", ())):
+        source += " + new classification head"
+    return model, tokenizer, source
 
-    is_dir = True
+
+def _model_candidates(
+    model_name_or_path: str | None,
+) -> tuple[list[tuple[str, bool]], str | None, bool]:
+    """``([(name, local_files_only), ...], source, is_dir)`` to try in order; source ``None``
+    for a local directory, named once loaded."""
     if model_name_or_path is None:
-        candidates, source = [(str(packaged_model_dir()), True)], PACKAGED_MODEL
-    else:
-        local = Path(model_name_or_path).expanduser()
-        if local.is_dir():
-            candidates, source = [(str(local), True)], None  # named once loaded (below)
-        elif model_name_or_path.startswith(("/", ".", "~")) or local.exists():
-            raise FileNotFoundError(
-                f"model_name_or_path={model_name_or_path!r} is not a directory holding a "
-                "Hugging Face model; give a model directory, a hub id such as bert-base-uncased, "
-                "or null for the packaged all-MiniLM-L6-v2"
-            )
-        else:  # a hub id: the local cache first (no network round trips), then the hub if allowed
-            candidates, source = [(model_name_or_path, True)], model_name_or_path
-            is_dir = False
-            if not _hub_offline():
-                candidates.append((model_name_or_path, False))
+        return [(str(packaged_model_dir()), True)], PACKAGED_MODEL, True
+    local = Path(model_name_or_path).expanduser()
+    if local.is_dir():
+        return [(str(local), True)], None, True
+    if model_name_or_path.startswith(("/", ".", "~")) or local.exists():
+        raise FileNotFoundError(
+            f"model_name_or_path={model_name_or_path!r} is not a directory holding a "
+            "Hugging Face model; give a model directory, a hub id such as bert-base-uncased, "
+            "or null for the packaged all-MiniLM-L6-v2"
+        )
+    # a hub id: the local cache first (no network round trips), then the hub if allowed
+    candidates = [(model_name_or_path, True)]
+    if not _hub_offline():
+        candidates.append((model_name_or_path, False))
+    return candidates, model_name_or_path, False
+
+
+def _first_loadable(candidates: list[tuple[str, bool]], seed: int) -> tuple[Any, ...]:
+    """``(model, tokenizer, loading info, None)`` from the first candidate that loads, else
+    ``(None, None, None, last error)``; the head is initialised from ``seed`` in a forked RNG."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     last_err: Exception | None = None
     for name, local_only in candidates:
@@ -244,35 +265,34 @@ def load_model_and_tokenizer(model_name_or_path: str | None, seed: int):
                     model, info = AutoModelForSequenceClassification.from_pretrained(
                         name, num_labels=2, local_files_only=local_only, output_loading_info=True
                     )
-            break
+            return model, tokenizer, info, None
         except (OSError, ValueError) as err:
             last_err = err
-    else:
-        detail = str(last_err).strip().splitlines()[0] if last_err else ""
-        if is_dir:
-            raise FileNotFoundError(
-                f"could not load a Hugging Face model from directory {candidates[0][0]!r} "
-                f"(needs config.json, weights and tokenizer files) [transformers: {detail}]"
-            ) from None
-        where = (
-            "is not in the local Hugging Face cache and the hub is disabled (HF_HUB_OFFLINE)"
-            if _hub_offline()
-            else "is neither in the local Hugging Face cache nor reachable on the hub (offline?)"
+    return None, None, None, last_err
+
+
+def _unloadable(
+    model_name_or_path: str | None, first: str, is_dir: bool, err: Exception | None
+) -> FileNotFoundError:
+    """The one-line error for a model that no candidate could load, saying what to do."""
+    detail = str(err).strip().splitlines()[0] if err else ""
+    if is_dir:
+        return FileNotFoundError(
+            f"could not load a Hugging Face model from directory {first!r} "
+            f"(needs config.json, weights and tokenizer files) [transformers: {detail}]"
         )
-        raise FileNotFoundError(
-            f"could not load model {model_name_or_path!r}: it {where}. Download it once with "
-            f"network access (e.g. `hf download {model_name_or_path}`), point "
-            "task.model_name_or_path at a local model directory, or use "
-            "task.model_name_or_path=null for the packaged all-MiniLM-L6-v2. "
-            f"[transformers: {detail}]"
-        ) from None
-    if source is None:  # a local directory, named by what it holds, not by a path of the machine
-        c = model.config
-        source = (f"{local.resolve().name} (local directory; {c.model_type}, "
-                  f"{c.num_hidden_layers} layers, width {c.hidden_size})")  # fmt: skip
-    if any(k.startswith("classifier.") for k in info.get("missing_keys", ())):
-        source += " + new classification head"
-    return model, tokenizer, source
+    where = (
+        "is not in the local Hugging Face cache and the hub is disabled (HF_HUB_OFFLINE)"
+        if _hub_offline()
+        else "is neither in the local Hugging Face cache nor reachable on the hub (offline?)"
+    )
+    return FileNotFoundError(
+        f"could not load model {model_name_or_path!r}: it {where}. Download it once with "
+        f"network access (e.g. `hf download {model_name_or_path}`), point "
+        "task.model_name_or_path at a local model directory, or use "
+        "task.model_name_or_path=null for the packaged all-MiniLM-L6-v2. "
+        f"[transformers: {detail}]"
+    )
 
 
 class MeanPooledClassifier(nn.Module):

@@ -322,6 +322,22 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return correct / max(labels.numel(), 1)
 
 
+def _neighbor_counts(num_neighbors: Any) -> list[int]:
+    """``num_neighbors`` as a list of integers > 0 or -1 (all neighbours), else one clear error."""
+    # Hydra passes a ListConfig, which is no typing.Sequence: any iterable but a string
+    neighbors = None
+    if not isinstance(num_neighbors, str | bytes):
+        with contextlib.suppress(TypeError):
+            neighbors = list(num_neighbors)
+    if neighbors is None or not all(
+        isinstance(k, int) and not isinstance(k, bool) and (k > 0 or k == -1) for k in neighbors
+    ):
+        raise invalid(
+            "task.num_neighbors", num_neighbors, "a list of integers > 0 or -1 (all neighbours)"
+        )
+    return [int(k) for k in neighbors]
+
+
 # ------------------------------------------------------------------------------------------ task
 
 
@@ -355,6 +371,24 @@ class RedditTask(Task):
     ) -> None:
         self.data_root = check_path("task.data_root", data_root, optional=True)
         check_choice("task.sampler", sampler, SAMPLERS)
+        self._set_model(aggr, batch_size, num_neighbors, hidden_channels, num_layers, dropout)
+        self._set_proxy_graph(num_nodes, num_classes, p_in, p_out, feature_dim, feature_noise)
+        self._set_splits(train_fraction, val_fraction, data_seed)
+        self._set_sampler(sampler)
+        self.device = torch.device("cpu")
+        self.data: GraphData | None = None
+        self._loader = None
+
+    def _set_model(
+        self,
+        aggr: str,
+        batch_size: int,
+        num_neighbors: Sequence[int],
+        hidden_channels: int,
+        num_layers: int,
+        dropout: float,
+    ) -> None:
+        """Check and keep the network's and the sampler's sizes."""
         if aggr not in AGGRS:
             raise invalid(
                 "task.aggr",
@@ -366,20 +400,19 @@ class RedditTask(Task):
         self.batch_size = check_int("task.batch_size", batch_size, 1)
         self.hidden_channels = check_int("task.hidden_channels", hidden_channels, 1)
         self.num_layers = check_int("task.num_layers", num_layers, 1)
-        # Hydra passes a ListConfig, which is no typing.Sequence: any iterable but a string
-        neighbors = None
-        if not isinstance(num_neighbors, str | bytes):
-            with contextlib.suppress(TypeError):
-                neighbors = list(num_neighbors)  # type: ignore[arg-type]
-        if neighbors is None or not all(
-            isinstance(k, int) and not isinstance(k, bool) and (k > 0 or k == -1) for k in neighbors
-        ):
-            raise invalid(
-                "task.num_neighbors", num_neighbors, "a list of integers > 0 or -1 (all neighbours)"
-            )
-        self.num_neighbors = [int(k) for k in neighbors]
+        self.num_neighbors = _neighbor_counts(num_neighbors)
         self.dropout = float(check_number("task.dropout", dropout, 0, 1, high_open=True))
 
+    def _set_proxy_graph(
+        self,
+        num_nodes: int,
+        num_classes: int,
+        p_in: float,
+        p_out: float,
+        feature_dim: int,
+        feature_noise: float,
+    ) -> None:
+        """Check and keep the embedded stochastic-block-model graph's parameters."""
         self.num_classes = check_int("task.num_classes", num_classes, 2)
         self.num_nodes = check_int("task.num_nodes", num_nodes, 1)
         if num_nodes < 2 * num_classes:
@@ -392,6 +425,9 @@ class RedditTask(Task):
         self.p_out = float(check_number("task.p_out", p_out, 0, 1))
         self.feature_dim = check_int("task.feature_dim", feature_dim, 1)
         self.feature_noise = float(check_number("task.feature_noise", feature_noise, 0))
+
+    def _set_splits(self, train_fraction: float, val_fraction: float, data_seed: int) -> None:
+        """Check and keep the proxy graph's training and validation fractions, and its seed."""
         fraction = check_number("task.train_fraction", train_fraction, 0, 1, low_open=True)
         self.train_fraction = float(fraction)
         fraction = check_number("task.val_fraction", val_fraction, 0, 1, low_open=True)
@@ -403,7 +439,8 @@ class RedditTask(Task):
             )
         self.data_seed = check_int("task.data_seed", data_seed, 0)
 
-        # Resolve the sampler now so a missing backend fails before minutes of data loading.
+    def _set_sampler(self, sampler: str) -> None:
+        """Resolve the sampler now, so a missing backend fails before minutes of data loading."""
         backend = neighbor_sampling_backend()
         if sampler == "neighbor" and backend is None:
             raise ImportError(
@@ -413,37 +450,40 @@ class RedditTask(Task):
             )
         self.sampler = sampler if sampler != "auto" else ("neighbor" if backend else "subgraph")
         self.sampler_backend = backend if self.sampler == "neighbor" else "torch_geometric.utils"
-        if self.sampler == "neighbor" and len(self.num_neighbors) != num_layers:
+        if self.sampler == "neighbor" and len(self.num_neighbors) != self.num_layers:
             raise invalid(
                 "task.num_neighbors",
                 self.num_neighbors,
-                f"one entry per layer (task.num_layers={num_layers})",
+                f"one entry per layer (task.num_layers={self.num_layers})",
             )
-
-        self.device = torch.device("cpu")
-        self.data: GraphData | None = None
-        self._loader = None
 
     # -------------------------------------------------------------------------------- set-up
 
     def setup(self, device: torch.device, seed: int) -> TaskInfo:
         self.device = torch.device(device)
-        if self.data_root is None:
-            self.data = make_sbm_data(
-                num_nodes=self.num_nodes,
-                num_classes=self.num_classes,
-                p_in=self.p_in,
-                p_out=self.p_out,
-                feature_dim=self.feature_dim,
-                feature_noise=self.feature_noise,
-                train_fraction=self.train_fraction,
-                val_fraction=self.val_fraction,
-                seed=self.data_seed,
-            )
-        else:
-            self.data = load_reddit(self.data_root)
-        data = self.data
+        self.data = self._load_data()
+        self._build_model(self.data, seed)
+        self._build_evaluation(self.data)
+        sampler_desc = self._build_sampler(self.data)
+        return self._info(self.data, sampler_desc)
 
+    def _load_data(self) -> GraphData:
+        """The embedded proxy graph, or Reddit from ``data_root``."""
+        if self.data_root is not None:
+            return load_reddit(self.data_root)
+        return make_sbm_data(
+            num_nodes=self.num_nodes,
+            num_classes=self.num_classes,
+            p_in=self.p_in,
+            p_out=self.p_out,
+            feature_dim=self.feature_dim,
+            feature_noise=self.feature_noise,
+            train_fraction=self.train_fraction,
+            val_fraction=self.val_fraction,
+            seed=self.data_seed,
+        )
+
+    def _build_model(self, data: GraphData, seed: int) -> None:
         # Model init from `seed` without disturbing (or depending on) the global RNG stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -456,7 +496,8 @@ class RedditTask(Task):
                 self.aggr,
             ).to(self.device)
 
-        # Evaluation structures (see module docstring): built once, kept on the device.
+    def _build_evaluation(self, data: GraphData) -> None:
+        """Evaluation structures (see module docstring): built once, kept on the device."""
         self._eval_x = data.x.to(self.device)
         self._eval_y = data.y[data.val_idx].to(self.device)
         self._eval_nodes = data.val_idx.to(self.device)
@@ -469,27 +510,29 @@ class RedditTask(Task):
             data.edge_index, data.num_nodes, self.aggr, rows=data.val_idx
         ).to(self.device)
 
-        if self.sampler == "neighbor":
-            from torch_geometric.data import Data
-            from torch_geometric.loader import NeighborLoader
-
-            graph = Data(x=data.x, y=data.y, edge_index=data.edge_index, num_nodes=data.num_nodes)
-            # Built once (the CSC conversion of 114M edges is expensive); batches are then drawn
-            # by index through `loader(positions)`, which is what makes start=k cheap.
-            self._loader = NeighborLoader(
-                graph,
-                num_neighbors=self.num_neighbors,
-                input_nodes=data.train_idx,
-                batch_size=self.batch_size,
-                filter_per_worker=False,
-            )
-            sampler_desc = f"NeighborLoader {self.num_neighbors} via {self.sampler_backend}"
-        else:
-            sampler_desc = (
+    def _build_sampler(self, data: GraphData) -> str:
+        """Build PyG's ``NeighborLoader`` if that is the sampler; what samples, for the record."""
+        if self.sampler != "neighbor":
+            return (
                 f"node-induced random subgraphs of {self.batch_size} nodes "
                 "(GraphSAINT-style node sampler, pure torch)"
             )
+        from torch_geometric.data import Data
+        from torch_geometric.loader import NeighborLoader
 
+        graph = Data(x=data.x, y=data.y, edge_index=data.edge_index, num_nodes=data.num_nodes)
+        # Built once (the CSC conversion of 114M edges is expensive); batches are then drawn
+        # by index through `loader(positions)`, which is what makes start=k cheap.
+        self._loader = NeighborLoader(
+            graph,
+            num_neighbors=self.num_neighbors,
+            input_nodes=data.train_idx,
+            batch_size=self.batch_size,
+            filter_per_worker=False,
+        )
+        return f"NeighborLoader {self.num_neighbors} via {self.sampler_backend}"
+
+    def _info(self, data: GraphData, sampler_desc: str) -> TaskInfo:
         num_edges = data.edge_index.size(1)
         if self.data_root is None:
             source = (
