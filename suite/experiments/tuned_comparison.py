@@ -636,7 +636,7 @@ def tuning_grid(runs: list, of, c: dict[str, Any], axes: dict[str, list]) -> lis
 
 def knob_text(axes: list, setting: tuple) -> str:
     """``key=value`` of a setting's knob (empty without one)."""
-    return " ".join(f"{a.key.rsplit('.', 1)[-1]}={v:.4g}" for a, v in zip(axes[1:], setting[1:]))
+    return " ".join(f"{a.name}={v:.4g}" for a, v in zip(axes[1:], setting[1:]))
 
 
 def write_grid(results: list[dict[str, Any]], out: Path, command: str) -> None:
