@@ -106,7 +106,8 @@ def noise(args: argparse.Namespace) -> int:
         if args.figures_only or (out / "noise_probe.json").exists():
             return 0
         budget = sweeps.QUICK_PROBE if args.quick else []
-        overrides = [f"task={task}", *sweeps.quick_task_overrides(task, args.quick, trainer=False)]
+        overrides = [f"task={task}", *sweeps.quick_task_overrides(task, args.quick, trainer=False),
+                     *sweeps.shared_data_overrides(task, args.quick)]  # fmt: skip
         return sweeps.call(["scripts/noise_probe.py", "--overrides", *overrides, "--at", "start",
                             *budget, "--out", str(out)])  # fmt: skip
 

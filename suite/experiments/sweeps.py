@@ -64,6 +64,20 @@ def quick_task_overrides(task: str, quick: bool, trainer: bool = True) -> list[s
     return (QUICK_TRAINER if trainer else []) + QUICK_TASK.get(task, [])
 
 
+#: A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
+SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
+
+
+def shared_data_overrides(task: str, quick: bool, given: Sequence[str] = ()) -> list[str]:
+    """``task.data_root`` of the real data this machine holds for ``task`` (CoLA), unless
+    ``--quick`` (the embedded proxy) or the overrides ``given`` name a data root already."""
+    if quick or any(o.startswith("task.data_root") for o in given):
+        return []
+    if task == "cola" and (SHARED_COLA / "train.tsv").exists():
+        return [f"task.data_root={SHARED_COLA}"]
+    return []
+
+
 def run_stage(
     jobs: Iterable[Job],
     root: Path,

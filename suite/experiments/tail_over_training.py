@@ -38,7 +38,6 @@ from torch_clip.suite.paths import ROOT
 
 TASKS = ("cola", "reddit", "imagenet", "voc")
 RESULTS = ROOT / "results" / "tail_over_training"
-SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
 #: mini-batches of a probe: its noise sample and the reference gradient's average
 PROBE = ["--batches", "100", "--reference-batches", "64"]
 SEEDS = (0, 1, 2)
@@ -49,9 +48,7 @@ def task_overrides(task: str, quick: bool, extra: Sequence[str] = ()) -> list[st
     over = [f"task={task}", *sweeps.quick_task_overrides(task, quick, trainer=False)]
     if quick:
         over.append("trainer.log_every=1")
-    if task == "cola" and not quick and (SHARED_COLA / "train.tsv").exists():
-        over.append(f"task.data_root={SHARED_COLA}")
-    return [*over, *extra]
+    return [*over, *sweeps.shared_data_overrides(task, quick, extra), *extra]
 
 
 def budget(overrides: list[str], quick: bool) -> tuple[int, int]:

@@ -108,8 +108,6 @@ DIVERGED = 2.0
 NO_KNOB = "none"
 #: the label of λ's measurement run (SGD at ``comparison.measure_lr``, seed 0)
 MEASURE = "measure_SGD"
-#: A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
-SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
 
 
 def spec(name: str) -> dict[str, Any]:
@@ -364,13 +362,7 @@ def as_run(c: dict[str, Any], quick: bool, extra: list[str]) -> list[str]:
         if "report_methods" in c:
             c["report_methods"] = [n for n in c["report_methods"] if n in c["methods"]]
         return [*sweeps.quick_task_overrides(task, True), *extra]
-    if (
-        task == "cola"
-        and (SHARED_COLA / "train.tsv").exists()
-        and not any(o.startswith("task.data_root") for o in extra)
-    ):
-        return [f"task.data_root={SHARED_COLA}", *extra]
-    return extra
+    return [*sweeps.shared_data_overrides(task, quick, extra), *extra]
 
 
 def clipping_type(overrides: list[str]) -> str | None:

@@ -643,6 +643,40 @@ def test_heavy_tail_hill_alpha_of_pareto_norms(tmp_path: Path, capsys) -> None:
     assert pooled.summary.n == 100_500 and "2 runs pooled" in pooled.title
 
 
+def test_probes_alone_get_their_estimates_as_a_table_beside_the_figure(tmp_path: Path) -> None:
+    """The table of the probes at initialisation is written from each probe's JSON (it was
+    transcribed by hand once, and went stale)."""
+    rng = np.random.default_rng(7)
+    folders = []
+    for task, stable, hill in (("voc", 1.97, 4.8), ("reddit", 2.0, 5.0)):
+        probe = tmp_path / "noise" / task
+        probe.mkdir(parents=True)
+        np.savez(probe / "noise_probe.npz", noise_norms=rng.pareto(3.0, 400) + 1.0,
+                 noise_coords=rng.normal(size=(200, 10)))  # fmt: skip
+        (probe / "noise_probe.json").write_text(json.dumps({
+            "task": f"torch_clip.tasks.{task}.Task", "data_source": f"embedded: {task} proxy",
+            "model_source": "net", "checkpoint": "initialisation", "batches": 200,
+            "noise_norm_summary": {"p99_over_median": 1.234, "excess_kurtosis": -0.16,
+                                   "hill_alpha": 24.89},
+            "noise_norm_hill_alpha_ci90": [11.96, 37.81],
+            "noise_coords_hill_alpha": hill, "noise_coords_hill_alpha_ci90": [hill - 0.1, hill + 0.1],
+            "noise_coords_stable_alpha": stable,
+            "noise_coords_stable_alpha_ci90": [stable - 0.02, 2.0],
+            "tensor_stable_alpha_spread": {"min": 1.67, "max": 2.0, "median": 1.9},
+            "tensors": 92,
+        }))  # fmt: skip
+        folders.append(str(probe))
+    out = tmp_path / "figs" / "noise_heavy_tail.png"
+    assert ph.main([*folders, "--out", str(out), "--dpi", "60"]) == 0
+    rows = [ln for ln in out.with_suffix(".md").read_text().splitlines() if ln.startswith("| voc")]
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[:5] == ["voc", "embedded: voc proxy", "net", "initialisation", "200"]
+    assert cells[5:] == ["1.23", "-0.16", "24.89 [11.96, 37.81]", "4.80 [4.70, 4.90]",
+                         "**1.97 [1.95, 2.00]**", "1.67–2.00 (92)"]  # fmt: skip
+    # a figure of run norms (no probes) gets no probe table
+    assert not (tmp_path / "figs" / "heavy_tail.md").exists()
+
+
 def _probe_json(folder: Path, task: str, step: int, stable: float, hill: float, ci=True) -> None:
     folder.mkdir(parents=True)
     meta = {
