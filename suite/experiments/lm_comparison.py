@@ -26,8 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from torch_clip.suite import registry
 from torch_clip.suite.experiments import sweeps
 from torch_clip.suite.paths import ROOT
 from torch_clip.suite.run_reader import Run, read_runs
@@ -40,9 +39,9 @@ def default_root() -> Path:
 
 
 def spec(experiment: str = "lm") -> dict[str, Any]:
-    """The ``comparison`` block, checked: every method names a grid, all grids are one length."""
-    cfg = OmegaConf.load(ROOT / "conf" / "experiment" / f"{experiment}.yaml")
-    c = OmegaConf.to_container(cfg.comparison, resolve=True)
+    """The protocol ``conf/comparison/<experiment>.yaml``, checked: every method names a grid, all
+    grids are one length."""
+    c = registry.comparison(experiment)
     lengths = {name: len(grid) for name, grid in c["lr_grids"].items()}
     if len(set(lengths.values())) != 1:
         raise SystemExit(f"Invalid comparison.lr_grids: {lengths}; expected grids of one length")
@@ -72,7 +71,7 @@ def levels(c: dict[str, Any], measured: Run) -> dict[str, float]:
     placed = {}
     for name, m in c["methods"].items():
         kind = clipping_type(m["overrides"])
-        if m.get("fixed") or kind not in sweeps.THRESHOLD_UNITS:
+        if m.get("fixed") or kind not in sweeps.threshold_units():
             continue
         placed[name] = float(f"{level * sweeps.unit_share(kind, measured.summary):.4g}")
     return placed
@@ -113,7 +112,8 @@ def method_label(run: Run) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiment", default="lm", help="conf/experiment/<name>.yaml")
+    parser.add_argument("--experiment", default="lm",
+                        help="the runs' conf/experiment/<name>.yaml and protocol conf/comparison/<name>.yaml")  # fmt: skip
     parser.add_argument("--name", default="lm", help="the comparison's name (its run folder)")
     parser.add_argument("--root", type=Path, default=None, help="where runs go")
     parser.add_argument("--out", type=Path, default=OUT, help="where tables and figures go")
