@@ -38,9 +38,9 @@ its seeds do; its steps (seconds) are the mean over those seeds. Curves are labe
 name only; the hyper-parameters a method used on each task are in that task's table.
 
 **Targets are absolute values.** A task's target is, in this order: ``--target TASK=VALUE``,
-``--target VALUE`` (every task), the comparison's ``target`` (with its ``metric``): the one the
-runs' ``config.yaml`` carries (runs made while the protocol sat in their experiment file), else
-``conf/comparison/<task>.yaml``'s, or — only when asked
+``--target VALUE`` (every task), the runs' ``comparison.target`` (with ``comparison.metric``: runs
+made while the protocol sat in their experiment file carry it in their ``config.yaml``; the
+pipeline passes ``conf/comparison/<task>.yaml``'s ``target`` as ``--target``), or — only when asked
 for with ``--target-frac F`` — ``F`` of the best validation value any method reached, which is
 refused when that best is 0. A task without a target is marked so in its table and left out of
 the profile with a printed note.
@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from torch_clip.suite import protocol, registry
+from torch_clip.suite import protocol
 from torch_clip.suite.experiments.provenance import stamp
 from torch_clip.suite.reports import plotting
 from torch_clip.suite.reports.plotting import BAND_TEXT
@@ -150,8 +150,7 @@ def frac_target(best: float, frac: float, lower: bool) -> float:
 
 
 def comparison_config(task: str, runs: Sequence[Run]) -> dict[str, Any]:
-    """The comparison's ``metric`` and ``target``: the ``comparison`` node the runs' configs carry,
-    else the task's protocol ``conf/comparison/<task>.yaml``; ``{}`` if neither has one.
+    """The ``comparison`` node (``metric``, ``target``) the runs' configs carry; ``{}`` if none.
 
     The runs of one task must agree: a sweep mixing two targets has no single target.
     """
@@ -160,10 +159,6 @@ def comparison_config(task: str, runs: Sequence[Run]) -> dict[str, Any]:
         node = run.config.get("comparison") or {}
         if node.get("target") is not None or node.get("metric") is not None:
             nodes[(node.get("metric"), node.get("target"))].append(run.name)
-    source = "comparison.target of the runs' config"
-    if not nodes and task in registry.comparisons():
-        node, source = registry.comparison(task), f"target of conf/comparison/{task}.yaml"
-        nodes[(node.get("metric"), node.get("target"))].append(source)
     if len(nodes) > 1:
         found = "; ".join(
             f"metric={m}, target={t} in {names[0]}" for (m, t), names in nodes.items()
@@ -179,11 +174,11 @@ def comparison_config(task: str, runs: Sequence[Run]) -> dict[str, Any]:
         raise ValueError(
             f"Invalid comparison.target for task {task}: {target!r}; expected a finite number"
         )
-    return {"metric": metric, "target": None if target is None else float(target), "source": source}
+    return {"metric": metric, "target": None if target is None else float(target)}
 
 
 def config_path_hint(task: str) -> str:
-    return f"set target in conf/comparison/{task}.yaml or pass --target {task}=VALUE"
+    return f"pass --target {task}=VALUE, as the pipeline does with the comparison.target of conf/comparison/{task}.yaml"
 
 
 def resolve_target(
@@ -201,7 +196,7 @@ def resolve_target(
         return given, f"val {metric} {sign} {given:.4g} (--target)"
     if configured.get("target") is not None and configured.get("metric") in (None, metric):
         target = float(configured["target"])
-        return target, f"val {metric} {sign} {target:.4g} ({configured.get('source', 'comparison.target')})"
+        return target, f"val {metric} {sign} {target:.4g} (comparison.target of the runs' config)"
     if target_frac is None:
         return None, f"no target known for {task} ({config_path_hint(task)})"
     bests = [b for b in (best_value(r, metric, lower) for r in runs) if math.isfinite(b)]

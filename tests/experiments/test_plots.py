@@ -235,7 +235,7 @@ def test_target_frac_refuses_a_best_of_zero(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         pc.main([str(sweep), "--out", str(tmp_path / "o"), "--target-frac", "0.9", *FAST])
     assert exc.value.code == 2
-    assert "conf/experiment/cola.yaml" in capsys.readouterr().err
+    assert "conf/comparison/cola.yaml" in capsys.readouterr().err
     assert not (tmp_path / "o" / "cola_table.md").exists()
     # An absolute target of 0 is what the user asked for, and is kept.
     assert pc.analyse_task("cola", discover_runs([sweep]), target=0.0).target == 0.0

@@ -13,10 +13,11 @@ import sys
 import pytest
 
 from tests.suite_helpers import ROOT, train_env
+from torch_clip.suite import registry
 
 pytestmark = pytest.mark.slow
 
-TASKS = ("reddit", "imagenet", "voc", "cola")
+TASKS = registry.evidence_tasks()  # conf/evidence.yaml
 
 
 def _rows(path):
@@ -77,7 +78,6 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
 
 
 def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from torch_clip.suite.experiments import reproduce_readme as rr
     from torch_clip.suite.experiments import sweeps
 
@@ -85,8 +85,9 @@ def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_pa
     monkeypatch.setattr(sweeps, "call", lambda script: calls.append(script) or 0)
     common = ["--parts", "tuned", "--figures-only", "--root", str(tmp_path), "--out", str(tmp_path)]
     assert rr.main(common) == 0
-    assert [c[c.index("--tasks") + 1 :][:6] for c in calls] == [
-        ["reddit", "imagenet", "voc", "cola", "reddit_agc", "cola_per_unit"]
+    evidence = registry.evidence()  # the README's tasks, then the variants run with them
+    assert [c[c.index("--tasks") + 1 :][: len(TASKS) + 2] for c in calls] == [
+        [*TASKS, *evidence["variants"]]
     ]
     calls.clear()
     assert rr.main([*common, "--mpnet", str(tmp_path / "mpnet")]) == 0
@@ -104,7 +105,6 @@ def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_pa
 
 
 def test_overrides_after_the_double_dash_reach_every_part_that_trains(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from torch_clip.suite.experiments import reproduce_readme as rr
     from torch_clip.suite.experiments import sweeps
 

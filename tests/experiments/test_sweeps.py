@@ -278,8 +278,8 @@ def test_a_variant_of_a_task_keeps_its_runs_and_figures_apart_from_the_tasks_own
     assert tc.spec("cola")["task"] == "cola"
     variant = tc.spec("cola_mpnet")
     assert variant["task"] == "cola"
-    configured = yaml.safe_load((ROOT / "conf" / "experiment" / "cola_mpnet.yaml").read_text())
-    assert variant["target"] == configured["comparison"]["target"]
+    configured = yaml.safe_load((ROOT / "conf" / "comparison" / "cola_mpnet.yaml").read_text())
+    assert variant["target"] == configured["target"]
     root, out = tmp_path / "runs", tmp_path / "figs"
     assert tc.folders("cola", "cola", root, out) == (root, out)
     assert tc.folders("cola_mpnet", "cola", root, out) == (root / "cola_mpnet", out / "cola_mpnet")
@@ -348,9 +348,7 @@ def test_figures_get_the_configured_target_of_every_task_they_show(tmp_path):
     (tmp_path / "voc").mkdir()  # a task of an earlier call
     flags = tc.target_flags(tmp_path, ["reddit"])
     configured = {
-        t: yaml.safe_load((ROOT / "conf" / "experiment" / f"{t}.yaml").read_text())["comparison"][
-            "target"
-        ]
+        t: yaml.safe_load((ROOT / "conf" / "comparison" / f"{t}.yaml").read_text())["target"]
         for t in ("reddit", "voc")
     }
     assert flags == [f"--target={t}={configured[t]}" for t in ("reddit", "voc")]
@@ -599,7 +597,8 @@ def test_methods_may_name_their_own_lr_grid_family_and_keep_a_fixed_level(tmp_pa
     quick = tc.normalized({**c, "methods": {n: c["methods"][n] for n in c["methods"]}})
     tc.as_run(quick, quick=True, extra=[])
     assert quick["knobs"] == {"AdamW+norm@1": "none"}  # --quick keeps the fixed level
-    # any experiment with a comparison block is a comparison --tasks accepts
-    assert tc.has_comparison("reddit") and not tc.has_comparison("regime_map_nothing")
+    # any file of conf/comparison/ is a comparison --tasks accepts, but the regime map's cells
     with pytest.raises(SystemExit):
         tc.main(["--tasks", "no_such_experiment", "--figures-only"])
+    with pytest.raises(SystemExit, match="regime map"):
+        tc.spec("regime_map")
