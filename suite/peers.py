@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+
 class PeerStats(NamedTuple):
     grad_norm: torch.Tensor
     threshold: torch.Tensor
@@ -132,8 +133,9 @@ PEERS: dict[str, PeerInfo] = {
     info.name: info
     for info in (
         PeerInfo("autoclip", "autoclip", _autoclip, ("quantile", "history_length")),
-        PeerInfo("zclip", "zclip", _zclip,
-                 ("alpha", "z_thresh", "max_grad_norm", "warmup_steps", "mode")),  # fmt: skip
+        PeerInfo(
+            "zclip", "zclip", _zclip, ("alpha", "z_thresh", "max_grad_norm", "warmup_steps", "mode")
+        ),
         PeerInfo("agc", "timm", _agc, ("clip_factor", "eps")),
     )
 }

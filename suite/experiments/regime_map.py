@@ -235,9 +235,7 @@ class Map:
         if runs and not self.args.figures_only:
             jobs = calls(runs, self.args.root, self.args.jobs)
             print(f"[regime map] {title}: {len(runs)} runs in {len(jobs)} calls", flush=True)
-            sweeps.run_stage(
-                jobs, self.args.root, self.args.jobs, NAME, self.args.overrides
-            )
+            sweeps.run_stage(jobs, self.args.root, self.args.jobs, NAME, self.args.overrides)
         self.read()
 
     def todo(self, cell: Cell, name: str, axes, seeds, settings=None) -> list[list[str]]:

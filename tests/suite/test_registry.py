@@ -31,11 +31,16 @@ def _task_classes() -> set[str]:
     """``module.Class`` of every concrete task in ``tasks/`` (a subclass of ``Task`` or of one of
     its subclasses), read from the sources, not from the registry."""
     bases, found = {"Task"}, {}
-    trees = {path.stem: ast.parse(path.read_text()) for path in sorted((ROOT / "tasks").glob("*.py"))}
+    trees = {
+        path.stem: ast.parse(path.read_text()) for path in sorted((ROOT / "tasks").glob("*.py"))
+    }
     for _ in range(3):  # Task <- ImageTask <- ImageNetTask: a few rounds reach every level
         for module, tree in trees.items():
             for node in ast.walk(tree):
-                if isinstance(node, ast.ClassDef) and {getattr(b, "id", None) for b in node.bases} & bases:
+                if (
+                    isinstance(node, ast.ClassDef)
+                    and {getattr(b, "id", None) for b in node.bases} & bases
+                ):
                     bases.add(node.name)
                     found[node.name] = f"{module}.{node.name}"
     abstract = {"ImageTask"}  # the shared base of the two vision tasks, not a task of its own
@@ -45,7 +50,9 @@ def _task_classes() -> set[str]:
 def test_every_task_class_has_one_task_file_and_each_variant_its_tasks_class():
     files = {name: yaml.safe_load((CONF / "task" / f"{name}.yaml").read_text())
              for name in (p.stem for p in (CONF / "task").glob("*.yaml"))}  # fmt: skip
-    target = {name: f["task"]["_target_"].removeprefix("torch_clip.tasks.") for name, f in files.items()}
+    target = {
+        name: f["task"]["_target_"].removeprefix("torch_clip.tasks.") for name, f in files.items()
+    }
     tasks = registry.tasks()
     assert sorted(target[t] for t in tasks) == sorted(_task_classes())  # one file per class
     variants = registry.task_variants()
@@ -62,7 +69,9 @@ def _name_lists(path) -> list[tuple[int, list[str]]]:
         items = node.keys if isinstance(node, ast.Dict) else getattr(node, "elts", None)
         if not isinstance(node, ast.Tuple | ast.List | ast.Set | ast.Dict) or not items:
             continue
-        values = [e.value for e in items if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        values = [
+            e.value for e in items if isinstance(e, ast.Constant) and isinstance(e.value, str)
+        ]
         if len(set(values) & names) >= 3:
             found.append((node.lineno, values))
     return found
