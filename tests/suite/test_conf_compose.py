@@ -144,3 +144,61 @@ def test_each_comparison_loads_and_every_run_it_makes_composes_and_builds(name):
         finally:
             HydraConfig.instance().cfg = None
         build_optimizer(cfg, torch.nn.Linear(3, 2).parameters(), seed=0)  # a valid combination
+
+
+#: the keys the registry reads from the task files, which train.py ignores
+REGISTRY_KEYS = ("smoke", "variant_of")
+
+
+def _without(node, keys):
+    """``node`` with ``keys`` dropped at every depth."""
+    if isinstance(node, dict):
+        return {k: _without(v, keys) for k, v in node.items() if k not in keys}
+    return [_without(v, keys) for v in node] if isinstance(node, list) else node
+
+
+@pytest.fixture(scope="module")
+def layout_before_the_comparison_group(tmp_path_factory):
+    """``conf/`` as it was before the protocols had a group of their own: each protocol back in
+    its experiment file (``comparison:``, the regime map's ``map:``) and no ``REGISTRY_KEYS``
+    anywhere in the task files."""
+    import shutil
+
+    import yaml
+
+    old = tmp_path_factory.mktemp("before") / "conf"
+    shutil.copytree(CONF, old)
+    shutil.rmtree(old / COMPARISON)
+    for name in COMPARISONS:
+        block = yaml.safe_load((CONF / COMPARISON / f"{name}.yaml").read_text())
+        experiment = old / "experiment" / f"{name}.yaml"
+        key = "map" if "maps" in block else "comparison"
+        experiment.write_text(experiment.read_text() + yaml.safe_dump({key: block}))
+    for path in (old / "task").glob("*.yaml"):
+        recipe = _without(yaml.safe_load(path.read_text()), REGISTRY_KEYS)
+        path.write_text("# @package _global_\n" + yaml.safe_dump(recipe))
+    return old
+
+
+def _run_dir(conf, overrides: list[str]) -> str:
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        return str(cfg.hydra.sweep.subdir)
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize("name", COMPARISONS)
+def test_moving_the_protocols_keeps_every_run_directory(name, layout_before_the_comparison_group):
+    """A run's directory is its identity: the protocol's own group and the task files' smoke and
+    variant_of keys are outside it, so every run already made is found where it was (and a run
+    that copies its protocol in with ``+comparison=<name>`` lands there too)."""
+    old = layout_before_the_comparison_group
+    runs = _comparison_runs(name)
+    for overrides in runs:
+        before = _run_dir(old, [f"experiment={name}", *overrides])
+        assert _run_dir(CONF, [f"experiment={name}", *overrides]) == before, overrides
+    copied = [f"experiment={name}", f"+{COMPARISON}={name}", *runs[0]]
+    assert _run_dir(CONF, copied) == _run_dir(old, [f"experiment={name}", *runs[0]])
