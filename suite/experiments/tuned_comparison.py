@@ -710,22 +710,27 @@ def variant_plot_command(report: Path, out: Path, c: dict[str, Any]) -> list[str
     profile compares the four tasks' comparisons)."""
     task = c["task"]
     return ["scripts/plot_comparison.py", str(report), "--out", str(out), f"--tasks={task}",
-            f"--target={task}={c['target']}", "--no-profile"]  # fmt: skip
+            f"--metric={task}={c['metric']}", f"--target={task}={c['target']}", "--no-profile"]  # fmt: skip
 
 
 def plot_command(report: Path, out: Path, tasks: list[str]) -> list[str]:
     """The figures of this call's tasks only: runs of other tasks under ``report`` may be of
     another machine or code than their committed figures, which the profile reads instead."""
     return ["scripts/plot_comparison.py", str(report), "--out", str(out),
-            f"--tasks={','.join(tasks)}", *target_flags(report, tasks)]  # fmt: skip
+            f"--tasks={','.join(tasks)}", *figure_flags(report, tasks)]  # fmt: skip
 
 
-def target_flags(report: Path, tasks: list[str]) -> list[str]:
-    """``--target`` of every task the figures show: those of this call and those already under
-    ``report``, each at the target its experiment config holds now (a run's own config keeps the
-    target of the day it was made)."""
+def figure_flags(report: Path, tasks: list[str]) -> list[str]:
+    """``--metric`` and ``--target`` of every task the figures show: those of this call and the
+    README's already under ``report``, each as its protocol holds them now (the runs' configs do
+    not carry the protocol, which has its own config group)."""
     shown = [t for t in registry.evidence_tasks() if t in tasks or (report / t).is_dir()]
-    return [f"--target={t}={spec(t)['target']}" for t in shown]
+    flags = []
+    for task in [*shown, *(t for t in tasks if t not in shown)]:
+        c = spec(task)
+        flags.append(f"--metric={task}={c['metric']}")
+        flags += [f"--target={task}={c['target']}"] if c.get("target") is not None else []
+    return flags
 
 
 if __name__ == "__main__":
