@@ -103,10 +103,13 @@ def load_spec(quick: bool, maps: list[str] | None = None) -> dict[str, Any]:
         for m in spec["maps"].values():
             m.update(problems=dict(list(m["problems"].items())[:1]), alphas=q["alphas"],
                      methods=[x for x in m["methods"] if x in q["methods"]])  # fmt: skip
-    for m in spec["maps"].values():
-        missing = [x for x in m["methods"] if x not in spec["methods"]]
-        if missing:
-            raise SystemExit(f"Invalid map methods {missing}: not in the methods of {SPEC}")
+    named = [x for m in spec["maps"].values() for x in m["methods"]]
+    named += [x for pair in spec.get("randomized", {}).items() for x in pair]
+    missing = sorted({x for x in named if x not in spec["methods"]})
+    if missing:
+        raise SystemExit(
+            f"Invalid methods {missing} of the maps or randomized: not in the methods of {SPEC}"
+        )
     return spec
 
 
