@@ -1,7 +1,7 @@
 """Tail index of the gradient noise over training: a noise probe at initialisation, mid-run and
 at the end of one run per task, and the figure of the indices against the step.
 
-    python scripts/tail_over_training.py                      # cola, reddit, imagenet, voc
+    python scripts/tail_over_training.py                      # the README's tasks
     python scripts/tail_over_training.py --tasks cola reddit --seeds 0
     python scripts/tail_over_training.py --quick              # tiny budgets: the pipeline
     python scripts/tail_over_training.py --figures-only
@@ -33,10 +33,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from torch_clip.suite import registry
 from torch_clip.suite.experiments import sweeps
 from torch_clip.suite.paths import ROOT
 
-TASKS = ("cola", "reddit", "imagenet", "voc")
 RESULTS = ROOT / "results" / "tail_over_training"
 #: mini-batches of a probe: its noise sample and the reference gradient's average
 PROBE = ["--batches", "100", "--reference-batches", "64"]
@@ -119,7 +119,8 @@ def run_task(task: str, seed: int, root: Path, quick: bool, extra: list[str]) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, f"run directory (default {RESULTS})", jobs=1)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--tasks", nargs="+", choices=registry.tasks(),
+                        default=list(registry.evidence_tasks()), help="default: the README's")  # fmt: skip
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=None,
         help=f"run seeds (default {' '.join(map(str, SEEDS))}; with --quick 0)",

@@ -235,7 +235,7 @@ def test_target_frac_refuses_a_best_of_zero(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         pc.main([str(sweep), "--out", str(tmp_path / "o"), "--target-frac", "0.9", *FAST])
     assert exc.value.code == 2
-    assert "conf/experiment/cola.yaml" in capsys.readouterr().err
+    assert "conf/comparison/cola.yaml" in capsys.readouterr().err
     assert not (tmp_path / "o" / "cola_table.md").exists()
     # An absolute target of 0 is what the user asked for, and is kept.
     assert pc.analyse_task("cola", discover_runs([sweep]), target=0.0).target == 0.0
@@ -277,6 +277,20 @@ def test_targets_from_the_runs_config_and_tasks_without_one(tmp_path: Path, caps
     make_run(sweep, "z", "A", 0, val=[0.1], comparison={"target": "high"})
     with pytest.raises(ValueError, match=r"Invalid comparison\.target for task z: 'high'"):
         pc.analyse_task("z", discover_runs([sweep / "z"]))
+
+
+def test_each_task_is_compared_on_the_metric_named_for_it(tmp_path: Path) -> None:
+    """Runs that carry no ``comparison`` node (the protocol has its own config group) are
+    compared on the metric the pipeline names per task, not on the summaries' primary metric."""
+    sweep, out = tmp_path / "fake", tmp_path / "figs"
+    for task in ("x", "y"):
+        make_run(sweep, task, "A", 0, val=[0.2, 0.4], val_steps=[10, 20])
+    flags = ["--metric=x=loss", "--target=x=0.7", "--target=y=0.3", "--no-profile"]
+    assert pc.main([str(sweep), "--out", str(out), *flags, *FAST]) == 0
+    x, y = read_csv(out / "x_table.csv")["A"], read_csv(out / "y_table.csv")["A"]
+    assert x["metric"] == "loss" and y["metric"] == "accuracy"
+    assert float(x["final_val_mean"]) == pytest.approx(1 - 0.4)  # make_run's val_loss: 1 - val
+    assert float(y["final_val_mean"]) == pytest.approx(0.4)
 
 
 def read_profile(path: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -569,6 +583,9 @@ def test_targets_and_output_paths() -> None:
     assert pc.parse_targets(["0.5", "cola=0.3"]) == (0.5, {"cola": 0.3})
     with pytest.raises(ValueError):
         pc.parse_targets(["cola=high"])
+    assert pc.parse_metrics(["accuracy", "voc=miou"]) == ("accuracy", {"voc": "miou"})
+    with pytest.raises(ValueError, match="--metric 'voc='"):
+        pc.parse_metrics(["voc="])
     out_dir, figs = pc.output_paths(None, Path("sw"), ["a", "b"])
     assert out_dir == Path("sw/figures") and figs["b"] == Path("sw/figures/b_comparison.png")
     out_dir, figs = pc.output_paths(Path("o/f.png"), Path("sw"), ["a", "b"])
