@@ -112,14 +112,16 @@ def tuning_rows(result: dict[str, Any], tune: list[Run], ceiling: float) -> list
     """Every completed tuning run on the final grid of its method: its setting, its final
     validation loss and bits per byte, whether it trains, whether it is at the chosen knob."""
     axes, of, best = result["axes"], result["of"], result["best"]
-    rows = []
-    for r in tune:
+    rows, seen = [], set()
+    for r in sorted(tune, key=lambda r: str(r.dir)):
         name = of(r)
         if not r.completed or name not in best or r.seed not in result["spec"]["tune_seeds"]:
             continue  # a run still going has no final loss yet; the measurement run is SGD's
         setting = setting_of(r, axes[name])
-        if setting not in protocol.settings(axes[name]):
+        # one row per setting and seed: `lr=1` and `lr=1.0` name two directories of one run
+        if setting not in protocol.settings(axes[name]) or (name, setting, r.seed) in seen:
             continue
+        seen.add((name, setting, r.seed))
         loss = r.final("loss")
         rows.append({"method": name, "lr": r.lr, "knob": knob_text(axes[name], setting),
                      "chosen_knob": setting[1:] == tuple(best[name]["setting"][1:]),
