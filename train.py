@@ -113,6 +113,13 @@ def train(cfg: DictConfig, run_dir: Path, ctx: Any) -> Any:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> Any:
+    return run(cfg)
+
+
+def run(cfg: DictConfig) -> Any:
+    """One run of the composed ``cfg`` under the Hydra config set in ``HydraConfig``: what
+    ``python train.py`` does after composing (torch_clip.suite.experiments.local_runs calls it
+    in its workers, one run after another)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
