@@ -125,10 +125,13 @@ def run(cfg: DictConfig) -> Any:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     device_type = "cuda" if cfg.trainer.device != "cpu" else "cpu"
     ctx = init_distributed(device_type if device_type == "cpu" or _cuda() else "cpu")
+    completed = False
     try:
         # one process per run directory: rank 0 holds its lock until the record is written
         with RunDirLock(run_dir) if ctx.is_main else contextlib.nullcontext():
-            return train(cfg, run_dir, ctx)
+            result = train(cfg, run_dir, ctx)
+        completed = True
+        return result
     except Preempted as exc:
         if ctx.is_main:
             print(
@@ -152,7 +155,7 @@ def run(cfg: DictConfig) -> Any:
             return None  # the sweep goes on; the failure is in this run's summary.json
         sys.exit(2 if cause is not None else 1)
     finally:
-        shutdown_distributed(ctx)
+        shutdown_distributed(ctx, completed)
 
 
 def _cuda() -> bool:

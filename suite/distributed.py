@@ -5,6 +5,7 @@ whole-model state dicts that checkpoints hold under either."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -58,9 +59,18 @@ def _submitit_tasks() -> int:
     return int(os.environ.get("SLURM_NTASKS", "1"))
 
 
-def shutdown_distributed(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(ctx: DistContext, completed: bool = False) -> None:
+    """Leave the process group. After a completed run every rank first waits for the others, so
+    none tears down its connections while rank 0 still writes the record, and the garbage (a
+    DDP reducer in a reference cycle holds the group) is collected while the interpreter is
+    whole: a gloo group destroyed during interpreter shutdown aborts the process (SIGABRT,
+    "terminate called without an active exception"), which failed a CI run once."""
+    if not (ctx.enabled and dist.is_initialized()):
+        return
+    gc.collect()
+    if completed:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def resolve_device(name: str, ctx: DistContext) -> torch.device:

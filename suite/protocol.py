@@ -111,6 +111,15 @@ class Axis:
             raise ValueError(f"Invalid axis {self.key}: {list(self.values)}; expected distinct "
                              "values in increasing order")  # fmt: skip
 
+    @property
+    def name(self) -> str:
+        """The key's last part, a list index kept with its list (``step_rule.betas.1`` →
+        ``betas[1]``, ``optimizer.clipping_level`` → ``clipping_level``): what tables print."""
+        parts = self.key.split(".")
+        if len(parts) > 1 and parts[-1].isdigit():
+            return f"{parts[-2]}[{parts[-1]}]"
+        return parts[-1]
+
 
 def settings(axes: Sequence[Axis]) -> list[tuple[float, ...]]:
     """Every setting of a method, the product of its axes, in grid order (first axis slowest)."""

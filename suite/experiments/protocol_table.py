@@ -62,7 +62,7 @@ def protocol_rows(result: dict[str, Any], clips) -> list[dict[str, Any]]:
         knob = axes[1] if len(axes) > 1 else None
         row = {"method": m, "settings": chosen.get("count", protocol.settings_count(axes)),
                "lr": f"{chosen['setting'][0]:g}", "lr_edge": chosen["edges"].get(axes[0].key, ""),
-               "knob": f"{knob.key.rsplit('.', 1)[-1]}={chosen['setting'][1]:.4g}" if knob else "—",
+               "knob": f"{knob.name}={chosen['setting'][1]:.4g}" if knob else "—",
                "knob_edge": chosen["edges"].get(knob.key, "") if knob else "",
                "n": s.n, "failed": s.failed, "mean": s.mean, "median": s.median, "low": s.low,
                "high": s.high, "baseline": base or "",

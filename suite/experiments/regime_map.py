@@ -295,16 +295,20 @@ def tune(m: Map, axes: dict) -> dict:
     m.stage("tuning (round 0)", [r for (c, n), a in axes.items() for r in m.todo(c, n, a, seeds)])
     best = {}
     for rounds in range(m.spec["max_extensions"] + 1):
-        runs = []
+        runs, grown = [], False
         for (cell, name), a in axes.items():
             best[cell, name] = choose(m, cell, name, a)
             if best[cell, name] is None or rounds == m.spec["max_extensions"]:
                 continue
             axes[cell, name], _ = protocol.extensions(a, best[cell, name]["setting"])
+            grown = grown or axes[cell, name] != a
             runs += m.todo(cell, name, axes[cell, name], seeds)
-        if not runs:
+        # stop when no grid grew, not when nothing was left to run: a resumed map finds its
+        # extension runs made and must still take every round a fresh one takes
+        if not grown:
             break
-        m.stage(f"tuning (extension round {rounds + 1})", runs)
+        if runs:
+            m.stage(f"tuning (extension round {rounds + 1})", runs)
     for key, a in axes.items():  # the choices on the final grids, edges flagged
         best[key] = choose(m, *key, a)
     return best

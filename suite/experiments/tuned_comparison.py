@@ -42,7 +42,8 @@ The keys of ``conf/experiment/<name>.yaml``'s ``comparison`` block:
   percentile), open ``bounds`` (default 0 to ∞), an optional extension ``step`` and an
   ``override`` template when the key is not the override (``'step_rule.betas=[0.9,{value}]'``).
   A fixed-threshold rule without a knob is tuned over λ (``knob: lambda``); ``fixed_level: true``
-  keeps the λ of its overrides (the LM recipe's norm clipping at 1.0: no placement, no λ knob);
+  keeps the λ of its overrides (the LM recipe's norm clipping at 1.0: no placement, no λ knob),
+  tuned on its ``knob`` when it names one (the recipe's AdamW β₂);
   a method with no knob is tuned on the lr grid only, and its smaller count shows in the tables;
 - ``report_methods`` (optional): the methods a variant reports.
 
@@ -131,10 +132,12 @@ def normalized(c: dict[str, Any]) -> dict[str, Any]:
     for name, entry in c["methods"].items():
         if isinstance(entry, dict):
             c["methods"][name] = list(entry.get("overrides", []))
-            if entry.get("fixed_level"):
-                knobs[name] = NO_KNOB  # its λ is in its overrides: not placed, not tuned
-            elif entry.get("knob") is not None:
+            if entry.get("fixed_level"):  # its λ is in its overrides: not placed, not tuned
+                c.setdefault("fixed_level", []).append(name)
+            if entry.get("knob") is not None:  # with fixed_level: a knob other than λ
                 knobs[name] = entry["knob"]
+            elif entry.get("fixed_level"):
+                knobs[name] = NO_KNOB
             if "lr_grid" in entry or "grid" in entry:
                 grids[name] = list(entry.get("lr_grid") or lr_family(c, name, entry["grid"]))
     if "lr_grid" not in c:  # per-method grids only: the measurement run is on SGD's
@@ -354,7 +357,7 @@ def as_run(c: dict[str, Any], quick: bool, extra: list[str]) -> list[str]:
         c["method_lr_grids"] = {n: g[:1] for n, g in c.get("method_lr_grids", {}).items()}
         c.update(lr_grid=c["lr_grid"][:1], measure_lr=None, tune_seeds=[0], report_seeds=[0],
                  lambda_quantiles=[q[len(q) // 2]],
-                 knobs={n: k for n, k in c["knobs"].items() if k == NO_KNOB})  # fmt: skip
+                 knobs=dict.fromkeys(c.get("fixed_level", []), NO_KNOB))  # fmt: skip
         others = [n for n in c["methods"] if n != "SGD"]  # a norm-clipped method if it has one
         clipped = next((n for n in others if "optimizer=norm" in c["methods"][n]), others[0])
         c["methods"] = {n: c["methods"][n] for n in ("SGD", clipped)}
@@ -636,7 +639,7 @@ def tuning_grid(runs: list, of, c: dict[str, Any], axes: dict[str, list]) -> lis
 
 def knob_text(axes: list, setting: tuple) -> str:
     """``key=value`` of a setting's knob (empty without one)."""
-    return " ".join(f"{a.key.rsplit('.', 1)[-1]}={v:.4g}" for a, v in zip(axes[1:], setting[1:]))
+    return " ".join(f"{a.name}={v:.4g}" for a, v in zip(axes[1:], setting[1:]))
 
 
 def write_grid(results: list[dict[str, Any]], out: Path, command: str) -> None:

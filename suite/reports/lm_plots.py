@@ -29,7 +29,8 @@ def _norm_histograms(axes, found: list[dict], series: list[str]) -> None:
                     label=f"step {p['meta']['step']}")  # fmt: skip
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("noise norm / its median (seed 0)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a family --quick does not run: no legend
+            ax.legend(fontsize=7)
         style_axes(ax)
     axes[0].set_ylabel("density")
 
@@ -91,7 +92,8 @@ def comparison_figure(
     for ax, family in zip(axes, ("SGD family", "AdamW family")):
         ax.set_title(family, fontsize=10)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a family --quick does not run: no legend
+            ax.legend(fontsize=7)
         style_axes(ax)
     axes[0].set_ylabel("validation bits per byte")
     title = title or ("task=lm (experiment=lm, bytes): each method at its tuned setting on the "
@@ -128,7 +130,8 @@ def lr_stability_figure(tuning: list[dict], path: Path, ceiling: float) -> Path:
         ax.axhline(ceiling, color="0.5", lw=0.8, ls="--")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("learning rate")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a family --quick does not run: no legend
+            ax.legend(fontsize=7)
         style_axes(ax)
     axes[0].set_ylabel("final validation loss (nats per byte), tuning seeds")
     fig.suptitle("Which learning rates train? Crosses: a diverged seed (non-finite, or at or above "

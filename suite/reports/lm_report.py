@@ -1,12 +1,12 @@
-"""The tables of the language-model comparison, and its two figures (``suite/reports/lm_plots.py``).
+"""The LM tables and figures of the language-model comparison (``suite/reports/lm_plots.py``);
+its statistics (counts, choices, edges, paired tests) are ``lm_protocol.md``'s.
 
-``lm_table.md``: per method, its chosen learning rate (an edge of its grid flagged) and λ, the
-final validation bits per byte over the report seeds (mean and 90% t-interval), its paired
-difference from AdamW + norm 1.0 (the LM recipe) seed by seed, loss spikes
-(:func:`torch_clip.tasks.lm.loss_spikes` on every logged step) and training throughput.
-``lm_lr_range.md``: per method, the learning rates of its grid at which both tuning seeds train
-(finite final loss below the byte-unigram loss of the validation split).
-``lm_tuning.md``: every tuning run's final validation loss and bits per byte.
+``lm_table.md``: per method, its chosen setting, the final validation bits per byte over the
+report seeds (mean and bootstrap 90% interval), loss spikes (:func:`torch_clip.tasks.lm.loss_spikes`
+on every logged step), the clipped fraction and training throughput.
+``lm_lr_range.md``: per method, the learning rates of its grid at which every tuning seed trains
+(finite final loss below the byte-unigram loss of the validation split), at its chosen knob and
+at any value of it. ``lm_tuning.md``: every tuning run's final validation loss and bits per byte.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from torch_clip.suite import protocol
 from torch_clip.suite.experiments import sweeps
 from torch_clip.suite.experiments.provenance import stamp
+from torch_clip.suite.experiments.tuned_comparison import knob_text, setting_of
 from torch_clip.suite.reports import lm_plots
 from torch_clip.suite.run_reader import Run
 from torch_clip.tasks.lm import SPIKE_FACTOR, SPIKE_WINDOW, loss_spikes
@@ -49,106 +50,131 @@ def cell(values: list[float]) -> str:
     return f"{text} ({s.failed} diverged)" if s.failed and s.n != s.failed else text
 
 
-def paired(runs: list[Run], base: list[Run]) -> str:
-    """Method − baseline in final bits per byte on the same seeds: mean [90% CI], verdict."""
-    mine = {r.seed: r.final("bits_per_byte") for r in runs}
-    theirs = {r.seed: r.final("bits_per_byte") for r in base}
-    d = protocol.paired_difference(mine, theirs, lower_is_better=True)
-    if not d.n:
-        return "no pairs"
-    return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] {protocol.verdict(d)}"
+def chosen_runs(result: dict[str, Any], runs: list[Run]) -> dict[str, list[Run]]:
+    """Per method, its completed ``runs`` at its chosen setting."""
+    best, axes, of = result["best"], result["axes"], result["of"]
+    mine: dict[str, list[Run]] = {n: [] for n in best}
+    for r in runs:
+        name = of(r)
+        if (
+            r.completed
+            and name in best
+            and setting_of(r, axes[name]) == tuple(best[name]["setting"])
+        ):
+            mine[name].append(r)
+    return {n: sorted(rs, key=lambda r: r.seed) for n, rs in mine.items() if rs}
 
 
-def edge(c: dict[str, Any], name: str, lr: float) -> str:
-    flag = protocol.edge_flag(c["lr_grids"][c["methods"][name]["grid"]], lr)
-    return f"{lr:g} ({flag} edge)" if flag in ("low", "high") else f"{lr:g}"
+def setting_cells(result: dict[str, Any], name: str) -> tuple[str, str]:
+    """The chosen lr and knob of ``name``, each with its edge flag when it sits on one."""
+    chosen, axes = result["best"][name], result["axes"][name]
+    flags = chosen["edges"]
+
+    def flagged(text: str, key: str) -> str:
+        return f"{text} ({flags[key]} edge)" if flags.get(key) in ("low", "high") else text
+
+    lr = flagged(f"{chosen['setting'][0]:g}", axes[0].key)
+    knob = flagged(knob_text(axes, chosen["setting"]), axes[1].key) if len(axes) > 1 else "—"
+    return lr, knob
 
 
-def method_row(c, name: str, runs: list[Run], base: list[Run], best, placed) -> str:
-    lr = best[name]["setting"][0]
+def method_row(result: dict[str, Any], name: str, runs: list[Run]) -> str:
     spikes = [loss_spikes(train_losses(r)) for r in runs]
     speed = [r.final("tokens_per_second") for r in runs]
     clipped = [np.nanmean([row.get("clip_fraction", np.nan) for row in r.rows
                            if row.get("split") == "train"]) for r in runs]  # fmt: skip
-    level = placed.get(name, 1.0 if c["methods"][name].get("fixed") else None)
+    lr, knob = setting_cells(result, name)
     return (
-        f"| {name} | {edge(c, name, lr)} | {'' if level is None else f'{level:g}'} "
-        f"| {cell([r.final('bits_per_byte') for r in runs])} "
-        f"| {'—' if name == BASELINE else paired(runs, base)} "
+        f"| {name} | {lr} | {knob} | {cell([r.final('bits_per_byte') for r in runs])} "
         f"| {sum(spikes)} | {max(spikes) if spikes else 0} "
         f"| {np.nanmean(clipped):.2f} | {np.nanmean(speed):,.0f} | {len(runs)} |"
     )
 
 
-def write_table(c, reports: dict[str, list[Run]], best, placed, out: Path) -> None:
-    base = reports.get(BASELINE, [])
+def write_table(result: dict[str, Any], reports: dict[str, list[Run]], out: Path) -> None:
+    c = result["spec"]
     lines = [
-        "| method | lr | λ | val bits per byte [90% CI] | paired Δ vs "
-        f"{BASELINE} [90% CI] | loss spikes (all seeds) | most in one run "
-        "| clipped fraction | tokens/s | seeds |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| method | lr | knob | val bits per byte [90% CI] | loss spikes (all seeds) "
+        "| most in one run | clipped fraction | tokens/s | seeds |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    lines += [method_row(c, n, runs, base, best, placed) for n, runs in reports.items()]
-    count = {len(g) for g in c["lr_grids"].values()}.pop()  # one count: spec() checked it
-    lines += ["", f"- {count} learning rates per method (the same for all), chosen by the median "
-              f"over tuning seeds {c['tune_seeds']}, reported on seeds {c['report_seeds']}; "
-              "intervals: bootstrap 90% of the mean; verdicts: suite.protocol",
+    lines += [method_row(result, n, runs) for n, runs in reports.items()]
+    lines += ["", f"- tuned on seeds {c['tune_seeds']} by the median, reported on seeds "
+              f"{c['report_seeds']}; the setting counts, edges and paired differences with their "
+              "p-values are in lm_protocol.md; intervals: bootstrap 90% of the mean",
               f"- loss spike: a logged training loss above {SPIKE_FACTOR}× the median of "
               f"the {SPIKE_WINDOW} logged losses before it (every step is logged), or a "
               "non-finite one", f"- {stamp(COMMAND)}", ""]  # fmt: skip
     (out / "lm_table.md").write_text("\n".join(lines))
 
 
-def tuning_rows(tune: list[Run], ceiling: float) -> list[dict[str, Any]]:
+def tuning_rows(result: dict[str, Any], tune: list[Run], ceiling: float) -> list[dict[str, Any]]:
+    """Every completed tuning run on the final grid of its method: its setting, its final
+    validation loss and bits per byte, whether it trains, whether it is at the chosen knob."""
+    axes, of, best = result["axes"], result["of"], result["best"]
     rows = []
-    for r in (r for r in tune if r.completed):  # a run still going has no final loss yet
+    for r in tune:
+        name = of(r)
+        if not r.completed or name not in best or r.seed not in result["spec"]["tune_seeds"]:
+            continue  # a run still going has no final loss yet; the measurement run is SGD's
+        setting = setting_of(r, axes[name])
+        if setting not in protocol.settings(axes[name]):
+            continue
         loss = r.final("loss")
-        rows.append({"method": lm_label(r), "lr": r.lr, "seed": r.seed, "val_loss": loss,
-                     "bits_per_byte": r.final("bits_per_byte"),
+        rows.append({"method": name, "lr": r.lr, "knob": knob_text(axes[name], setting),
+                     "chosen_knob": setting[1:] == tuple(best[name]["setting"][1:]),
+                     "seed": r.seed, "val_loss": loss, "bits_per_byte": r.final("bits_per_byte"),
                      "trains": bool(np.isfinite(loss) and loss < ceiling)})  # fmt: skip
-    return sorted(rows, key=lambda t: (t["method"], t["lr"], t["seed"]))
+    return sorted(rows, key=lambda t: (t["method"], t["lr"], t["knob"], t["seed"]))
 
 
-def lm_label(run: Run) -> str:
-    return str(run.config.get("label"))
-
-
-def write_lr_range(c, rows: list[dict[str, Any]], out: Path) -> None:
+def _training_lrs(rows: list[dict[str, Any]], grid: list[float]) -> list[float]:
+    """The learning rates of ``grid`` at which some knob value trains on every tuning seed."""
     by = defaultdict(list)
     for t in rows:
-        by[(t["method"], t["lr"])].append(t["trains"])
-    lines = ["| method | grid | learning rates at which every completed tuning seed trains "
-             "| widest ratio | tuning runs completed |", "| --- | --- | --- | ---: | ---: |"]  # fmt: skip
-    for name, m in c["methods"].items():
-        grid = c["lr_grids"][m["grid"]]
-        ok = [lr for lr in grid if by.get((name, lr)) and all(by[(name, lr)])]
-        ratio = f"{max(ok) / min(ok):.3g}" if ok else "none"
-        done = sum(len(by.get((name, lr), [])) for lr in grid)
-        lines.append(f"| {name} | {' '.join(f'{x:g}' for x in grid)} "
-                     f"| {' '.join(f'{x:g}' for x in ok) or 'none'} | {ratio} "
-                     f"| {done} of {len(grid) * len(c['tune_seeds'])} |")  # fmt: skip
+        by[(t["lr"], t["knob"])].append(t["trains"])
+    return [lr for lr in grid if any(all(v) for (x, _), v in by.items() if x == lr)]
+
+
+def write_lr_range(result: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> None:
+    lines = ["| method | grid | trains at its chosen knob | widest ratio | trains at some knob "
+             "| widest ratio | tuning runs completed |",
+             "| --- | --- | --- | ---: | --- | ---: | ---: |"]  # fmt: skip
+    seeds = len(result["spec"]["tune_seeds"])
+
+    def shown(lrs: list[float]) -> tuple[str, str]:
+        ratio = f"{max(lrs) / min(lrs):.3g}" if lrs else "none"
+        return " ".join(f"{x:g}" for x in lrs) or "none", ratio
+
+    for name, axes in result["axes"].items():
+        grid = list(axes[0].values)
+        mine = [t for t in rows if t["method"] == name]
+        at_choice, ratio = shown(_training_lrs([t for t in mine if t["chosen_knob"]], grid))
+        anywhere, wide = shown(_training_lrs(mine, grid))
+        lines.append(f"| {name} | {' '.join(f'{x:g}' for x in grid)} | {at_choice} | {ratio} "
+                     f"| {anywhere} | {wide} "
+                     f"| {len(mine)} of {protocol.settings_count(axes) * seeds} |")  # fmt: skip
     lines += ["", "- trains: a finite final validation loss below the byte-unigram loss of the "
-              "validation split", f"- {stamp(COMMAND)}", ""]  # fmt: skip
+              "validation split, on every tuning seed", f"- {stamp(COMMAND)}", ""]  # fmt: skip
     (out / "lm_lr_range.md").write_text("\n".join(lines))
 
 
 def write_tuning(rows: list[dict[str, Any]], out: Path) -> None:
     sweeps.write_csv(out / "lm_tuning.csv", rows)
-    lines = ["| method | lr | seed | val loss | val bits per byte | trains |",
-             "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
-    lines += [f"| {t['method']} | {t['lr']:g} | {t['seed']} | {t['val_loss']:.4f} "
+    lines = ["| method | lr | knob | seed | val loss | val bits per byte | trains |",
+             "| --- | ---: | --- | ---: | ---: | ---: | --- |"]  # fmt: skip
+    lines += [f"| {t['method']} | {t['lr']:g} | {t['knob']} | {t['seed']} | {t['val_loss']:.4f} "
               f"| {t['bits_per_byte']:.4f} | {'yes' if t['trains'] else 'no'} |" for t in rows]  # fmt: skip
     lines += ["", f"- {stamp(COMMAND)}", ""]
     (out / "lm_tuning.md").write_text("\n".join(lines))
 
 
-def write_cost(result: dict[str, Any], out: Path, default_run: Path | None) -> None:
+def write_cost(stages: dict[str, list[Run]], out: Path, default_run: Path | None) -> None:
     """What the comparison's runs cost (their own wall time, set-up excluded), and the default
     ``python train.py task=lm`` run when its directory is given."""
     lines = ["| what | runs | completed | wall seconds per run (mean) | wall seconds, all runs |",
              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for stage in ("tune", "report"):
-        runs = result[stage]
+    for stage, runs in stages.items():
         done = [r.summary.get("wall_seconds", np.nan) for r in runs if r.completed]
         mean = f"{np.mean(done):.0f}" if done else ""
         lines.append(f"| experiment=lm, {stage} | {len(runs)} | {len(done)} | {mean} "
@@ -163,49 +189,24 @@ def write_cost(result: dict[str, Any], out: Path, default_run: Path | None) -> N
                      f"| 1 | {int(s.get('status') == 'completed')} | {s.get('wall_seconds', 0):.0f} "
                      f"| {s.get('wall_seconds', 0):.0f} |")  # fmt: skip
     lines += ["", "- wall seconds of each run's training loop and evaluations, on a 2-core CPU "
-              "shared with other work; runs niced, several at once", f"- {stamp(COMMAND)}", ""]  # fmt: skip
+              "shared with other work; runs niced, two at once", f"- {stamp(COMMAND)}", ""]  # fmt: skip
     (out / "lm_cost.md").write_text("\n".join(lines))
 
 
 def write_all(
-    c: dict[str, Any], result: dict[str, Any], out: Path, default_run: Path | None = None
+    result: dict[str, Any], tune: list[Run], out: Path, default_run: Path | None = None
 ) -> None:
+    """Every LM table and figure of one comparison (``tuned_comparison.run_task``'s result) and
+    its tuning runs ``tune``."""
     out.mkdir(parents=True, exist_ok=True)
     ceiling = unigram_nats()
-    rows = tuning_rows(result["tune"], ceiling)
+    rows = tuning_rows(result, tune, ceiling)
     write_tuning(rows, out)
-    write_lr_range(c, rows, out)
-    write_cost(result, out, default_run)
-    lm_plots.lr_stability_figure(rows, out / "lm_lr_stability.png", ceiling)
-    reports: dict[str, list[Run]] = {n: [] for n in c["methods"]}
-    for r in result["report"]:
-        chosen = result["best"].get(lm_label(r), {}).get("setting", (None,))[0]
-        if r.completed and lm_label(r) in reports and r.lr == chosen:  # not an earlier choice
-            reports[lm_label(r)].append(r)
-    reports = {n: runs for n, runs in reports.items() if runs and n in result["best"]}
+    write_lr_range(result, rows, out)
+    write_cost({"tune": tune, "report": result["report"]}, out, default_run)
+    lm_plots.lr_stability_figure([t for t in rows if t["chosen_knob"]],
+                                 out / "lm_lr_stability.png", ceiling)  # fmt: skip
+    reports = chosen_runs(result, result["report"])
     if reports:
-        write_table(c, reports, result["best"], result["placed"], out)
+        write_table(result, reports, out)
         lm_plots.comparison_figure(reports, out / "lm_comparison.png", "val_bits_per_byte")
-    else:
-        write_interim(c, result, out)
-
-
-def write_interim(c: dict[str, Any], result: dict[str, Any], out: Path) -> None:
-    """Before any report run has finished: the table says so, and the figure shows each method's
-    best tuning run on the first tuning seed, titled as such (never mistaken for the report)."""
-    seed = c["tune_seeds"][0]
-    best: dict[str, Run] = {}
-    for r in result["tune"]:
-        name, value = lm_label(r), r.final("bits_per_byte")
-        usable = r.completed and r.seed == seed and np.isfinite(value)
-        if usable and (name not in best or value < best[name].final("bits_per_byte")):
-            best[name] = r
-    lines = ["| status |", "| --- |",
-             f"| no report run has finished: the report seeds {c['report_seeds']} run after every "
-             f"method's tuning on seeds {c['tune_seeds']} |", "", f"- {stamp(COMMAND)}", ""]  # fmt: skip
-    (out / "lm_table.md").write_text("\n".join(lines))
-    if best:
-        title = (f"INTERIM, tuning seed {seed} only: each method's best learning rate so far "
-                 "(one run each, no interval; the report seeds have not run)")  # fmt: skip
-        runs = {n: [best[n]] for n in c["methods"] if n in best}
-        lm_plots.comparison_figure(runs, out / "lm_comparison.png", "val_bits_per_byte", title)

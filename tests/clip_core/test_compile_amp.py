@@ -295,8 +295,7 @@ def graph_breaks(kind: str, clipping_type: str, **kwargs) -> tuple[int, set[str]
         ("sstm", "coord_wise", 1, None),
         ("sgd", "norm", 3, "compiler.disable"),  # torch's fused kernel runs eagerly
         ("adamw", "layer_wise", 2, "compiler.disable"),
-        # the generator draw, run eagerly by clip_core._eager.eager_only (torch's lazy disable)
-        ("sstm", "linear_stoch_norm", 6, "marked as skipped"),
+        ("sstm", "linear_stoch_norm", 6, "compiler.disable"),  # the generator draw
     ],
 )
 def test_graph_breaks_are_as_documented(kind, clipping_type, graphs, reason):

@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.suite_helpers import ROOT, find_run_dir, run_train
+from tests.suite_helpers import find_run_dir, run_train
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def noise_probe(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+def noise_probe():
     from torch_clip.suite.experiments import noise_probe
 
     return noise_probe

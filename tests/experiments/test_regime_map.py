@@ -12,8 +12,7 @@ from torch_clip.suite import protocol
 
 
 @pytest.fixture
-def regime_map(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+def regime_map():
     from torch_clip.suite.experiments import regime_map
 
     return regime_map
@@ -68,3 +67,33 @@ def test_unknown_maps_and_methods_are_refused(regime_map):
         SystemExit, match=r"Invalid --maps \['grad'\]; expected some of gradient, labels"
     ):
         regime_map.load_spec(quick=False, maps=["grad"])
+
+
+class _ResumedMap:
+    """A map whose every run is already on disk (a resumed map): the final metric falls with
+    the lr, so the lowest lr is always chosen and each round extends the lr grid downwards."""
+
+    def __init__(self, max_extensions: int) -> None:
+        self.spec = {"tune_seeds": [0, 6], "max_extensions": max_extensions}
+        self.stages: list[str] = []
+
+    def stage(self, title, runs):
+        self.stages.append(title)
+
+    def todo(self, cell, name, axes, seeds, settings=None):
+        return []
+
+    def results(self, cell, name, axes, seeds):
+        return {s: {seed: s[0] for seed in seeds} for s in protocol.settings(axes)}
+
+
+def test_a_resumed_map_extends_its_grids_as_often_as_a_fresh_one(regime_map):
+    """The extension rounds depend on the choices, not on whether their runs still had to be
+    made: a map whose runs all exist re-derives the same grids (it stopped after one round)."""
+    m = _ResumedMap(max_extensions=2)
+    axes = {("cell", "SGD"): [protocol.Axis("step_rule.lr", (1e-3, 1e-2, 1e-1))]}
+    best = regime_map.tune(m, axes)
+    (lr,) = axes["cell", "SGD"]
+    assert len(lr.values) == 3 + 2
+    assert best["cell", "SGD"]["setting"] == (min(lr.values),)
+    assert best["cell", "SGD"]["edges"] == {"step_rule.lr": "low"}

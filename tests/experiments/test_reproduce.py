@@ -77,7 +77,6 @@ def test_quick_pipeline_writes_every_figure_and_table(tmp_path):
 
 
 def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from torch_clip.suite.experiments import reproduce_readme as rr
     from torch_clip.suite.experiments import sweeps
 
@@ -104,7 +103,6 @@ def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_pa
 
 
 def test_overrides_after_the_double_dash_reach_every_part_that_trains(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from torch_clip.suite.experiments import reproduce_readme as rr
     from torch_clip.suite.experiments import sweeps
 

@@ -599,6 +599,25 @@ def test_methods_may_name_their_own_lr_grid_family_and_keep_a_fixed_level(tmp_pa
     quick = tc.normalized({**c, "methods": {n: c["methods"][n] for n in c["methods"]}})
     tc.as_run(quick, quick=True, extra=[])
     assert quick["knobs"] == {"AdamW+norm@1": "none"}  # --quick keeps the fixed level
+    # the LM recipe keeps λ = 1.0 and is tuned on AdamW's β₂ instead; --quick drops the knob,
+    # never turning the fixed level into a tuned λ
+    beta2 = {"key": "step_rule.betas.1", "values": [0.95, 0.99, 0.999], "scale": "log1m",
+             "bounds": [0, 1], "override": "step_rule.betas=[0.9,{value}]"}  # fmt: skip
+    recipe = {"overrides": ["optimizer=norm", "step_rule=adamw", "optimizer.clipping_level=1.0"],
+              "grid": "adamw", "fixed_level": True, "knob": beta2}  # fmt: skip
+    tuned = tc.normalized({"task": "lm", "lr_grids": c["lr_grids"],
+                           "methods": {"SGD": {"overrides": ["optimizer=torch_sgd"], "grid": "sgd"},
+                                       "recipe": recipe}})  # fmt: skip
+    axes = tc.method_axes(tuned, "recipe", {"recipe": [0.5, 1, 2]})
+    assert [(a.key, a.values) for a in axes[1:]] == [("step_rule.betas.1", (0.95, 0.99, 0.999))]
+    over = tc.run_overrides(tuned, "recipe", (1e-3, 0.95), 0, [], axes)
+    assert "optimizer.clipping_level=1.0" in over and "step_rule.betas=[0.9,0.95]" in over
+    assert not any(o.startswith("optimizer.clipping_level=0") for o in over)
+    tc.as_run(tuned, quick=True, extra=[])
+    assert tuned["knobs"] == {"recipe": "none"}
+    assert [a.key for a in tc.method_axes(tuned, "recipe", {"recipe": [0.5, 1, 2]})] == [
+        "step_rule.lr"
+    ]
     # any experiment with a comparison block is a comparison --tasks accepts
     assert tc.has_comparison("reddit") and not tc.has_comparison("regime_map_nothing")
     with pytest.raises(SystemExit):

@@ -28,6 +28,13 @@ def test_geometric_grid_and_the_settings_count_are_the_product_of_the_axes():
     assert P.unequal_counts({"norm": [lr, lam], "auto": [lr, lam]}) == {}
 
 
+def test_an_axis_is_named_by_its_key_with_a_list_index_kept():
+    # a β₂ knob (step_rule.betas.1) printed as "1=0.999" told the reader nothing
+    assert P.Axis("step_rule.betas.1", (0.99, 0.999)).name == "betas[1]"
+    assert P.Axis("optimizer.clipping_level", (0.1,)).name == "clipping_level"
+    assert P.Axis("lr", (0.1,)).name == "lr"
+
+
 def test_an_axis_refuses_unsorted_values_and_unknown_scales():
     with pytest.raises(ValueError, match="increasing"):
         P.Axis("x", (0.3, 0.1))
