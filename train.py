@@ -87,9 +87,21 @@ def hydra_files(hydra_cfg: DictConfig, cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def resume_command() -> str:
-    """The command line this process was started with: rerunning it resumes the run."""
-    return shlex.join([Path(sys.executable).name, *sys.argv])
+#: Hydra overrides that only a multirun reads: a one-run command leaves them out
+MULTIRUN_ONLY = ("hydra.mode", "hydra/launcher", "hydra/sweeper", "hydra.launcher", "hydra.sweep")
+
+
+def resume_command(hydra_cfg: DictConfig, run_dir: Path) -> str:
+    """``python train.py <this run's overrides>``: the one-run command that resumes this run
+    (from its own overrides, not ``sys.argv``, which names a whole sweep or, in a persistent
+    sweep worker, the worker)."""
+    hydra_overrides = [o for o in hydra_cfg.overrides.hydra if not o.startswith(MULTIRUN_ONLY)]
+    if any(o.startswith("hydra.sweep.") for o in hydra_cfg.overrides.hydra):
+        hydra_overrides.append(f"hydra.run.dir={run_dir}")  # a moved sweep: name the directory
+    script = Path(__file__).resolve()
+    script = script.name if Path.cwd() == script.parent else str(script)
+    argv = [Path(sys.executable).name, script, *hydra_cfg.overrides.task, *hydra_overrides]
+    return shlex.join(argv)
 
 
 def train(cfg: DictConfig, run_dir: Path, ctx: Any) -> Any:
@@ -136,7 +148,7 @@ def run(cfg: DictConfig) -> Any:
         if ctx.is_main:
             print(
                 f"[torch-clip] {exc}; checkpoint saved in {checkpoint_path(run_dir)}; "
-                f"resume with: {resume_command()}",
+                f"resume with: {resume_command(HydraConfig.get(), run_dir)}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -11,6 +11,12 @@ sweep's wall time over ``--runs`` minus the mean in-run time its summary records
 (``wall_seconds``): imports, process start, config composition and run-directory bookkeeping.
 The load average is printed with the numbers, since on a busy machine wall time is mostly
 waiting for a core.
+
+    python scripts/bench_sweep.py --reproduce-quick   # also the wall time of the --quick pipeline
+
+``--reproduce-quick`` adds a second table: the wall time of ``python scripts/reproduce_readme.py
+--quick`` (every part of the README's pipeline on tiny budgets, into a scratch ``--root`` and
+``--out``), with the commit it ran at and the load average around it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from torch_clip.suite.bench.tables import publish
 from torch_clip.suite.experiments import local_runs
+from torch_clip.suite.experiments.provenance import commit
 from torch_clip.suite.paths import repo_root
 
 ROOT = repo_root()
@@ -84,7 +92,7 @@ def table(rows, runs: int, load: tuple[float, ...], after: tuple[float, ...]) ->
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min) before, "
         f"{after[0]:.2f} / {after[1]:.2f} / {after[2]:.2f} after; "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. Made by "
-        f"`python scripts/bench_sweep.py --runs {runs}`.",
+        f"`python scripts/bench_sweep.py --runs {runs}` at commit {commit()}.",
         "",
         "| path | sweep wall s | wall s per run | in-run s per run | overhead s per run |",
         "|---|---:|---:|---:|---:|",
@@ -95,23 +103,48 @@ def table(rows, runs: int, load: tuple[float, ...], after: tuple[float, ...]) ->
     return "\n".join(lines) + "\n"
 
 
+def loads(load: tuple[float, ...]) -> str:
+    return " / ".join(f"{x:.2f}" for x in load)
+
+
+def reproduce_quick(scratch: Path) -> str:
+    """Run ``reproduce_readme.py --quick`` into ``scratch``; its table (wall time, exit status,
+    load average before and after, commit)."""
+    args = ["--quick", "--root", str(scratch / "rq"), "--out", str(scratch / "rq_out")]
+    load, started = os.getloadavg(), time.perf_counter()
+    code = subprocess.run([sys.executable, "scripts/reproduce_readme.py", *args], cwd=ROOT,
+                          stdout=subprocess.DEVNULL).returncode  # fmt: skip
+    wall, after = time.perf_counter() - started, os.getloadavg()
+    return "\n".join([
+        f"`python scripts/reproduce_readme.py --quick` (default --jobs, scratch --root and --out) "
+        f"at commit {commit()}, {os.cpu_count()} cores; "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. Made by "
+        "`python scripts/bench_sweep.py --reproduce-quick`.",
+        "",
+        "| pipeline | wall s | exit status | load average before (1 / 5 / 15 min) | after |",
+        "|---|---:|---:|---|---|",
+        f"| reproduce_readme.py --quick | {wall:.0f} | {code} | {loads(load)} | {loads(after)} |",
+    ]) + "\n"  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=40, help="runs per sweep (40)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"Markdown table ({OUT.name})")
+    parser.add_argument("--reproduce-quick", action="store_true",
+                        help="also time reproduce_readme.py --quick (a second table)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs must be an integer >= 1, got {args.runs}")
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as scratch:
         rows = measure(args.runs, Path(scratch))
-    text = table(rows, args.runs, load, os.getloadavg())
-    print(text, end="")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+        text = table(rows, args.runs, load, os.getloadavg())
+        if args.reproduce_quick:
+            text += "\n" + reproduce_quick(Path(scratch))
+    publish(text, args.out)
     return 0
 
 

@@ -18,6 +18,11 @@ out of memory) breaks the pool: every run in flight then reruns alone in a fresh
 which tells the run that killed its worker (reported ``crashed``) from the ones it interrupted,
 and the sweep goes on with a new pool.
 
+SIGINT (Ctrl-C, or ``kill -INT`` to the driver alone): the driver starts no more runs and hands
+the signal to its workers (:func:`interrupt`); each run in flight saves its checkpoint and stops
+``preempted`` as ``train.py`` does, printing the run's own resume command into its log, so the
+driver's command, run again, resumes them. An idle worker ignores SIGINT.
+
 Why a process pool and not hydra-joblib-launcher: joblib's loky workers are reusable too, but the
 launcher hands Hydra a whole sweep at once and a worker that dies raises
 ``TerminatedWorkerError`` out of ``joblib.Parallel``, ending the sweep and losing every other
@@ -38,6 +43,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -104,10 +110,18 @@ def warm() -> None:
     process-wide torch settings a run may change."""
     import torch
 
+    _WORKER.update(train=load_train(), threads=torch.get_num_threads())
+    # idle, a worker ignores SIGINT (a Ctrl-C reaches the whole process group): it must not die
+    # between runs; during a run the trainer's guard turns it into a checkpoint and a clean stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def load_train() -> Any:
+    """``train.py`` as a module (it is a script at the repository's root, not in the package)."""
     spec = importlib.util.spec_from_file_location("train", ROOT / "train.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    _WORKER.update(train=module, threads=torch.get_num_threads())
+    return module
 
 
 def compose_run(overrides: Sequence[str]) -> tuple[Any, Path]:
@@ -118,6 +132,8 @@ def compose_run(overrides: Sequence[str]) -> tuple[Any, Path]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict, read_write
+
+    import torch_clip.suite.naming  # noqa: F401  registers the run_dir resolver of conf/
 
     GlobalHydra.instance().clear()
     conf = str(ROOT / "conf")
@@ -151,6 +167,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
     ):
         print("$ python train.py " + " ".join(spec.overrides), flush=True)
         try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             os.chdir(spec.cwd)
             cfg, run_dir = compose_run(spec.overrides)
             _run(cfg, run_dir)
@@ -158,6 +175,7 @@ def execute(spec: RunSpec) -> dict[str, Any]:
             error = f"{type(exc).__name__}: {exc}"
             print(f"torch-clip: run failed: {error}", flush=True)
         finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             _reset(old_cwd)
     return outcome(spec, run_dir, error, time.perf_counter() - started)
 
@@ -257,12 +275,12 @@ def run_local(
 
 
 def _drain(pool, queue: list[RunSpec], width: int, slots, done) -> list[RunSpec]:
-    """Submit from ``queue`` while fewer than ``width`` run; the runs in flight when the pool
-    broke (none if it did not)."""
+    """Submit from ``queue`` while fewer than ``width`` run (none once :func:`interrupt` was
+    called); the runs in flight when the pool broke (none if it did not)."""
     inflight: dict[Future, RunSpec] = {}
     broken: list[RunSpec] = []
-    while (queue and not broken) or inflight:
-        while queue and not broken and len(inflight) < width:
+    while (queue and not broken and not STOP.is_set()) or inflight:
+        while queue and not broken and not STOP.is_set() and len(inflight) < width:
             if slots is not None:
                 slots.acquire()
             spec = queue.pop(0)
@@ -274,7 +292,11 @@ def _drain(pool, queue: list[RunSpec], width: int, slots, done) -> list[RunSpec]
                     slots.release()
         if not inflight:
             break
-        finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+        try:
+            finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+        except KeyboardInterrupt:  # the driver's main thread waits here: stop, collect in flight
+            interrupt()
+            continue
         for future in finished:
             spec = inflight.pop(future)
             if slots is not None:
@@ -283,7 +305,27 @@ def _drain(pool, queue: list[RunSpec], width: int, slots, done) -> list[RunSpec]
                 done(future.result())
             except BrokenProcessPool:
                 broken.append(spec)
+    if STOP.is_set():
+        raise KeyboardInterrupt("sweep interrupted; rerunning it resumes its runs")
     return broken
+
+
+#: set by :func:`interrupt`: the driver's pool takes no more runs
+STOP = threading.Event()
+
+
+def interrupt() -> None:
+    """Stop the driver's sweeps after SIGINT: no run starts any more, and the workers get the
+    signal too (a ``kill -INT`` reaches the driver alone), so each run in flight saves a
+    checkpoint and stops as ``train.py`` does (status ``preempted``, a resume hint in its log).
+    A driver whose main thread does not wait in :func:`run_local` calls it on KeyboardInterrupt."""
+    STOP.set()
+    with _POOL_LOCK:
+        pool = _POOL["pool"]
+    processes = getattr(pool, "_processes", None) or {}  # no public API lists an executor's workers
+    for process in list(processes.values()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGINT)
 
 
 def _alone(spec: RunSpec) -> dict[str, Any]:

@@ -5,12 +5,27 @@ one run leaves nothing behind for the next in its worker."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import open_dict, read_write
 
 from tests.fault_task import FAULTY_TOY
-from tests.suite_helpers import run_train, train_command
+from tests.suite_helpers import (
+    ROOT,
+    assert_same_run,
+    run_train,
+    train_command,
+    train_env,
+    wait_for_step,
+)
 from torch_clip.suite.experiments import local_runs
 
 pytestmark = pytest.mark.slow
@@ -48,7 +63,7 @@ def test_worker_runs_write_what_train_py_writes(tmp_path):
         a, b = summary(mine), summary(theirs)
         assert a["final"] == b["final"] and a["final_train_loss"] == b["final_train_loss"]
         assert a["steps"] == b["steps"] == 20
-        assert (mine / "metrics.jsonl").exists()
+        assert_same_run(mine, theirs)  # every logged metric, gradient norm and final parameter
 
 
 def test_a_run_that_raises_is_reported_failed_and_the_others_complete(tmp_path):
@@ -88,3 +103,66 @@ def test_two_runs_in_one_worker_do_not_leak_state(tmp_path):
     a, b = summary(after["run_dir"]), summary(alone["run_dir"])
     assert a["torch_threads"] == b["torch_threads"]
     assert a["final"] == b["final"] and a["final_train_loss"] == b["final_train_loss"]
+
+
+# a driver process that runs these specs in its pool, as sweeps.run_stage does
+DRIVER = """
+import json, sys
+from pathlib import Path
+from torch_clip.suite.experiments import local_runs
+specs = [local_runs.RunSpec(tuple(o), Path(sys.argv[2])) for o in json.loads(sys.argv[1])]
+local_runs.run_local(specs, workers=2)
+"""
+SLOW = (*FAULTY_TOY, "trainer.max_steps=200", "trainer.checkpoint_every=10",
+        "trainer.eval_every=50")  # fmt: skip
+
+
+def test_sigint_to_the_driver_leaves_resumable_runs_whose_logs_name_their_own_command(tmp_path):
+    runs = [cli_overrides(tmp_path / "sweep", *SLOW, f"seed={s}") for s in (0, 1)]
+    log = tmp_path / "runs.log"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, json.dumps(runs), str(log)],
+        cwd=ROOT, env={**train_env(), "TORCH_CLIP_TEST_STEP_DELAY": "0.02"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    dirs = [local_runs.compose_run(o)[1] for o in runs]
+    for run_dir in dirs:
+        wait_for_step(run_dir, 20, driver)
+    driver.send_signal(signal.SIGINT)  # the driver alone, as ``kill -INT`` does
+    driver.wait(timeout=120)
+    assert driver.returncode != 0 and "KeyboardInterrupt" in driver.stderr.read()
+    hints = [line.split("resume with: ", 1)[1] for line in log.read_text().splitlines()
+             if "resume with: " in line]  # fmt: skip
+    assert len(hints) == 2
+    for overrides, run_dir in zip(runs, dirs, strict=True):
+        stopped = summary(run_dir)
+        assert stopped["status"] == "preempted" and 20 <= stopped["steps"] < 200
+        # the hint is the run's own one-run command line, not the worker's argv
+        (hint,) = [h for h in hints if f"seed={stopped['seed']}" in shlex.split(h)]
+        argv = shlex.split(hint)
+        assert argv[1] == "train.py" and sorted(argv[2:]) == sorted(overrides)
+        resumed = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=train_env(),
+                                 capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert f"at step {stopped['steps']}" in resumed.stdout
+        seed = next(o for o in overrides if o.startswith("seed="))
+        straight = run_train(tmp_path / "straight", *SLOW, seed)
+        assert straight.returncode == 0, straight.stderr[-2000:]
+        (theirs,) = (tmp_path / "straight").rglob(f"seed{stopped['seed']}")
+        assert_same_run(run_dir, theirs)
+
+
+def test_the_resume_hint_of_a_run_from_a_moved_sweep_names_its_directory(tmp_path):
+    """A ``-m`` run's hint is a one-run command: no multirun-only override, and a sweep moved
+    with ``hydra.sweep.dir`` is named by the run's own ``hydra.run.dir``."""
+    train = local_runs.load_train()
+    overrides = ["task=toy", "seed=3", f"hydra.sweep.dir={tmp_path / 'moved'}",
+                 "hydra/launcher=basic"]  # fmt: skip
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    run_dir = tmp_path / "moved" / "toy" / "x" / "seed3"
+    argv = shlex.split(train.resume_command(cfg.hydra, run_dir))
+    assert argv[2:] == ["task=toy", "seed=3", f"hydra.run.dir={run_dir}"]
