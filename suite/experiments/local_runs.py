@@ -281,8 +281,10 @@ def _drain(pool, queue: list[RunSpec], width: int, slots, done) -> list[RunSpec]
     broken: list[RunSpec] = []
     while (queue and not broken and not STOP.is_set()) or inflight:
         while queue and not broken and not STOP.is_set() and len(inflight) < width:
-            if slots is not None:
-                slots.acquire()
+            # with runs in flight, never block on a slot: their slots come back only once this
+            # thread collects them below (blocking here deadlocked stages that share slots)
+            if slots is not None and not slots.acquire(blocking=not inflight):
+                break
             spec = queue.pop(0)
             try:
                 inflight[pool.submit(execute, spec)] = spec

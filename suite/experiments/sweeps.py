@@ -77,11 +77,15 @@ def run_stage(
     """Run every job (``train.py -m experiment=<experiment> <overrides> <extra>``), ``workers`` at
     once, and no more than ``slots`` allows when stages run side by side and share it. Locally the
     runs of all jobs execute in the driver's persistent workers (``local_runs``: no process start
-    per run); with a submitit launcher in ``extra`` every job is a ``train.py -m`` call, a cluster
-    job (array) that one thread waits for, so ``workers`` is the number of jobs queued at once."""
+    per run); a job whose overrides or ``extra`` choose a launcher (``hydra/launcher=slurm``) is a
+    ``train.py -m`` call, a cluster job (array) that one thread waits for, so ``workers`` is the
+    number of such jobs queued at once."""
     jobs = list(jobs)
-    if not local_runs.uses_launcher(extra):
-        run_stage_locally(jobs, root, workers, experiment, extra, slots)
+    local = [job for job in jobs if not local_runs.uses_launcher([*job[0], *extra])]
+    if local:
+        run_stage_locally(local, root, workers, experiment, extra, slots)
+    launched = [job for job in jobs if job not in local]
+    if not launched:
         return
 
     def one(job: Job) -> None:
@@ -101,7 +105,7 @@ def run_stage(
         print(f"  {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, jobs))
+        list(pool.map(one, launched))
 
 
 def stage_overrides(experiment: str, root: Path, overrides: Sequence[str], extra: Sequence[str]):

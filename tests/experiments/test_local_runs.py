@@ -10,6 +10,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+from datetime import datetime
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -166,3 +168,26 @@ def test_the_resume_hint_of_a_run_from_a_moved_sweep_names_its_directory(tmp_pat
     run_dir = tmp_path / "moved" / "toy" / "x" / "seed3"
     argv = shlex.split(train.resume_command(cfg.hydra, run_dir))
     assert argv[2:] == ["task=toy", "seed=3", f"hydra.run.dir={run_dir}"]
+
+
+def test_stages_side_by_side_share_their_slots_and_both_finish(tmp_path):
+    """Two stages in threads, three workers each, sharing two slots: never more than two runs at
+    once (their recorded start and end times), and both stages end (a thread that blocked on a
+    slot with runs in flight used to hold the slots those runs would free: a deadlock)."""
+    slots = threading.BoundedSemaphore(2)
+    stages = [[spec(tmp_path / name, *TOY, f"seed={s}") for s in range(3)] for name in "ab"]
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda s=s: results.extend(local_runs.run_local(s, 3, slots)),
+                                daemon=True)
+               for s in stages]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not any(t.is_alive() for t in threads), "the stages did not finish"
+    assert sorted(r["status"] for r in results) == ["completed"] * 6
+    times = [summary(r["run_dir"]) for r in results]
+    spans = [(datetime.fromisoformat(t["started_at"]), datetime.fromisoformat(t["finished_at"]))
+             for t in times]  # fmt: skip
+    for start, _ in spans:  # the runs under way at each start, that one included
+        assert sum(a <= start < b for a, b in spans) <= 2
