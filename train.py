@@ -98,8 +98,11 @@ def resume_command(hydra_cfg: DictConfig, run_dir: Path) -> str:
     hydra_overrides = [o for o in hydra_cfg.overrides.hydra if not o.startswith(MULTIRUN_ONLY)]
     if any(o.startswith("hydra.sweep.") for o in hydra_cfg.overrides.hydra):
         hydra_overrides.append(f"hydra.run.dir={run_dir}")  # a moved sweep: name the directory
-    script = Path(__file__).resolve()
-    script = script.name if Path.cwd() == script.parent else str(script)
+    here = Path(__file__).resolve()
+    if Path(sys.argv[0]).resolve() == here:  # started as a script: the path as it was typed
+        script = sys.argv[0]
+    else:  # a sweep worker: this file, from the directory the worker runs in
+        script = here.name if Path.cwd() == here.parent else str(here)
     argv = [Path(sys.executable).name, script, *hydra_cfg.overrides.task, *hydra_overrides]
     return shlex.join(argv)
 
