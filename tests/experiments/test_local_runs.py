@@ -49,7 +49,7 @@ def summary(run_dir) -> dict:
 
 
 def test_worker_runs_write_what_train_py_writes(tmp_path):
-    runs = [(*TOY, f"seed={s}") for s in (0, 1)]
+    runs = [(*TOY, "trainer.checkpoint_every=10", f"seed={s}") for s in (0, 1)]  # final params
     for overrides in runs:
         proc = run_train(tmp_path, *overrides)
         assert proc.returncode == 0, proc.stderr
@@ -109,9 +109,11 @@ def test_two_runs_in_one_worker_do_not_leak_state(tmp_path):
 
 # a driver process that runs these specs in its pool, as sweeps.run_stage does
 DRIVER = """
-import json, sys
+import json, signal, sys
 from pathlib import Path
 from torch_clip.suite.experiments import local_runs
+# as in a terminal: a shell starts a background job (pytest under nohup ... &) ignoring SIGINT
+signal.signal(signal.SIGINT, signal.default_int_handler)
 specs = [local_runs.RunSpec(tuple(o), Path(sys.argv[2])) for o in json.loads(sys.argv[1])]
 local_runs.run_local(specs, workers=2)
 """
