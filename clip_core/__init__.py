@@ -26,6 +26,7 @@ from clip_core.adamw import ClippedAdamW
 from clip_core.base import ClippedOptimizer
 from clip_core.clipping import (
     CLIPPING_TYPES,
+    PRESET_RULES,
     Always,
     ClipRule,
     ClipStats,
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CLIPPING_TYPES",
+    "PRESET_RULES",
     "Always",
     "ClipRule",
     "ClipStats",

@@ -20,7 +20,9 @@ as per-tensor ``auto``, is ``ClipRule(PercentileThreshold(p), Always(), "tensor"
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -192,6 +194,12 @@ def preset(
         "quadratic_stoch_auto": ClipRule(auto, Stochastic(beta, 2)),
     }
     return table[clipping_type]
+
+
+#: Every name of :data:`CLIPPING_TYPES` with its rule at :func:`preset`'s default values: what
+#: tells the presets apart (threshold source, decision, and ``granularity``, the unit a threshold
+#: bounds: the global norm, each tensor's norm or each coordinate), for code that groups them.
+PRESET_RULES: Mapping[str, ClipRule] = MappingProxyType({t: preset(t) for t in CLIPPING_TYPES})
 
 
 # -- the stateful clipper ---------------------------------------------------------------------

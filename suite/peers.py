@@ -12,17 +12,20 @@ Each peer clips ``p.grad`` in place before an unclipped torch optimizer steps:
 :class:`PeerClipped` wraps the torch optimizer so the trainer, schedulers and checkpoints treat it
 like any optimizer, and records the telemetry the clip_core optimizers give (norm before
 clipping, removed fraction). The peers read their norms on the host; that is their design.
+
+The peers are records of :data:`PEERS` (:class:`PeerInfo`); a new peer is one builder and its
+record here plus ``conf/optimizer/peer_<name>.yaml`` (``peer: <name>``, ``peer_args``), which the
+comparisons then name as ``optimizer=peer_<name>``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-
-PEERS = ("autoclip", "zclip", "agc")
 
 
 class PeerStats(NamedTuple):
@@ -85,42 +88,70 @@ class PeerClipped(torch.optim.Optimizer):
         return f"PeerClipped({self.peer}, {self.optimizer!r})"
 
 
+@dataclass(frozen=True)
+class PeerInfo:
+    """One peer clipping method, in the style of timm's ``OptimInfo``: its ``name`` (the ``peer``
+    key of ``conf/optimizer/peer_<name>.yaml``), the ``package`` that ships it, ``build``: a
+    function of the parameters and the peer's keyword arguments that returns the in-place clip
+    and the peer state's getter and setter (:class:`PeerClipped`), and ``knobs``: the keyword
+    arguments it takes (the config's ``peer_args``)."""
+
+    name: str
+    package: str
+    build: Callable[..., tuple[Callable[[], Any], Callable[[], dict], Callable[[dict], None]]]
+    knobs: tuple[str, ...]
+
+
+def _autoclip(params: list[torch.Tensor], **kwargs: Any):
+    from autoclip.torch import QuantileClip
+
+    # global_threshold: clip the whole gradient's norm, as clip_core's auto does
+    clipper = QuantileClip(params, global_threshold=True, **kwargs)
+    return (clipper.step, lambda: {"state": dict(clipper.state)},
+            lambda s: clipper.state.update(s["state"]))  # fmt: skip
+
+
+def _zclip(params: list[torch.Tensor], **kwargs: Any):
+    from zclip import ZClip
+
+    clipper = ZClip(**kwargs)
+    holder = nn.Module()  # ZClip.step reads the gradients through a module's parameters
+    holder.params = nn.ParameterList([p for p in params if isinstance(p, nn.Parameter)])
+    if len(holder.params) != len(params):
+        raise ValueError("Invalid params for zclip: every parameter must be an nn.Parameter")
+    return lambda: clipper.step(holder), lambda: dict(vars(clipper)), vars(clipper).update
+
+
+def _agc(params: list[torch.Tensor], **kwargs: Any):
+    from timm.utils.agc import adaptive_clip_grad
+
+    return lambda: adaptive_clip_grad(params, **kwargs), dict, lambda state: None
+
+
+#: the peers by name: AutoClip, ZClip and AGC (the module docstring says what each does)
+PEERS: dict[str, PeerInfo] = {
+    info.name: info
+    for info in (
+        PeerInfo("autoclip", "autoclip", _autoclip, ("quantile", "history_length")),
+        PeerInfo(
+            "zclip", "zclip", _zclip, ("alpha", "z_thresh", "max_grad_norm", "warmup_steps", "mode")
+        ),
+        PeerInfo("agc", "timm", _agc, ("clip_factor", "eps")),
+    )
+}
+
+
 def build_peer(
     name: str, optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], **kwargs: Any
 ) -> PeerClipped:
     """Wrap ``optimizer`` with the peer ``name`` (one of :data:`PEERS`) and its ``kwargs``."""
+    info = PEERS.get(name)
+    if info is None:
+        raise ValueError(f"Invalid peer: {name!r}; expected one of {', '.join(PEERS)}")
+    unknown = sorted(set(kwargs) - set(info.knobs))
+    if unknown:
+        raise ValueError(f"Invalid peer_args for {name}: {unknown}; expected some of "
+                         f"{', '.join(info.knobs)}")  # fmt: skip
     params = list(params)
-    if name == "autoclip":
-        from autoclip.torch import QuantileClip
-
-        # global_threshold: clip the whole gradient's norm, as clip_core's auto does
-        clipper = QuantileClip(params, global_threshold=True, **kwargs)
-        return PeerClipped(
-            optimizer,
-            clipper.step,
-            params,
-            name,
-            lambda: {"state": dict(clipper.state)},
-            lambda s: clipper.state.update(s["state"]),
-        )
-    if name == "zclip":
-        from zclip import ZClip
-
-        clipper = ZClip(**kwargs)
-        holder = nn.Module()  # ZClip.step reads the gradients through a module's parameters
-        holder.params = nn.ParameterList([p for p in params if isinstance(p, nn.Parameter)])
-        if len(holder.params) != len(params):
-            raise ValueError("Invalid params for zclip: every parameter must be an nn.Parameter")
-        return PeerClipped(
-            optimizer,
-            lambda: clipper.step(holder),
-            params,
-            name,
-            lambda: dict(vars(clipper)),
-            lambda s: vars(clipper).update(s),
-        )
-    if name == "agc":
-        from timm.utils.agc import adaptive_clip_grad
-
-        return PeerClipped(optimizer, lambda: adaptive_clip_grad(params, **kwargs), params, name)
-    raise ValueError(f"Invalid peer: {name!r}; expected one of {', '.join(PEERS)}")
+    clip, get_state, set_state = info.build(params, **kwargs)
+    return PeerClipped(optimizer, clip, params, name, get_state, set_state)

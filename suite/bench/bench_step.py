@@ -66,6 +66,7 @@ from torch_clip.suite.bench.contenders import (
 from torch_clip.suite.bench.report import analyse, mb, print_table, write_csv, write_md
 from torch_clip.suite.bench.timing import probe_contenders, run_rounds
 from torch_clip.suite.bench.workload import MODELS, RULES, Workload, model_shapes
+from torch_clip.suite.experiments.provenance import commit
 from torch_clip.suite.paths import ROOT
 
 
@@ -182,6 +183,7 @@ def run_meta(args: argparse.Namespace, argv: list[str] | None, device: torch.dev
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__,
         "clip_core": clip_core.__version__,
+        "commit": commit(),
         "python": platform.python_version(),
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "cpu": cpu_model(),

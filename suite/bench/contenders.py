@@ -20,16 +20,13 @@ from torch_clip.suite.bench.workload import RULE_LABEL, Workload, prefilled_hist
 SGD_LR, SGD_MOMENTUM = 1e-2, 0.9
 ADAMW_LR, ADAMW_WD = 1e-3, 1e-2
 
-GLOBAL_TYPES = (
-    "norm",
-    "auto",
-    "linear_stoch_norm",
-    "quadratic_stoch_norm",
-    "linear_stoch_auto",
-    "quadratic_stoch_auto",
-)
-AUTO_TYPES = ("auto", "linear_stoch_auto", "quadratic_stoch_auto")
-LOCAL_TYPES = ("layer_wise", "coord_wise")
+# the clipping types by what their step costs, from clip_core's rule table: a global statistic
+# (one ‖g‖), a history quantile (auto), or one statistic per tensor or coordinate
+GLOBAL_TYPES = tuple(t for t, r in clip_core.PRESET_RULES.items()
+                     if r.granularity == "global" and not isinstance(r.decision, clip_core.Never))  # fmt: skip
+AUTO_TYPES = tuple(t for t, r in clip_core.PRESET_RULES.items()
+                   if isinstance(r.threshold, clip_core.PercentileThreshold))  # fmt: skip
+LOCAL_TYPES = tuple(t for t, r in clip_core.PRESET_RULES.items() if r.granularity != "global")
 
 # Array passes over model-sized arrays (one read or one write of every parameter-sized tensor),
 # SGD with momentum and no weight decay, AdamW with decoupled weight decay, no amsgrad.
@@ -68,9 +65,10 @@ def clip_core_passes(rule: str, ctype: str, telemetry: bool = True) -> tuple[int
         return 1 + fused, f"‖g‖ (1) + fused ({fused})"
     if ctype in GLOBAL_TYPES:
         return 1 + fused + 1, f"‖g‖ (1) + fused with grad_scale ({fused} + write g 1)"
-    if ctype == "layer_wise":
+    unit = clip_core.PRESET_RULES[ctype].granularity
+    if unit == "tensor":
         return 1 + 2 + fused, f"‖g_i‖ (1) + g*=α_i (2) + fused ({fused})"
-    if ctype == "coord_wise":
+    if unit == "coordinate":
         return (
             2 + fused,
             "per 1 MiB piece in cache on CPU: ‖g‖, clamp_, ‖g‖ again (read g, write g: 2) "
@@ -128,9 +126,10 @@ def make_torch_optimizer(rule: str, impl: str, params: list[nn.Parameter]) -> to
 
 
 def clipping_level(ctype: str, w: Workload) -> float:
-    if ctype == "layer_wise":
+    unit = clip_core.PRESET_RULES[ctype].granularity
+    if unit == "tensor":
         return 0.5 * w.median_tensor_norm  # clips the larger half of the tensors
-    if ctype == "coord_wise":
+    if unit == "coordinate":
         return 1.0 * w.rms  # clips about a third of the coordinates of a Gaussian gradient
     return 0.5 * w.grad_norm
 

@@ -5,6 +5,9 @@
     python scripts/lm_comparison.py --quick              # the pipeline on one setting per method
     python scripts/lm_comparison.py --name lm_wordpiece -- task.tokenizer=minilm
 
+Its protocol (methods, lr grids, knobs, seeds) is ``conf/comparison/lm.yaml``; its runs' model
+and budget are ``conf/experiment/lm.yaml``.
+
 The runs are those of ``scripts/tuned_comparison.py --tasks lm``
 (``torch_clip.suite.experiments.tuned_comparison``: measure λ on unclipped SGD, tune every
 method on its family's learning rates × three values of its own knob on the tuning seeds by the

@@ -5,8 +5,9 @@
     python scripts/regime_map.py --figures-only
     python scripts/regime_map.py --maps gradient
 
-Everything the maps run is in ``conf/experiment/regime_map.yaml`` (its ``map`` block): the maps,
-their problems and tail indices, the methods (overrides, lr grid, second knob) and the seeds.
+Everything the maps run is in ``conf/comparison/regime_map.yaml``: the maps, their problems and
+tail indices, the methods (overrides, lr grid, second knob) and the seeds; the runs' task and
+budget are ``experiment=regime_map`` (``conf/experiment/regime_map.yaml``).
 
 * **gradient map**: clean labels, symmetric α-stable noise of index α added to every stochastic
   gradient (``task.noise_on=gradient``), on least squares (smooth and convex, where clipped
@@ -43,14 +44,16 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from torch_clip.suite import protocol
+from torch_clip.suite import protocol, registry
 from torch_clip.suite.experiments import sweeps
 from torch_clip.suite.experiments.tuned_comparison import setting_of, unstable
 from torch_clip.suite.paths import ROOT
 from torch_clip.suite.reports import regime_map_report
 from torch_clip.suite.run_reader import Run, read_runs
 
-SPEC = ROOT / "conf" / "experiment" / "regime_map.yaml"
+NAME = "regime_map"  # its protocol conf/comparison/<NAME>.yaml, its runs experiment=<NAME>
+SPEC = ROOT / "conf" / "comparison" / f"{NAME}.yaml"
+EXPERIMENT = ROOT / "conf" / "experiment" / f"{NAME}.yaml"
 SWEEP = ROOT / "results" / "regime_map"
 OUT = "regime_map"  # the figures' folder under --out
 LAMBDA = "lambda"
@@ -83,14 +86,15 @@ def slug(name: str) -> str:
 
 
 def load_spec(quick: bool, maps: list[str] | None = None) -> dict[str, Any]:
-    """The ``map`` block of the experiment config; ``--quick`` shrinks it to a few runs (one
-    problem per map, its alphas and methods, one lr grid, tuning seeds reused for the report)."""
-    spec = OmegaConf.to_container(OmegaConf.load(SPEC).map, resolve=True)
+    """The protocol (``SPEC``) with the runs' budget (``EXPERIMENT``); ``--quick`` shrinks it to a
+    few runs (one problem per map, its alphas and methods, one lr grid, tuning seeds reused for the
+    report)."""
+    spec = registry.comparison(NAME)
     unknown = sorted(set(maps or []) - set(spec["maps"]))
     if unknown:
         raise SystemExit(f"Invalid --maps {unknown}; expected some of {', '.join(spec['maps'])}")
     spec["maps"] = {k: v for k, v in spec["maps"].items() if not maps or k in maps}
-    spec["steps"] = int(OmegaConf.load(SPEC).trainer.max_steps)
+    spec["steps"] = int(OmegaConf.load(EXPERIMENT).trainer.max_steps)
     if quick:
         q = spec["quick"]
         spec.update(steps=q["steps"], tune_seeds=q["tune_seeds"], report_seeds=q["report_seeds"],
@@ -99,10 +103,13 @@ def load_spec(quick: bool, maps: list[str] | None = None) -> dict[str, Any]:
         for m in spec["maps"].values():
             m.update(problems=dict(list(m["problems"].items())[:1]), alphas=q["alphas"],
                      methods=[x for x in m["methods"] if x in q["methods"]])  # fmt: skip
-    for m in spec["maps"].values():
-        missing = [x for x in m["methods"] if x not in spec["methods"]]
-        if missing:
-            raise SystemExit(f"Invalid map methods {missing}: not in map.methods of {SPEC}")
+    named = [x for m in spec["maps"].values() for x in m["methods"]]
+    named += [x for pair in spec.get("randomized", {}).items() for x in pair]
+    missing = sorted({x for x in named if x not in spec["methods"]})
+    if missing:
+        raise SystemExit(
+            f"Invalid methods {missing} of the maps or randomized: not in the methods of {SPEC}"
+        )
     return spec
 
 
@@ -231,9 +238,7 @@ class Map:
         if runs and not self.args.figures_only:
             jobs = calls(runs, self.args.root, self.args.jobs)
             print(f"[regime map] {title}: {len(runs)} runs in {len(jobs)} calls", flush=True)
-            sweeps.run_stage(
-                jobs, self.args.root, self.args.jobs, "regime_map", self.args.overrides
-            )
+            sweeps.run_stage(jobs, self.args.root, self.args.jobs, NAME, self.args.overrides)
         self.read()
 
     def todo(self, cell: Cell, name: str, axes, seeds, settings=None) -> list[list[str]]:

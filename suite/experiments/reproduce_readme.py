@@ -44,16 +44,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from torch_clip.suite import registry
 from torch_clip.suite.experiments import sweeps
 from torch_clip.suite.paths import ROOT
 from torch_clip.suite.run_reader import Run, discover_runs
 
 PARTS = ("regime_map", "tuned", "noise")
-TASKS = ("reddit", "imagenet", "voc", "cola")
 FIGURES = sweeps.FIGURES
-#: comparisons of a task under other settings, run with the task's own; they need nothing it does
-#: not (cola_mpnet needs its model: --mpnet)
-VARIANTS = {"reddit": ("reddit_agc",), "cola": ("cola_per_unit",)}
+
+
+def variants_of(tasks: list[str]) -> list[str]:
+    """The variants (``conf/evidence.yaml``) of ``tasks``, run with the task's own; they need
+    nothing it does not (cola_mpnet, which needs its model, is no variant there: ``--mpnet``)."""
+    return [v for v in registry.evidence()["variants"]
+            if registry.comparison(v).get("task", v) in tasks]  # fmt: skip
 
 
 def regime_map(args: argparse.Namespace) -> int:
@@ -65,7 +69,7 @@ def regime_map(args: argparse.Namespace) -> int:
 
 
 def tuned(args: argparse.Namespace) -> int:
-    variants = [v for task in args.tasks for v in VARIANTS.get(task, ())]
+    variants = variants_of(args.tasks)
     flags = ["--out", str(args.out), "--tasks", *args.tasks, *variants, "--jobs", str(args.jobs)]
     flags += ["--quick"] * args.quick + ["--figures-only"] * args.figures_only
     root = (
@@ -106,7 +110,8 @@ def noise(args: argparse.Namespace) -> int:
         if args.figures_only or (out / "noise_probe.json").exists():
             return 0
         budget = sweeps.QUICK_PROBE if args.quick else []
-        overrides = [f"task={task}", *sweeps.quick_task_overrides(task, args.quick, trainer=False)]
+        overrides = [f"task={task}", *sweeps.quick_task_overrides(task, args.quick, trainer=False),
+                     *sweeps.shared_data_overrides(task, args.quick)]  # fmt: skip
         return sweeps.call(["scripts/noise_probe.py", "--overrides", *overrides, "--at", "start",
                             *budget, "--out", str(out)])  # fmt: skip
 
@@ -140,7 +145,8 @@ def tail_over_training(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, "put every run under this directory instead")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    tasks = registry.evidence_tasks()
+    parser.add_argument("--tasks", nargs="+", default=list(tasks), choices=tasks)
     parser.add_argument("--mpnet", type=Path, metavar="DIR",
                         help="all-mpnet-base-v2 model directory: also run the cola_mpnet comparison")  # fmt: skip
     args = sweeps.parse_sweep_args(parser, argv)

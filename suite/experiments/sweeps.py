@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import math
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from torch_clip.suite import protocol
+from torch_clip.suite import protocol, registry
 from torch_clip.suite.experiments import local_runs
 from torch_clip.suite.paths import ROOT
 from torch_clip.suite.run_reader import Run
@@ -45,14 +46,9 @@ Job = tuple[list[str], str]  # (train.py overrides, log name)
 #: Hydra's compose state is global: one worker at a time may compose a config to check it
 _HYDRA_STATE = local_runs.HYDRA_STATE
 
-#: --quick: a few steps of a shrunken task, through the same stages as the full budget
+#: --quick: a few steps of a task shrunk by its smoke overrides, through the same stages as the
+#: full budget
 QUICK_TRAINER = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.log_every=1"]
-QUICK_TASK = {
-    "cola": ["task.embedded_train_size=64", "task.embedded_dev_size=32", "task.batch_size=8"],
-    "imagenet": ["task.batch_size=16", "task.max_val_items=64"],
-    "voc": ["task.batch_size=4", "task.embedded_train_size=16", "task.embedded_val_size=8"],
-    "reddit": ["task.num_nodes=400"],
-}
 
 #: --quick: the noise probe's budget (mini-batches of its noise sample and of the reference
 #: gradient, and bootstrap resamples: 200 took a third of a quick ImageNet probe's CPU time)
@@ -60,10 +56,25 @@ QUICK_PROBE = ["--batches", "8", "--reference-batches", "4", "--bootstrap", "20"
 
 
 def quick_task_overrides(task: str, quick: bool, trainer: bool = True) -> list[str]:
-    """The overrides that shrink ``task`` for ``--quick`` (none without it)."""
+    """The overrides that shrink ``task`` for ``--quick`` (none without it): its smoke overrides
+    (``conf/task/<task>.yaml``'s ``smoke``), and a few steps unless ``trainer`` is false."""
     if not quick:
         return []
-    return (QUICK_TRAINER if trainer else []) + QUICK_TASK.get(task, [])
+    return (QUICK_TRAINER if trainer else []) + registry.smoke(task)
+
+
+#: A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
+SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
+
+
+def shared_data_overrides(task: str, quick: bool, given: Sequence[str] = ()) -> list[str]:
+    """``task.data_root`` of the real data this machine holds for ``task`` (CoLA), unless
+    ``--quick`` (the embedded proxy) or the overrides ``given`` name a data root already."""
+    if quick or any(o.startswith("task.data_root") for o in given):
+        return []
+    if task == "cola" and (SHARED_COLA / "train.tsv").exists():
+        return [f"task.data_root={SHARED_COLA}"]
+    return []
 
 
 def run_stage(
@@ -264,11 +275,16 @@ def interval90(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-#: the fixed-threshold clipping types and the unit each one clips: a global level λ becomes an even
-#: share per unit (λ/√T over T tensors, λ/√N over N coordinates), so that all units at their
-#: threshold make an update of norm λ, as the global rule's does
-THRESHOLD_UNITS = {"norm": "global", "linear_stoch_norm": "global", "quadratic_stoch_norm": "global",
-                   "layer_wise": "tensor", "coord_wise": "coordinate"}  # fmt: skip
+@functools.cache
+def threshold_units() -> dict[str, str]:
+    """The fixed-threshold clipping types (a level λ that clips) and the unit each one bounds
+    (``global``, ``tensor``, ``coordinate``), from clip_core's rule table. A global level λ becomes
+    an even share per unit (λ/√T over T tensors, λ/√N over N coordinates), so that all units at
+    their threshold make an update of norm λ, as the global rule's does."""
+    from clip_core import PRESET_RULES, FixedThreshold, Never  # torch: only when λ is placed
+
+    return {name: rule.granularity for name, rule in PRESET_RULES.items()
+            if isinstance(rule.threshold, FixedThreshold) and not isinstance(rule.decision, Never)}  # fmt: skip
 
 
 #: the run summary's key that counts each unit of a model
@@ -276,9 +292,9 @@ UNIT_COUNTS = {"tensor": "num_parameter_tensors", "coordinate": "num_parameters"
 
 
 def unit_share(clipping_type: str, counts: dict[str, int]) -> float:
-    """The factor from a global λ to ``clipping_type``'s per-unit λ (``THRESHOLD_UNITS``), given
+    """The factor from a global λ to ``clipping_type``'s per-unit λ (:func:`threshold_units`), given
     the model's unit counts (a run summary, or any mapping with the ``UNIT_COUNTS`` keys)."""
-    unit = THRESHOLD_UNITS[clipping_type]
+    unit = threshold_units()[clipping_type]
     return 1.0 if unit == "global" else counts[UNIT_COUNTS[unit]] ** -0.5
 
 

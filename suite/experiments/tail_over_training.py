@@ -1,7 +1,7 @@
 """Tail index of the gradient noise over training: a noise probe at initialisation, mid-run and
 at the end of one run per task, and the figure of the indices against the step.
 
-    python scripts/tail_over_training.py                      # cola, reddit, imagenet, voc
+    python scripts/tail_over_training.py                      # the README's tasks
     python scripts/tail_over_training.py --tasks cola reddit --seeds 0
     python scripts/tail_over_training.py --quick              # tiny budgets: the pipeline
     python scripts/tail_over_training.py --figures-only
@@ -34,12 +34,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from torch_clip.suite import registry
 from torch_clip.suite.experiments import local_runs, sweeps
 from torch_clip.suite.paths import ROOT
 
-TASKS = ("cola", "reddit", "imagenet", "voc")
 RESULTS = ROOT / "results" / "tail_over_training"
-SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
 #: mini-batches of a probe: its noise sample and the reference gradient's average
 PROBE = ["--batches", "100", "--reference-batches", "64"]
 SEEDS = (0, 1, 2)
@@ -50,9 +49,7 @@ def task_overrides(task: str, quick: bool, extra: Sequence[str] = ()) -> list[st
     over = [f"task={task}", *sweeps.quick_task_overrides(task, quick, trainer=False)]
     if quick:
         over.append("trainer.log_every=1")
-    if task == "cola" and not quick and (SHARED_COLA / "train.tsv").exists():
-        over.append(f"task.data_root={SHARED_COLA}")
-    return [*over, *extra]
+    return [*over, *sweeps.shared_data_overrides(task, quick, extra), *extra]
 
 
 def budget(overrides: list[str], quick: bool) -> tuple[int, int]:
@@ -130,7 +127,8 @@ def run_task(task: str, seed: int, root: Path, quick: bool, extra: list[str]) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, f"run directory (default {RESULTS})", jobs=1)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--tasks", nargs="+", choices=registry.tasks(),
+                        default=list(registry.evidence_tasks()), help="default: the README's")  # fmt: skip
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=None,
         help=f"run seeds (default {' '.join(map(str, SEEDS))}; with --quick 0)",

@@ -20,7 +20,8 @@ Each comparison follows the fair protocol (``torch_clip.suite.protocol``; docs/e
    settings, the choices and their edge flags, the mean, median and bootstrap 90% interval, and
    the paired difference to the best baseline with its interval, Wilcoxon and t p and "holds?".
 
-The keys of ``conf/experiment/<name>.yaml``'s ``comparison`` block:
+A comparison ``<name>`` is its protocol ``conf/comparison/<name>.yaml``, whose runs are
+``train.py experiment=<name>`` (``conf/experiment/<name>.yaml``: task, budget). The protocol's keys:
 
 - ``metric`` (the validation metric compared; lower is better for loss-like names) and
   ``target`` (an absolute value of it, for steps-to-target and the performance profile);
@@ -47,8 +48,8 @@ The keys of ``conf/experiment/<name>.yaml``'s ``comparison`` block:
   a method with no knob is tuned on the lr grid only, and its smaller count shows in the tables;
 - ``report_methods`` (optional): the methods a variant reports.
 
-``--tasks`` takes the four task comparisons, their variants, or the name of any
-``conf/experiment/<name>.yaml`` with a ``comparison`` block (``--tasks lm``).
+``--tasks`` takes the README's task comparisons (the default: ``conf/evidence.yaml``), their
+variants, or any other comparison of ``conf/comparison/`` (``--tasks lm``).
 
 Runs go to ``results/tuned/<stage>/<task>/…`` (not committed; every run is labelled with its
 method); the comparisons of one call run side by side, sharing ``--jobs`` processes.
@@ -57,10 +58,10 @@ method); the comparisons of one call run side by side, sharing ``--jobs`` proces
 The four task comparisons are named by their task. Another comparison of a task (``cola_mpnet``:
 CoLA with a larger encoder; ``cola_per_unit``: CoLA's protocol for the per-unit rules;
 ``reddit_agc``: the Reddit proxy's protocol for AGC at four clip factors) names it in
-``comparison.task`` and keeps its runs, figures and tables in a folder of its own name
+its ``task`` and keeps its runs, figures and tables in a folder of its own name
 (``results/tuned/cola_mpnet/``, ``results/readme/figures/cola_mpnet/``), so that they never mix
-with the task's own comparison. Its block is read on its own (not through its ``defaults``), so it
-repeats the task's keys; ``comparison.report_methods`` may narrow what it reports.
+with the task's own comparison. Its file inherits nothing, so it repeats the task's keys;
+``report_methods`` may narrow what it reports.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ import numpy as np
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from torch_clip.suite import protocol
+from torch_clip.suite import protocol, registry
 from torch_clip.suite.experiments import (
     local_runs,
     protocol_table,
@@ -89,9 +90,6 @@ from torch_clip.suite.paths import ROOT
 from torch_clip.suite.reports import plotting
 from torch_clip.suite.run_reader import Run, discover_runs, read_runs
 
-TASKS = ("reddit", "imagenet", "voc", "cola")
-#: comparisons of a task under other settings, run only when asked for (``--tasks cola_mpnet``)
-VARIANTS = ("cola_mpnet", "cola_per_unit", "reddit_agc", "reddit_protocol")
 RESULTS = ROOT / "results" / "tuned"
 OVERRIDES = OverridesParser.create()
 _ABSENT = object()  # a key the run's config does not have
@@ -109,15 +107,15 @@ DIVERGED = 2.0
 NO_KNOB = "none"
 #: the label of λ's measurement run (SGD at ``comparison.measure_lr``, seed 0)
 MEASURE = "measure_SGD"
-#: A real CoLA copy for benchmarking on this project's machines; the suite never requires it.
-SHARED_COLA = ROOT.parent / "shared" / "data" / "cola"
 
 
 def spec(name: str) -> dict[str, Any]:
-    """The ``comparison`` block of ``conf/experiment/<name>.yaml``, with ``task`` filled in and
-    its methods split into overrides (``methods``) and second knobs (``knobs``)."""
-    cfg = OmegaConf.load(ROOT / "conf" / "experiment" / f"{name}.yaml")
-    c = OmegaConf.to_container(cfg.comparison, resolve=True)
+    """The protocol ``conf/comparison/<name>.yaml``, with ``task`` filled in and its methods split
+    into overrides (``methods``) and second knobs (``knobs``)."""
+    c = registry.comparison(name)
+    if "maps" in c:
+        raise SystemExit(f"Invalid comparison for this driver: {name!r} is a regime map; run it "
+                         "with scripts/regime_map.py")  # fmt: skip
     c.setdefault("task", name)
     return normalized(c)
 
@@ -165,12 +163,6 @@ def lr_family(c: dict[str, Any], name: str, family: str) -> list[float]:
 def lr_grid_of(c: dict[str, Any], name: str) -> list[float]:
     """Method ``name``'s learning rates: its own grid, else ``comparison.lr_grid``."""
     return c.get("method_lr_grids", {}).get(name, c["lr_grid"])
-
-
-def has_comparison(name: str) -> bool:
-    """Whether ``conf/experiment/<name>.yaml`` exists and holds a ``comparison`` block."""
-    path = ROOT / "conf" / "experiment" / f"{name}.yaml"
-    return path.is_file() and OmegaConf.load(path).get("comparison") is not None
 
 
 def folders(name: str, task: str, root: Path, out: Path) -> tuple[Path, Path]:
@@ -365,13 +357,7 @@ def as_run(c: dict[str, Any], quick: bool, extra: list[str]) -> list[str]:
         if "report_methods" in c:
             c["report_methods"] = [n for n in c["report_methods"] if n in c["methods"]]
         return [*sweeps.quick_task_overrides(task, True), *extra]
-    if (
-        task == "cola"
-        and (SHARED_COLA / "train.tsv").exists()
-        and not any(o.startswith("task.data_root") for o in extra)
-    ):
-        return [f"task.data_root={SHARED_COLA}", *extra]
-    return extra
+    return [*sweeps.shared_data_overrides(task, quick, extra), *extra]
 
 
 def clipping_type(overrides: list[str]) -> str | None:
@@ -407,9 +393,9 @@ def thresholds(c: dict[str, Any], measured: Run, quantile_levels: list[float]) -
     levels, placed = {}, {}
     for name, overrides in c["methods"].items():
         kind = clipping_type(overrides)
-        if kind not in sweeps.THRESHOLD_UNITS:
+        if kind not in sweeps.threshold_units():
             continue
-        count = sweeps.UNIT_COUNTS.get(sweeps.THRESHOLD_UNITS[kind])  # None: a global rule
+        count = sweeps.UNIT_COUNTS.get(sweeps.threshold_units()[kind])  # None: a global rule
         if count and count not in measured.summary:
             raise SystemExit(f"[{c['task']}] {measured.dir}: its summary has no {count}, which "
                              f"places {name}'s λ; rerun the measurement run with this code")  # fmt: skip
@@ -668,14 +654,15 @@ def write_grid(results: list[dict[str, Any]], out: Path, command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = sweeps.sweep_parser(__doc__, "run directory (default results/tuned)", jobs=1)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS),
-                        help="the four task comparisons (default), a variant of one, or any "
-                             "conf/experiment/<name>.yaml with a comparison block")  # fmt: skip
+    parser.add_argument("--tasks", nargs="+", default=list(registry.evidence_tasks()),
+                        help="the README's task comparisons (default, conf/evidence.yaml) or any "
+                             "comparison of conf/comparison/")  # fmt: skip
     args = sweeps.parse_sweep_args(parser, argv)
+    known = [n for n in registry.comparisons() if "maps" not in registry.comparison(n)]
     for name in args.tasks:
-        if name not in TASKS + VARIANTS and not has_comparison(name):
-            parser.error(f"Invalid --tasks: {name!r}; expected one of {', '.join(TASKS + VARIANTS)} "
-                         "or the name of a conf/experiment/<name>.yaml with a comparison block")  # fmt: skip
+        if name not in known:
+            parser.error(f"Invalid --tasks: {name!r}; expected one of {', '.join(known)} "
+                         "(conf/comparison/<name>.yaml)")  # fmt: skip
     args.root = args.root or (RESULTS.with_name("tuned_quick") if args.quick else RESULTS)
     for name in args.tasks:  # a comparison's config error now, not after the others' runs
         c = spec(name)
@@ -720,22 +707,27 @@ def variant_plot_command(report: Path, out: Path, c: dict[str, Any]) -> list[str
     profile compares the four tasks' comparisons)."""
     task = c["task"]
     return ["scripts/plot_comparison.py", str(report), "--out", str(out), f"--tasks={task}",
-            f"--target={task}={c['target']}", "--no-profile"]  # fmt: skip
+            f"--metric={task}={c['metric']}", f"--target={task}={c['target']}", "--no-profile"]  # fmt: skip
 
 
 def plot_command(report: Path, out: Path, tasks: list[str]) -> list[str]:
     """The figures of this call's tasks only: runs of other tasks under ``report`` may be of
     another machine or code than their committed figures, which the profile reads instead."""
     return ["scripts/plot_comparison.py", str(report), "--out", str(out),
-            f"--tasks={','.join(tasks)}", *target_flags(report, tasks)]  # fmt: skip
+            f"--tasks={','.join(tasks)}", *figure_flags(report, tasks)]  # fmt: skip
 
 
-def target_flags(report: Path, tasks: list[str]) -> list[str]:
-    """``--target`` of every task the figures show: those of this call and those already under
-    ``report``, each at the target its experiment config holds now (a run's own config keeps the
-    target of the day it was made)."""
-    shown = [t for t in TASKS if t in tasks or (report / t).is_dir()]
-    return [f"--target={t}={spec(t)['target']}" for t in shown]
+def figure_flags(report: Path, tasks: list[str]) -> list[str]:
+    """``--metric`` and ``--target`` of every task the figures show: those of this call and the
+    README's already under ``report``, each as its protocol holds them now (the runs' configs do
+    not carry the protocol, which has its own config group)."""
+    shown = [t for t in registry.evidence_tasks() if t in tasks or (report / t).is_dir()]
+    flags = []
+    for task in [*shown, *(t for t in tasks if t not in shown)]:
+        c = spec(task)
+        flags.append(f"--metric={task}={c['metric']}")
+        flags += [f"--target={task}={c['target']}"] if c.get("target") is not None else []
+    return flags
 
 
 if __name__ == "__main__":

@@ -38,11 +38,13 @@ its seeds do; its steps (seconds) are the mean over those seeds. Curves are labe
 name only; the hyper-parameters a method used on each task are in that task's table.
 
 **Targets are absolute values.** A task's target is, in this order: ``--target TASK=VALUE``,
-``--target VALUE`` (every task), the runs' ``comparison.target`` (with ``comparison.metric``; set in
-``conf/experiment/<task>.yaml``, so every run's ``config.yaml`` carries it), or — only when asked
+``--target VALUE`` (every task), the runs' ``comparison.target`` (with ``comparison.metric``: runs
+made while the protocol sat in their experiment file carry it in their ``config.yaml``; the
+pipeline passes ``conf/comparison/<task>.yaml``'s ``target`` as ``--target``), or — only when asked
 for with ``--target-frac F`` — ``F`` of the best validation value any method reached, which is
 refused when that best is 0. A task without a target is marked so in its table and left out of
-the profile with a printed note.
+the profile with a printed note. A task's metric is, likewise, ``--metric TASK=NAME``,
+``--metric NAME``, the runs' ``comparison.metric``, or the primary metric of their summaries.
 
 Every figure's footnote and every table's last line record the command and the commit that made
 it (``suite/experiments/provenance.py``); absolute paths of the machine are removed from every text written
@@ -56,7 +58,7 @@ import csv
 import math
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,7 +179,7 @@ def comparison_config(task: str, runs: Sequence[Run]) -> dict[str, Any]:
 
 
 def config_path_hint(task: str) -> str:
-    return f"set comparison.target in conf/experiment/{task}.yaml or pass --target {task}=VALUE"
+    return f"pass --target {task}=VALUE, as the pipeline does with the comparison.target of conf/comparison/{task}.yaml"
 
 
 def resolve_target(
@@ -868,20 +870,38 @@ def plot_clipping(
 # ------------------------------------------------------------------------------------ main
 
 
-def parse_targets(items: Sequence[str] | None) -> tuple[float | None, dict[str, float]]:
-    """``--target`` values: ``VALUE`` (every task) and/or ``TASK=VALUE``."""
+def parse_per_task(items: Sequence[str] | None, option: str, convert: Callable[[str], Any]):
+    """``option``'s values: ``VALUE`` (every task) and/or ``TASK=VALUE``, each ``convert``ed (a
+    ``ValueError`` for a value it refuses)."""
     default, per_task = None, {}
     for item in items or []:
         name, sep, value = item.rpartition("=")
         try:
-            number = float(value)
+            converted = convert(value)
         except ValueError:
-            raise ValueError(f"--target {item!r}: expected VALUE or TASK=VALUE") from None
+            raise ValueError(f"{option} {item!r}: expected VALUE or TASK=VALUE") from None
         if sep:
-            per_task[name] = number
+            per_task[name] = converted
         else:
-            default = number
+            default = converted
     return default, per_task
+
+
+def parse_targets(items: Sequence[str] | None) -> tuple[float | None, dict[str, float]]:
+    """``--target`` values: ``VALUE`` (every task) and/or ``TASK=VALUE``."""
+    return parse_per_task(items, "--target", float)
+
+
+def _metric_name(value: str) -> str:
+    if not value:
+        raise ValueError(value)
+    return value
+
+
+def parse_metrics(items: Sequence[str] | None) -> tuple[str | None, dict[str, str]]:
+    """``--metric`` values: ``NAME`` (every task) and/or ``TASK=NAME``: the pipeline names each
+    task's metric, which its runs' configs no longer carry."""
+    return parse_per_task(items, "--metric", _metric_name)
 
 
 def output_paths(
@@ -932,7 +952,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_target_options(parser: argparse.ArgumentParser) -> None:
     """The metric, the targets and the performance profile built on them."""
-    parser.add_argument("--metric", help="validation metric (default: the task's primary metric)")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        metavar="[TASK=]NAME",
+        help="validation metric (repeatable; default: the runs' comparison.metric, else the "
+        "task's primary metric)",
+    )
     parser.add_argument(
         "--target",
         action="append",
@@ -999,13 +1025,14 @@ def analyse_tasks(
     """Every task's result; a task without a completed run is skipped with a note, a refused
     target stops everything (never plot a wrong one)."""
     default_target, task_targets = targets
+    default_metric, task_metrics = parse_metrics(args.metric)
     by_task: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_task[run.task].append(run)
     results: list[TaskResult] = []
     for task, task_runs in sorted(by_task.items()):
         try:
-            results.append(analyse_task(task, task_runs, metric=args.metric,
+            results.append(analyse_task(task, task_runs, metric=task_metrics.get(task, default_metric),
                                         target=task_targets.get(task, default_target),
                                         target_frac=args.target_frac, method_key=args.method_key))  # fmt: skip
         except ValueError as exc:
@@ -1111,6 +1138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_args(parser, args)
     try:
         targets = parse_targets(args.target)
+        parse_metrics(args.metric)  # a malformed --metric now, before reading any run
         runs = discover_runs([args.sweep])
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))

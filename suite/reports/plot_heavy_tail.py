@@ -397,6 +397,39 @@ def format_table(panels: Sequence[Panel]) -> str:
     return "\n".join(lines)
 
 
+def _interval(meta: dict[str, Any], key: str, value: float | None) -> str:
+    """``value [low, high]`` of a probe estimate and its ``<key>_ci90``; "—" when absent."""
+    if value is None:
+        return "—"
+    ci = meta.get(f"{key}_ci90")
+    return f"{value:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def probe_markdown(sources: Sequence[Source]) -> str:
+    """The probes' estimates as a Markdown table (the figure's companion), one row per probe,
+    read from each probe's ``noise_probe.json``: never retyped."""
+    lines = ["| task | data | model | weights | probe batches | p99/median of ‖g_i − ḡ‖ "
+             "| excess kurtosis | Hill α of ‖g_i − ḡ‖ [90%] | Hill α of coordinates [90%] "
+             "| α-stable index of coordinates [90%] | per-tensor α-stable, min–max (tensors) |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for src in (s for s in sources if s.kind == "probe"):
+        m, norms = src.meta, src.meta.get("noise_norm_summary") or {}
+        spread, tensors = m.get("tensor_stable_alpha_spread") or {}, m.get("tensors")
+        count = len(tensors) if isinstance(tensors, list | dict) else tensors
+        per_tensor = f"{spread['min']:.2f}–{spread['max']:.2f}" if spread else "—"
+        lines.append(
+            f"| {src.task} | {m.get('data_source', '—')} | {m.get('model_source', '—')} "
+            f"| {m.get('checkpoint', '—')} | {m.get('batches', '—')} "
+            f"| {norms.get('p99_over_median', float('nan')):.2f} "
+            f"| {norms.get('excess_kurtosis', float('nan')):.2f} "
+            f"| {_interval(m, 'noise_norm_hill_alpha', norms.get('hill_alpha'))} "
+            f"| {_interval(m, 'noise_coords_hill_alpha', m.get('noise_coords_hill_alpha'))} "
+            f"| **{_interval(m, 'noise_coords_stable_alpha', m.get('noise_coords_stable_alpha'))}** "
+            f"| {per_tensor}" + (f" ({count})" if count else "") + " |"
+        )
+    return "\n".join([*lines, "", MADE_BY, ""])
+
+
 # --------------------------------------------------------------------- over training
 
 #: the probe's estimates drawn by --over-training: JSON key (with ``<key>_ci90``) and axis label
@@ -714,6 +747,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or default_out(args.paths[0], "heavy_tail.png")
     plot_panels(panels, out, ncols=args.ncols, dpi=args.dpi)
     print(format_table(panels))
+    if all(src.kind == "probe" for src in sources):  # noise probes: their estimates as a table
+        table = out.with_suffix(".md")
+        table.write_text(plotting.scrub_paths(probe_markdown(sources)), encoding="utf-8")
+        print(f"wrote {table}")
     print(f"wrote {out}")
     return 0
 

@@ -24,8 +24,6 @@ from torch_clip.suite.experiments import sweeps
 from torch_clip.suite.experiments.provenance import stamp
 from torch_clip.suite.reports import plotting
 
-#: the randomized rule and the deterministic rule it randomizes
-STOCHASTIC = {"SGD+linear_stoch_norm": "SGD+norm"}
 #: the probe's budget per cell: batches of its noise sample and of its reference gradient
 PROBE = {"batches": 1000, "reference_batches": 64, "coords": 64}
 QUICK_PROBE = {"batches": 40, "reference_batches": 8, "coords": 8}
@@ -155,15 +153,16 @@ def paired_table(paired, note: str) -> list[str]:
     return [*lines, "", note, ""]
 
 
-def stochastic_table(rows, note: str) -> list[str]:
-    """What the randomized rule is for, if anything: its spread over the report seeds (the IQR
-    and the standard deviation) beside the deterministic rule's, and the paired difference."""
+def stochastic_table(rows, randomized: dict[str, str], note: str) -> list[str]:
+    """What each randomized rule is for, if anything: its spread over the report seeds (the IQR
+    and the standard deviation) beside the deterministic rule's (``randomized``: the protocol's
+    pairs), and the paired difference."""
     lines = ["# Randomized against deterministic clipping", "",
              "Spread of the final validation MSE over the report seeds (IQR; standard deviation) "
              "and the paired difference randomized − deterministic (mean [90% interval], p (t)).",
              "", "| problem | α | rule | IQR | std | difference | p (t) | verdict |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
-    for stoch, det in STOCHASTIC.items():
+    for stoch, det in randomized.items():
         for r in (x for x in rows if x["method"] == stoch):
             d = next((x for x in rows if x["method"] == det and x["problem"] == r["problem"]
                       and x["alpha"] == r["alpha"]), None)  # fmt: skip
@@ -384,7 +383,7 @@ def write_all(m, axes, best, placed, out: Path, command: str, no_probe: bool) ->
         write = {"results": results_table(rows, f"Regime map: {mp['title']}", note),
                  "choices": choices_table(rows, note),
                  "paired": paired_table(paired_rows(rows, spec["baselines"]), note),
-                 "stochastic": stochastic_table(rows, note),
+                 "stochastic": stochastic_table(rows, spec.get("randomized", {}), note),
                  "aggregate": aggregate(rows, mp["methods"], out / f"{name}_profile.png",
                                         mp["title"], note),
                  "lambda": lambda_table(placed, name, note)}  # fmt: skip

@@ -235,7 +235,7 @@ def test_target_frac_refuses_a_best_of_zero(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         pc.main([str(sweep), "--out", str(tmp_path / "o"), "--target-frac", "0.9", *FAST])
     assert exc.value.code == 2
-    assert "conf/experiment/cola.yaml" in capsys.readouterr().err
+    assert "conf/comparison/cola.yaml" in capsys.readouterr().err
     assert not (tmp_path / "o" / "cola_table.md").exists()
     # An absolute target of 0 is what the user asked for, and is kept.
     assert pc.analyse_task("cola", discover_runs([sweep]), target=0.0).target == 0.0
@@ -277,6 +277,20 @@ def test_targets_from_the_runs_config_and_tasks_without_one(tmp_path: Path, caps
     make_run(sweep, "z", "A", 0, val=[0.1], comparison={"target": "high"})
     with pytest.raises(ValueError, match=r"Invalid comparison\.target for task z: 'high'"):
         pc.analyse_task("z", discover_runs([sweep / "z"]))
+
+
+def test_each_task_is_compared_on_the_metric_named_for_it(tmp_path: Path) -> None:
+    """Runs that carry no ``comparison`` node (the protocol has its own config group) are
+    compared on the metric the pipeline names per task, not on the summaries' primary metric."""
+    sweep, out = tmp_path / "fake", tmp_path / "figs"
+    for task in ("x", "y"):
+        make_run(sweep, task, "A", 0, val=[0.2, 0.4], val_steps=[10, 20])
+    flags = ["--metric=x=loss", "--target=x=0.7", "--target=y=0.3", "--no-profile"]
+    assert pc.main([str(sweep), "--out", str(out), *flags, *FAST]) == 0
+    x, y = read_csv(out / "x_table.csv")["A"], read_csv(out / "y_table.csv")["A"]
+    assert x["metric"] == "loss" and y["metric"] == "accuracy"
+    assert float(x["final_val_mean"]) == pytest.approx(1 - 0.4)  # make_run's val_loss: 1 - val
+    assert float(y["final_val_mean"]) == pytest.approx(0.4)
 
 
 def read_profile(path: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -569,6 +583,9 @@ def test_targets_and_output_paths() -> None:
     assert pc.parse_targets(["0.5", "cola=0.3"]) == (0.5, {"cola": 0.3})
     with pytest.raises(ValueError):
         pc.parse_targets(["cola=high"])
+    assert pc.parse_metrics(["accuracy", "voc=miou"]) == ("accuracy", {"voc": "miou"})
+    with pytest.raises(ValueError, match="--metric 'voc='"):
+        pc.parse_metrics(["voc="])
     out_dir, figs = pc.output_paths(None, Path("sw"), ["a", "b"])
     assert out_dir == Path("sw/figures") and figs["b"] == Path("sw/figures/b_comparison.png")
     out_dir, figs = pc.output_paths(Path("o/f.png"), Path("sw"), ["a", "b"])
@@ -641,6 +658,40 @@ def test_heavy_tail_hill_alpha_of_pareto_norms(tmp_path: Path, capsys) -> None:
     assert sorted(s.name for s in sources) == ["toy/sgd/seed0", "toy/sgd/seed1"]
     (pooled,) = ph.make_panels(sources, "task")
     assert pooled.summary.n == 100_500 and "2 runs pooled" in pooled.title
+
+
+def test_probes_alone_get_their_estimates_as_a_table_beside_the_figure(tmp_path: Path) -> None:
+    """The table of the probes at initialisation is written from each probe's JSON (it was
+    transcribed by hand once, and went stale)."""
+    rng = np.random.default_rng(7)
+    folders = []
+    for task, stable, hill in (("voc", 1.97, 4.8), ("reddit", 2.0, 5.0)):
+        probe = tmp_path / "noise" / task
+        probe.mkdir(parents=True)
+        np.savez(probe / "noise_probe.npz", noise_norms=rng.pareto(3.0, 400) + 1.0,
+                 noise_coords=rng.normal(size=(200, 10)))  # fmt: skip
+        (probe / "noise_probe.json").write_text(json.dumps({
+            "task": f"torch_clip.tasks.{task}.Task", "data_source": f"embedded: {task} proxy",
+            "model_source": "net", "checkpoint": "initialisation", "batches": 200,
+            "noise_norm_summary": {"p99_over_median": 1.234, "excess_kurtosis": -0.16,
+                                   "hill_alpha": 24.89},
+            "noise_norm_hill_alpha_ci90": [11.96, 37.81],
+            "noise_coords_hill_alpha": hill, "noise_coords_hill_alpha_ci90": [hill - 0.1, hill + 0.1],
+            "noise_coords_stable_alpha": stable,
+            "noise_coords_stable_alpha_ci90": [stable - 0.02, 2.0],
+            "tensor_stable_alpha_spread": {"min": 1.67, "max": 2.0, "median": 1.9},
+            "tensors": 92,
+        }))  # fmt: skip
+        folders.append(str(probe))
+    out = tmp_path / "figs" / "noise_heavy_tail.png"
+    assert ph.main([*folders, "--out", str(out), "--dpi", "60"]) == 0
+    rows = [ln for ln in out.with_suffix(".md").read_text().splitlines() if ln.startswith("| voc")]
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[:5] == ["voc", "embedded: voc proxy", "net", "initialisation", "200"]
+    assert cells[5:] == ["1.23", "-0.16", "24.89 [11.96, 37.81]", "4.80 [4.70, 4.90]",
+                         "**1.97 [1.95, 2.00]**", "1.67–2.00 (92)"]  # fmt: skip
+    # a figure of run norms (no probes) gets no probe table
+    assert not (tmp_path / "figs" / "heavy_tail.md").exists()
 
 
 def _probe_json(folder: Path, task: str, step: int, stable: float, hill: float, ci=True) -> None:

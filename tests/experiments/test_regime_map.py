@@ -69,6 +69,28 @@ def test_unknown_maps_and_methods_are_refused(regime_map):
         regime_map.load_spec(quick=False, maps=["grad"])
 
 
+def test_the_randomized_pairs_come_from_the_protocol_and_name_its_methods(regime_map, monkeypatch):
+    from torch_clip.suite.reports import regime_map_report
+
+    spec = regime_map.load_spec(quick=False)
+    assert spec["randomized"] == {"SGD+linear_stoch_norm": "SGD+norm"}
+    real = regime_map.registry.comparison
+    renamed = {**real("regime_map"), "randomized": {"SGD+rand_norm": "SGD+norm"}}
+    monkeypatch.setattr(regime_map.registry, "comparison", lambda name: renamed)
+    with pytest.raises(SystemExit, match=r"Invalid methods \['SGD\+rand_norm'\] of the maps or"):
+        regime_map.load_spec(quick=False)
+    # seeds 1..5 at 1..5: IQR 4 - 2 = 2, sample std sqrt(2.5) = 1.58; the deterministic rule 0.5
+    # above on every seed: a paired difference of -0.5
+    cell = {"problem": "MLP", "alpha": 1.5}
+    rows = [{**cell, "method": "R", "by_seed": {s: float(s) for s in range(1, 6)}},
+            {**cell, "method": "D", "by_seed": {s: s + 0.5 for s in range(1, 6)}}]  # fmt: skip
+    lines = regime_map_report.stochastic_table(rows, {"R": "D"}, "note")
+    body = [line for line in lines if line.startswith("| MLP")]
+    assert body[0].startswith("| MLP | 1.5 | D | 2 | 1.58 | — |")
+    assert body[1].startswith("| MLP | 1.5 | R | 2 | 1.58 | -0.5 [")
+    assert regime_map_report.stochastic_table(rows, {}, "note")[-2:] == ["note", ""]
+
+
 class _ResumedMap:
     """A map whose every run is already on disk (a resumed map): the final metric falls with
     the lr, so the lowest lr is always chosen and each round extends the lr grid downwards."""

@@ -13,10 +13,11 @@ import sys
 import pytest
 
 from tests.suite_helpers import ROOT, train_env
+from torch_clip.suite import registry
 
 pytestmark = pytest.mark.slow
 
-TASKS = ("reddit", "imagenet", "voc", "cola")
+TASKS = registry.evidence_tasks()  # conf/evidence.yaml
 
 
 def _rows(path):
@@ -84,8 +85,9 @@ def test_the_mpnet_comparison_runs_only_when_its_model_directory_is_given(tmp_pa
     monkeypatch.setattr(sweeps, "call", lambda script: calls.append(script) or 0)
     common = ["--parts", "tuned", "--figures-only", "--root", str(tmp_path), "--out", str(tmp_path)]
     assert rr.main(common) == 0
-    assert [c[c.index("--tasks") + 1 :][:6] for c in calls] == [
-        ["reddit", "imagenet", "voc", "cola", "reddit_agc", "cola_per_unit"]
+    evidence = registry.evidence()  # the README's tasks, then the variants run with them
+    assert [c[c.index("--tasks") + 1 :][: len(TASKS) + 2] for c in calls] == [
+        [*TASKS, *evidence["variants"]]
     ]
     calls.clear()
     assert rr.main([*common, "--mpnet", str(tmp_path / "mpnet")]) == 0

@@ -278,14 +278,15 @@ def test_a_variant_of_a_task_keeps_its_runs_and_figures_apart_from_the_tasks_own
     assert tc.spec("cola")["task"] == "cola"
     variant = tc.spec("cola_mpnet")
     assert variant["task"] == "cola"
-    configured = yaml.safe_load((ROOT / "conf" / "experiment" / "cola_mpnet.yaml").read_text())
-    assert variant["target"] == configured["comparison"]["target"]
+    configured = yaml.safe_load((ROOT / "conf" / "comparison" / "cola_mpnet.yaml").read_text())
+    assert variant["target"] == configured["target"]
     root, out = tmp_path / "runs", tmp_path / "figs"
     assert tc.folders("cola", "cola", root, out) == (root, out)
     assert tc.folders("cola_mpnet", "cola", root, out) == (root / "cola_mpnet", out / "cola_mpnet")
     command = tc.variant_plot_command(root / "cola_mpnet" / "report", out / "cola_mpnet", variant)
     assert command[1:4] == [str(root / "cola_mpnet" / "report"), "--out", str(out / "cola_mpnet")]
-    assert command[4:] == ["--tasks=cola", f"--target=cola={variant['target']}", "--no-profile"]
+    assert command[4:] == ["--tasks=cola", f"--metric=cola={configured['metric']}",
+                           f"--target=cola={variant['target']}", "--no-profile"]  # fmt: skip
     with pytest.raises(SystemExit):  # a variant is asked for by name; an unknown one is refused
         tc.main(["--tasks", "cola_large", "--figures-only"])
 
@@ -342,18 +343,24 @@ def test_the_cola_variant_is_one_epoch_of_real_cola_at_bf16_mixed():
     assert cfg.task.model_name_or_path == "sentence-transformers/all-mpnet-base-v2"
 
 
-def test_figures_get_the_configured_target_of_every_task_they_show(tmp_path):
+def test_figures_get_the_configured_metric_and_target_of_every_task_they_show(tmp_path):
+    """The runs' configs do not carry the protocol: the figures get each task's metric and target
+    from conf/comparison/ (a comparison without a target, like lm's, gets its metric only)."""
     from torch_clip.suite.experiments import tuned_comparison as tc
 
     (tmp_path / "voc").mkdir()  # a task of an earlier call
-    flags = tc.target_flags(tmp_path, ["reddit"])
-    configured = {
-        t: yaml.safe_load((ROOT / "conf" / "experiment" / f"{t}.yaml").read_text())["comparison"][
-            "target"
-        ]
-        for t in ("reddit", "voc")
-    }
-    assert flags == [f"--target={t}={configured[t]}" for t in ("reddit", "voc")]
+    flags = tc.figure_flags(tmp_path, ["reddit", "lm"])
+
+    def configured(task):
+        return yaml.safe_load((ROOT / "conf" / "comparison" / f"{task}.yaml").read_text())
+
+    shown = ("reddit", "voc")  # this call's task, then the README's task already drawn
+    assert "target" not in configured("lm")
+    assert flags == [
+        *(f for t in shown
+          for f in (f"--metric={t}={configured(t)['metric']}", f"--target={t}={configured(t)['target']}")),
+        f"--metric=lm={configured('lm')['metric']}",
+    ]  # fmt: skip
 
 
 def test_tuned_methods_that_differ_in_one_setting_are_told_apart_by_its_value(tmp_path):
@@ -625,7 +632,8 @@ def test_methods_may_name_their_own_lr_grid_family_and_keep_a_fixed_level(tmp_pa
     assert [a.key for a in tc.method_axes(tuned, "recipe", {"recipe": [0.5, 1, 2]})] == [
         "step_rule.lr"
     ]
-    # any experiment with a comparison block is a comparison --tasks accepts
-    assert tc.has_comparison("reddit") and not tc.has_comparison("regime_map_nothing")
+    # any file of conf/comparison/ is a comparison --tasks accepts, but the regime map's cells
     with pytest.raises(SystemExit):
         tc.main(["--tasks", "no_such_experiment", "--figures-only"])
+    with pytest.raises(SystemExit, match="regime map"):
+        tc.spec("regime_map")

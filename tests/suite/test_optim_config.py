@@ -16,7 +16,7 @@ from timm.utils.agc import adaptive_clip_grad
 from clip_core import ClippedAdamW, ClippedSGD
 from tests.suite_helpers import ROOT, run_train, summaries
 from torch_clip.suite.optim import build_optimizer, build_scheduler, describe_optimizer
-from torch_clip.suite.peers import PeerClipped
+from torch_clip.suite.peers import PEERS, PeerClipped
 
 
 def _cfg(*overrides: str):
@@ -58,7 +58,7 @@ def test_one_step_rule_key_sets_baselines_and_clipped_methods(overrides, cls, ex
         assert opt.param_groups[0][key] == value
 
 
-@pytest.mark.parametrize("peer", ["peer_autoclip", "peer_zclip", "peer_agc"])
+@pytest.mark.parametrize("peer", [f"peer_{name}" for name in PEERS])
 def test_peers_drive_the_step_rules_torch_optimizer(peer):
     opt = build_optimizer(_cfg(f"optimizer={peer}", "step_rule.lr=0.07"), _model().parameters(), 0)
     assert isinstance(opt, PeerClipped) and type(opt.optimizer) is torch.optim.SGD
@@ -237,3 +237,11 @@ def test_clips_tells_the_baselines_apart(preset, expected):
     from torch_clip.suite.optim import clips
 
     assert clips(build_optimizer(_cfg(f"optimizer={preset}"), _model().parameters(), 0)) is expected
+
+
+def test_a_peer_refuses_an_argument_it_does_not_take():
+    with pytest.raises(ValueError, match=r"Invalid peer_args for agc: \['clip_facter'\]; expected"):
+        build_optimizer(_cfg("optimizer=peer_agc", "+optimizer.peer_args.clip_facter=0.1"),
+                        _model().parameters(), 0)  # fmt: skip
+    with pytest.raises(ValueError, match=r"Invalid peer: 'agcc'; expected one of autoclip"):
+        build_optimizer(_cfg("optimizer=peer_agc", "optimizer.peer=agcc"), _model().parameters(), 0)

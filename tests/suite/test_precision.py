@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 
 import torch_clip.suite.naming  # noqa: F401  registers the run_dir resolver
 from tests.suite_helpers import ROOT, composed_run_dir, final_params, find_run_dir, run_train
+from torch_clip.suite import registry  # every task of conf/task/
 from torch_clip.suite.experiments import sweeps  # the --quick budgets of every task
 from torch_clip.suite.trainer import seed_everything, warn_if_emulated_bf16
 
@@ -108,7 +109,7 @@ def test_precision_is_part_of_a_runs_identity_only_when_not_float32(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["reddit", "imagenet", "voc", "cola"])
+@pytest.mark.parametrize("task", registry.tasks())
 def test_every_task_trains_and_evaluates_under_bf16_mixed(tmp_path, task):
     """Each task's forward, loss and evaluation run under autocast (the Reddit evaluation's
     sparse products among them), and the record says at which precision the run computed."""

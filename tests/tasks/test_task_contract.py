@@ -2,7 +2,8 @@
 
 The trainer logs once per window of steps; a task whose ``loss()`` reads a value on the host
 (``.item()``, a boolean mask, ``bincount``) makes every step wait for the device. Each task runs
-one small batch under the shared :class:`~tests.sync_helpers.SyncRecorder`.
+one small batch under the shared :class:`~tests.sync_helpers.SyncRecorder`, shrunk by its smoke
+overrides (``conf/task/<task>.yaml``'s ``smoke``, the ones the ``--quick`` pipelines use).
 """
 
 from __future__ import annotations
@@ -16,17 +17,7 @@ from hydra.utils import instantiate
 
 from tests.suite_helpers import ROOT
 from tests.sync_helpers import SyncRecorder
-
-#: shrink each task so set-up takes seconds (the same keys the --quick pipeline uses)
-SMALL = {
-    "toy": [],
-    "reddit": ["task.num_nodes=400"],
-    "imagenet": ["task.batch_size=4"],
-    "voc": ["task.batch_size=2", "task.embedded_train_size=4", "task.embedded_val_size=2"],
-    "cola": ["task.embedded_train_size=16", "task.embedded_dev_size=8", "task.batch_size=4"],
-    "lm": ["task.width=32", "task.num_layers=1", "task.num_heads=2", "task.context=16"],
-}
-
+from torch_clip.suite import registry
 
 #: syncs inside libraries that a task cannot avoid without giving up their fast path:
 #: transformers' SDPA mask builder asks ``padding_mask.all()`` to drop an all-ones mask.
@@ -50,10 +41,10 @@ class OwnSyncRecorder(SyncRecorder):
         return out
 
 
-@pytest.mark.parametrize("name", list(SMALL))
+@pytest.mark.parametrize("name", registry.tasks())
 def test_loss_makes_no_host_sync(name, single_thread):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"task={name}", *SMALL[name]])
+        cfg = compose(config_name="config", overrides=[f"task={name}", *registry.smoke(name)])
     task = instantiate(cfg.task, _convert_="all")
     task.setup(torch.device("cpu"), 0)
     batch = next(iter(task.train_batches(0, 0, seed=0)))
