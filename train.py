@@ -87,9 +87,24 @@ def hydra_files(hydra_cfg: DictConfig, cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def resume_command() -> str:
-    """The command line this process was started with: rerunning it resumes the run."""
-    return shlex.join([Path(sys.executable).name, *sys.argv])
+#: Hydra overrides that only a multirun reads: a one-run command leaves them out
+MULTIRUN_ONLY = ("hydra.mode", "hydra/launcher", "hydra/sweeper", "hydra.launcher", "hydra.sweep")
+
+
+def resume_command(hydra_cfg: DictConfig, run_dir: Path) -> str:
+    """``python train.py <this run's overrides>``: the one-run command that resumes this run
+    (from its own overrides, not ``sys.argv``, which names a whole sweep or, in a persistent
+    sweep worker, the worker)."""
+    hydra_overrides = [o for o in hydra_cfg.overrides.hydra if not o.startswith(MULTIRUN_ONLY)]
+    if any(o.startswith("hydra.sweep.") for o in hydra_cfg.overrides.hydra):
+        hydra_overrides.append(f"hydra.run.dir={run_dir}")  # a moved sweep: name the directory
+    here = Path(__file__).resolve()
+    if Path(sys.argv[0]).resolve() == here:  # started as a script: the path as it was typed
+        script = sys.argv[0]
+    else:  # a sweep worker: this file, from the directory the worker runs in
+        script = here.name if Path.cwd() == here.parent else str(here)
+    argv = [Path(sys.executable).name, script, *hydra_cfg.overrides.task, *hydra_overrides]
+    return shlex.join(argv)
 
 
 def train(cfg: DictConfig, run_dir: Path, ctx: Any) -> Any:
@@ -113,6 +128,13 @@ def train(cfg: DictConfig, run_dir: Path, ctx: Any) -> Any:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> Any:
+    return run(cfg)
+
+
+def run(cfg: DictConfig) -> Any:
+    """One run of the composed ``cfg`` under the Hydra config set in ``HydraConfig``: what
+    ``python train.py`` does after composing (torch_clip.suite.experiments.local_runs calls it
+    in its workers, one run after another)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -129,7 +151,7 @@ def main(cfg: DictConfig) -> Any:
         if ctx.is_main:
             print(
                 f"[torch-clip] {exc}; checkpoint saved in {checkpoint_path(run_dir)}; "
-                f"resume with: {resume_command()}",
+                f"resume with: {resume_command(HydraConfig.get(), run_dir)}",
                 file=sys.stderr,
                 flush=True,
             )

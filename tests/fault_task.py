@@ -5,6 +5,8 @@ through ``hydra.searchpath``); the subprocesses import it because the tests put 
 on ``PYTHONPATH`` (``tests.suite_helpers.train_env``).
 
 * ``task.fail_at_step=N``: ``loss()`` raises on step N+1 (a failing run, recorded as ``failed``).
+* ``task.exit_at_step=N``: the process ends with ``os._exit(3)`` on step N+1 (a worker that dies
+  mid-run, chosen per run rather than per process).
 * ``TORCH_CLIP_TEST_STEP_DELAY=<seconds>``: sleep that long in every ``loss()``, so a test can
   signal a run mid-way.
 * ``TORCH_CLIP_TEST_KILL_AFTER=N``: the process SIGKILLs itself on step N+1, after step N was
@@ -33,9 +35,11 @@ FAULTY_TOY = ("task=faulty_toy", f"hydra.searchpath=[file://{Path(__file__).pare
 class FaultyToyTask(ToyRegressionTask):
     name = "faulty_toy"
 
-    def __init__(self, fail_at_step: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, fail_at_step: int | None = None, exit_at_step: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self.fail_at_step = fail_at_step
+        self.fail_at_step, self.exit_at_step = fail_at_step, exit_at_step
         self.step_delay = float(os.environ.get("TORCH_CLIP_TEST_STEP_DELAY", "0"))
         kill_after = os.environ.get("TORCH_CLIP_TEST_KILL_AFTER")
         self.kill_after = None if kill_after is None else int(kill_after)
@@ -45,6 +49,8 @@ class FaultyToyTask(ToyRegressionTask):
         self._calls += 1
         if self.kill_after is not None and self._calls > self.kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.exit_at_step is not None and self._calls > self.exit_at_step:
+            os._exit(3)
         if self.fail_at_step is not None and self._calls > self.fail_at_step:
             raise RuntimeError(f"faulty_toy: deliberate failure at step {self._calls}")
         if self.step_delay:

@@ -130,6 +130,17 @@ def final_params(run_dir: Path) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in payload["model"].items()}
 
 
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two runs logged the same rows, saw the same gradient norms and ended with the same
+    parameters, bit for bit."""
+    assert metric_rows(a) == metric_rows(b)
+    np.testing.assert_array_equal(np.load(a / "grad_norms.npy"), np.load(b / "grad_norms.npy"))
+    pa, pb = final_params(a), final_params(b)
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        np.testing.assert_array_equal(pa[key], pb[key], err_msg=key)
+
+
 def assert_same_training(a: Path, b: Path, atol: float = 1e-6) -> None:
     """Two runs saw the same gradient norms and ended with the same parameters (float32 tolerance)."""
     np.testing.assert_allclose(

@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from torch_clip.suite.bench.tables import publish
 from torch_clip.suite.paths import repo_root
 
 ROOT = repo_root()
@@ -144,12 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_startup_") as scratch:
         rows = measurements(args.repeats, Path(scratch))
     text = table(rows, args.repeats, load)
-    print(text, end="")
     after = os.getloadavg()
+    publish(text, args.out)
     print(f"load average after: {after[0]:.2f} / {after[1]:.2f} / {after[2]:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
     return 0
 
 

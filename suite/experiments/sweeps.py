@@ -9,10 +9,11 @@
 3. **Report** each method's best setting on fresh seeds, so the reported numbers are not the ones
    the choice was made on; mean and a 90% Student-t interval over those seeds.
 
-Each stage is a list of ``train.py -m`` calls run a few at a time (the regime map sweeps many
-short runs per call, the tuned comparisons make one run per call); a completed run is skipped
-(a one-run call without starting ``train.py``, which would skip it too), so an interrupted sweep
-resumes where it stopped.
+Each stage is a list of ``train.py -m`` calls (the regime map sweeps many short runs per call,
+the tuned comparisons make one run per call). Locally their runs execute in persistent worker
+processes that import torch and the suite once (``local_runs``); with a launcher override
+(``hydra/launcher=slurm``) each call is a ``train.py -m`` process that submits its runs. A
+completed run is skipped, so an interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from torch_clip.suite import protocol, registry
+from torch_clip.suite.experiments import local_runs
 from torch_clip.suite.paths import ROOT
 from torch_clip.suite.run_reader import Run
 
@@ -42,7 +44,7 @@ FIGURES = ROOT / "results" / "readme" / "figures"
 
 Job = tuple[list[str], str]  # (train.py overrides, log name)
 #: Hydra's compose state is global: one worker at a time may compose a config to check it
-_HYDRA_STATE = threading.Lock()
+_HYDRA_STATE = local_runs.HYDRA_STATE
 
 #: --quick: a few steps of a task shrunk by its smoke overrides, through the same stages as the
 #: full budget
@@ -83,20 +85,27 @@ def run_stage(
     extra: Sequence[str] = (),
     slots: threading.Semaphore | None = None,
 ) -> None:
-    """Run ``train.py -m experiment=<experiment> <overrides> <extra>`` for every job, ``workers``
-    at once, and no more than ``slots`` allows when stages run side by side and share it. With a
-    submitit launcher in ``extra`` every call is a cluster job (array) that its worker waits for,
-    so ``workers`` is the number of jobs queued at once."""
-
-    def command(overrides: Sequence[str]) -> list[str]:
-        return [f"experiment={experiment}", f"results_root={root}", *overrides, *extra]
+    """Run every job (``train.py -m experiment=<experiment> <overrides> <extra>``), ``workers`` at
+    once, and no more than ``slots`` allows when stages run side by side and share it. Locally the
+    runs of all jobs execute in the driver's persistent workers (``local_runs``: no process start
+    per run); a job whose overrides or ``extra`` choose a launcher (``hydra/launcher=slurm``) is a
+    ``train.py -m`` call, a cluster job (array) that one thread waits for, so ``workers`` is the
+    number of such jobs queued at once."""
+    jobs = list(jobs)
+    local = [job for job in jobs if not local_runs.uses_launcher([*job[0], *extra])]
+    if local:
+        run_stage_locally(local, root, workers, experiment, extra, slots)
+    launched = [job for job in jobs if job not in local]
+    if not launched:
+        return
 
     def one(job: Job) -> None:
         overrides, name = job
-        if finished(command(overrides)):  # in the worker: the first runs start without waiting
+        args = stage_overrides(experiment, root, overrides, extra)
+        if finished(args):  # in the worker: the first runs start without waiting
             print(f"  {name}: already completed", flush=True)
             return
-        cmd = [sys.executable, "train.py", "-m", *command(overrides)]
+        cmd = [sys.executable, "train.py", "-m", *args]
         log = root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.time()
@@ -107,7 +116,37 @@ def run_stage(
         print(f"  {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, list(jobs)))
+        list(pool.map(one, launched))
+
+
+def stage_overrides(experiment: str, root: Path, overrides: Sequence[str], extra: Sequence[str]):
+    return [f"experiment={experiment}", f"results_root={root}", *overrides, *extra]
+
+
+def run_stage_locally(
+    jobs: list[Job], root: Path, workers: int, experiment: str, extra: Sequence[str], slots
+) -> None:
+    """:func:`run_stage` without a launcher: each job's runs (its sweep expanded as Hydra's
+    basic sweeper would) in the persistent workers, each run's output appended to its job's log;
+    one line per job when its last run ends."""
+    specs, left, started = [], {}, time.time()
+    for overrides, name in jobs:
+        runs = local_runs.expand(stage_overrides(experiment, root, overrides, extra))
+        log = root / "logs" / f"{name}.log"
+        specs += [local_runs.RunSpec(tuple(run), log) for run in runs]
+        left[log] = [name, len(runs), 0]
+
+    def report(result: dict[str, Any]) -> None:
+        entry = left[result["log"]]
+        entry[1] -= 1
+        entry[2] += result["status"] not in ("completed", "skipped")
+        if result["status"] == "crashed":
+            print(f"  {entry[0]}: a run crashed: {result['overrides']}", flush=True)
+        if entry[1] == 0:
+            print(f"  {entry[0]}: {entry[2]} run(s) not completed; {time.time() - started:.0f} s",
+                  flush=True)  # fmt: skip
+
+    local_runs.run_local(specs, workers, slots, report)
 
 
 def finished(overrides: Sequence[str]) -> bool:

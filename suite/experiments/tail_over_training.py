@@ -17,7 +17,8 @@ the ``train.py`` overrides after ``--``; give such a run its own ``--root``, whi
 per task. Keep the scheduler constant: the run is made in two calls (below), and a schedule that
 depends on ``trainer.max_steps`` would differ between them.
 
-1. ``train.py`` to half the budget, keeping its final checkpoint;
+1. ``train.py`` to half the budget, keeping its final checkpoint (both ``train.py`` runs execute
+   in a persistent worker, ``local_runs``, with their output in ``<root>/logs/train.log``);
 2. ``noise_probe.py --at start`` and ``--at end`` on that run (initialisation and mid-run);
 3. ``train.py`` again with the whole budget and ``trainer.extend=true``, which continues the run
    from its checkpoint (with the constant scheduler: the uninterrupted run);
@@ -34,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from torch_clip.suite import registry
-from torch_clip.suite.experiments import sweeps
+from torch_clip.suite.experiments import local_runs, sweeps
 from torch_clip.suite.paths import ROOT
 
 RESULTS = ROOT / "results" / "tail_over_training"
@@ -81,10 +82,17 @@ def _steps(run: Path) -> int:
 
 
 def train(overrides: list[str], root: Path, steps: int, checkpoint: int, extend: bool) -> int:
-    return sweeps.call(["train.py", f"results_root={root.parent}",
-                        f"experiment_name={root.name}", *overrides,
-                        f"trainer.max_steps={steps}", f"trainer.checkpoint_every={checkpoint}",
-                        "trainer.progress=false", f"trainer.extend={str(extend).lower()}"])  # fmt: skip
+    """The ``train.py`` run in the driver's persistent worker (``local_runs``); its output goes to
+    ``<root>/logs/train.log``. 0 when it completed."""
+    args = (f"results_root={root.parent}", f"experiment_name={root.name}", *overrides,
+            f"trainer.max_steps={steps}", f"trainer.checkpoint_every={checkpoint}",
+            "trainer.progress=false", f"trainer.extend={str(extend).lower()}")  # fmt: skip
+    log = root / "logs" / "train.log"
+    print(f"$ python train.py {' '.join(args)}  (output in {log})", flush=True)
+    (result,) = local_runs.run_local([local_runs.RunSpec(args, log)], workers=1)
+    if result["status"] != "completed":
+        print(f"  run {result['status']}: {result['error']}", flush=True)
+    return 0 if result["status"] == "completed" else 1
 
 
 def probe(run: Path, at: str, out_name: str, quick: bool) -> int:

@@ -81,6 +81,7 @@ from omegaconf import OmegaConf
 
 from torch_clip.suite import protocol, registry
 from torch_clip.suite.experiments import (
+    local_runs,
     protocol_table,
     sweeps,
 )
@@ -671,9 +672,13 @@ def main(argv: list[str] | None = None) -> int:
     # the comparisons side by side, sharing --jobs processes: none waits for another's last run
     slots = threading.BoundedSemaphore(args.jobs)
     with ThreadPoolExecutor(max_workers=len(args.tasks)) as pool:
-        results = list(
-            pool.map(lambda n: run_task(n, args, list(args.overrides), slots), args.tasks)
-        )
+        try:
+            results = list(
+                pool.map(lambda n: run_task(n, args, list(args.overrides), slots), args.tasks)
+            )
+        except KeyboardInterrupt:  # the stage threads stop after their runs in flight
+            local_runs.interrupt()
+            raise
     command = "python scripts/tuned_comparison.py " + " ".join(
         (["--quick"] if args.quick else []) + ["--tasks", *args.tasks]
     )

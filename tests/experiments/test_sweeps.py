@@ -400,11 +400,16 @@ def test_tuned_methods_that_differ_in_one_setting_are_told_apart_by_its_value(tm
     assert not tc.same_value({"x": {"y": 0.5}}, "x.y", "mean")
 
 
+#: a launcher override: the stage's calls are ``train.py -m`` processes (Hydra's own launcher)
+LAUNCHER = ("hydra/launcher=basic",)
+
+
 def test_a_stage_skips_its_completed_runs_without_starting_train_py(tmp_path, monkeypatch, capsys):
-    """A resumed stage starts ``train.py`` only for the runs it has not finished: a completed run
-    is found where ``train.py`` put it; another seed, a sweep over two values and a longer budget
-    (which train.py refuses with a message) are left to ``train.py``, and so is a call whose
-    config sweeps values itself (the regime map's ``hydra.sweeper.params``)."""
+    """With a launcher, a resumed stage starts ``train.py`` only for the runs it has not finished:
+    a completed run (made here by the local workers) is found where ``train.py`` put it; another
+    seed, a sweep over two values and a longer budget (which train.py refuses with a message) are
+    left to ``train.py``, and so is a call whose config sweeps values itself (the regime map's
+    ``hydra.sweeper.params``)."""
     for key, value in train_env().items():
         monkeypatch.setenv(key, value)
     tiny = ["task.num_nodes=400", "trainer.max_steps=2", "trainer.eval_every=2"]
@@ -422,8 +427,8 @@ def test_a_stage_skips_its_completed_runs_without_starting_train_py(tmp_path, mo
         (["optimizer=norm", "seed=0", *tiny[:2], "trainer.eval_every=4", "trainer.max_steps=4"],
          "longer"),
     ]  # fmt: skip
-    sweeps.run_stage([done, *others], tmp_path, 1, "reddit")
-    assert [cmd[cmd.index("-m") + 3 :] for cmd in started] == [o for o, _ in others]
+    sweeps.run_stage([done, *others], tmp_path, 1, "reddit", extra=LAUNCHER)
+    assert [cmd[cmd.index("-m") + 3 : -1] for cmd in started] == [o for o, _ in others]
     assert "  done: already completed" in capsys.readouterr().out.splitlines()
 
     from torch_clip.suite import trainer
@@ -435,8 +440,9 @@ def test_a_stage_skips_its_completed_runs_without_starting_train_py(tmp_path, mo
 
 
 def test_stages_side_by_side_share_their_process_slots(tmp_path, monkeypatch):
-    """Two comparisons' stages running at once, each with two workers, start no more than the two
-    ``train.py`` processes their shared slots allow; every job is started once."""
+    """Two comparisons' stages running at once through a launcher, each with two workers, start
+    no more than the two ``train.py`` processes their shared slots allow; every job is started
+    once."""
     import threading
     import time
 
@@ -446,7 +452,7 @@ def test_stages_side_by_side_share_their_process_slots(tmp_path, monkeypatch):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-            started.append(cmd[-1])
+            started.append(cmd[-2])  # the label, before the launcher override
         time.sleep(0.2)
         with lock:
             running[0] -= 1
@@ -458,7 +464,8 @@ def test_stages_side_by_side_share_their_process_slots(tmp_path, monkeypatch):
     stages = [[([f"seed={s}", f"label={task}"], f"{task}_{s}") for s in range(3)]
               for task in ("a", "b")]  # fmt: skip
     threads = [threading.Thread(target=sweeps.run_stage, args=(jobs, tmp_path, 2, "reddit"),
-                                kwargs={"slots": slots}) for jobs in stages]  # fmt: skip
+                                kwargs={"slots": slots, "extra": LAUNCHER})
+               for jobs in stages]  # fmt: skip
     for t in threads:
         t.start()
     for t in threads:

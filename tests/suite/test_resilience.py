@@ -6,18 +6,16 @@ import json
 import signal
 import subprocess
 
-import numpy as np
 import pytest
 import yaml
 
 from tests.fault_task import FAULTY_TOY
 from tests.suite_helpers import (
     ROOT,
+    assert_same_run,
     assert_same_training,
     composed_run_dir,
-    final_params,
     find_run_dir,
-    metric_rows,
     run_torchrun,
     run_train,
     train_command,
@@ -35,15 +33,6 @@ FAULTY = (*FAULTY_TOY, *BUDGET)  # the same run on the toy task with faults to o
 def _run_dir(results, *overrides):
     """Where train.py puts the run of these overrides (composed, so known before it runs)."""
     return composed_run_dir(results, *overrides)
-
-
-def _assert_same_run(a, b):
-    assert metric_rows(a) == metric_rows(b)
-    np.testing.assert_array_equal(np.load(a / "grad_norms.npy"), np.load(b / "grad_norms.npy"))
-    pa, pb = final_params(a), final_params(b)
-    assert pa.keys() == pb.keys()
-    for key in pa:
-        np.testing.assert_array_equal(pa[key], pb[key], err_msg=key)
 
 
 def _start(results, *overrides):
@@ -81,7 +70,7 @@ def test_sigkill_at_an_arbitrary_step_then_resume_is_bit_identical(tmp_path, opt
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert [r["step"] for r in summary["resumed_from"]] in ([40], [50])
-    _assert_same_run(_run_dir(straight, *FAULTY, f"optimizer={optimizer}"), run_dir)
+    assert_same_run(_run_dir(straight, *FAULTY, f"optimizer={optimizer}"), run_dir)
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_identically(tmp_path):
@@ -99,7 +88,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_identically(tmp_path)
     resumed = run_train(stopped, *FAULTY, "optimizer=linear_stoch_norm")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"at step {summary['steps']}" in resumed.stdout
-    _assert_same_run(_run_dir(straight, *FAULTY, "optimizer=linear_stoch_norm"), run_dir)
+    assert_same_run(_run_dir(straight, *FAULTY, "optimizer=linear_stoch_norm"), run_dir)
 
 
 # 16 steps per epoch (512 points, batch 32): epochs end at 16, 32, 48; checkpoints at 20, 40, 60
@@ -110,7 +99,7 @@ EPOCHS = (*EPOCHS, "trainer.extend=true")  # the grown budget continues the comp
 
 def _assert_same_record(a, b):
     """Every file of the two run records matches (wall-clock times aside)."""
-    _assert_same_run(a, b)
+    assert_same_run(a, b)
     for name in ("grad_norm_hist.jsonl", "config.yaml"):
         assert (a / name).read_text() == (b / name).read_text(), name
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
@@ -205,7 +194,7 @@ def test_a_longer_budget_extends_a_completed_run_only_when_asked(tmp_path):
     # the extended run is the run that was asked for in one go (constant learning rate)
     straight = tmp_path / "straight"
     assert run_train(straight, *RUN, "optimizer=auto").returncode == 0
-    _assert_same_run(
+    assert_same_run(
         _run_dir(straight, *RUN, "optimizer=auto"), _run_dir(tmp_path, *RUN, "optimizer=auto")
     )
 
