@@ -151,7 +151,7 @@ def run(cfg: DictConfig) -> Any:
         if ctx.is_main:
             print(
                 f"[torch-clip] {exc}; checkpoint saved in {checkpoint_path(run_dir)}; "
-                f"resume with: {resume_command(HydraConfig.get(), run_dir)}",
+                f"resume with: {resume_command(hydra_cfg, run_dir)}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -64,7 +64,7 @@ def shutdown_distributed(ctx: DistContext, completed: bool = False) -> None:
     none tears down its connections while rank 0 still writes the record, and the garbage (a
     DDP reducer in a reference cycle holds the group) is collected while the interpreter is
     whole: a gloo group destroyed during interpreter shutdown aborts the process (SIGABRT,
-    "terminate called without an active exception"), which failed a CI run once."""
+    "terminate called without an active exception")."""
     if not (ctx.enabled and dist.is_initialized()):
         return
     gc.collect()

@@ -29,7 +29,6 @@ from pathlib import Path
 
 from torch_clip.suite.experiments import protocol_table, sweeps, tuned_comparison
 from torch_clip.suite.paths import ROOT
-from torch_clip.suite.run_reader import read_runs
 
 OUT = ROOT / "results" / "lm"
 EXPERIMENT = "lm"
@@ -57,12 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(path.read_text())
     from torch_clip.suite.reports import lm_report
 
-    tune = (
-        read_runs(result["root"] / "tune" / EXPERIMENT)
-        if (result["root"] / "tune").exists()
-        else []
-    )
-    lm_report.write_all(result, tune, Path(result["out"]), args.default_run)
+    lm_report.write_all(result, Path(result["out"]), args.default_run)
     return 0
 
 

@@ -542,7 +542,8 @@ def run_task(
     )
     report = stage("reporting on seeds " + ",".join(map(str, c["report_seeds"])), reports, "report")
     return {"task": name, "placed": placed, "best": best, "spec": c, "axes": axes, "stuck": stuck,
-            "grid": tuning_grid(runs, of, c, axes), "report": report, "of": of, "shown": list(shown),
+            "grid": tuning_grid(runs, of, c, axes), "tune": [] if one_point else runs,
+            "report": report, "of": of, "shown": list(shown),
             "root": root, "out": out}  # fmt: skip
 
 

@@ -195,11 +195,9 @@ def write_cost(stages: dict[str, list[Run]], out: Path, default_run: Path | None
     (out / "lm_cost.md").write_text("\n".join(lines))
 
 
-def write_all(
-    result: dict[str, Any], tune: list[Run], out: Path, default_run: Path | None = None
-) -> None:
-    """Every LM table and figure of one comparison (``tuned_comparison.run_task``'s result) and
-    its tuning runs ``tune``."""
+def write_all(result: dict[str, Any], out: Path, default_run: Path | None = None) -> None:
+    """Every LM table and figure of one comparison (``tuned_comparison.run_task``'s result)."""
+    tune = result["tune"]
     out.mkdir(parents=True, exist_ok=True)
     ceiling = unigram_nats()
     rows = tuning_rows(result, tune, ceiling)
