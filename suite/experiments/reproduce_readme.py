@@ -23,9 +23,9 @@ The parts:
   tasks (``<task>_comparison.png``, ``<task>_table.md``, ``<task>_clipping.png``,
   ``performance_profile.png``, ``tuned_choices.md``), the Reddit proxy's comparison of AGC's clip
   factors (``reddit_agc/``), CoLA's comparison of the per-unit rules (``cola_per_unit/``) and the
-  gradient-norm distributions of the unclipped SGD runs (``heavy_tail.png``). With ``--mpnet
-  <model dir>`` (all-mpnet-base-v2, which the project does not install: README, "A larger
-  encoder"), also the ``cola_mpnet`` comparison (``cola_mpnet/``); without it those committed
+  gradient-norm distributions of the unclipped SGD runs that placed the λ grids
+  (``heavy_tail.png``). With ``--mpnet <model dir>`` (all-mpnet-base-v2, which the project does
+  not install: README, "A larger encoder"), also the ``cola_mpnet`` comparison (``cola_mpnet/``); without it those committed
   figures are left as they are.
 * ``noise`` — ``scripts/noise_probe.py`` at initialisation on every task, and the noise figure;
   ``scripts/tail_over_training.py``: the probes at the start, middle and end of three runs (seeds
@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from torch_clip.suite import registry
-from torch_clip.suite.experiments import sweeps
+from torch_clip.suite.experiments import sweeps, tuned_comparison
 from torch_clip.suite.paths import ROOT
 from torch_clip.suite.run_reader import Run, discover_runs
 
@@ -84,18 +84,24 @@ def tuned(args: argparse.Namespace) -> int:
         variant += ["--figures-only"] * args.figures_only
         code |= sweeps.call(["scripts/tuned_comparison.py", *variant, "--root", str(root), "--",
                              f"task.model_name_or_path={args.mpnet}", *args.overrides])  # fmt: skip
-    sgd = [str(run.dir) for t in args.tasks for run in first_seed(root / "report" / t, "SGD")]
-    if sgd:  # the gradient-norm distribution along an unclipped SGD run of each task
+    sgd = [str(run.dir) for t in args.tasks for run in measuring_run(root, t)]
+    if sgd:  # the gradient-norm distribution along the unclipped SGD run that placed each λ grid
         code |= sweeps.call(
             ["scripts/plot_heavy_tail.py", *sgd, "--out", str(args.out / "heavy_tail.png")]
         )
     return code
 
 
-def first_seed(task_dir: Path, method: str) -> list[Run]:
-    """The run of ``method`` with the smallest seed under ``task_dir`` (none when it has none)."""
-    runs = discover_runs([task_dir]) if task_dir.exists() else []
-    return [run for run in runs if run.method == method][:1]
+def measuring_run(root: Path, task: str) -> list[Run]:
+    """The unclipped SGD run that placed ``task``'s λ grid (none before it ran): the measurement
+    run of the task's comparison, else of a variant of it (``<root>/<variant>/tune/<task>``),
+    else, with ``--quick``'s one setting, SGD's first report run, which measured there."""
+    tune = [root / "tune" / task, *sorted(root.glob(f"*/tune/{task}"))]
+    runs = discover_runs([d for d in tune if d.exists()])
+    found = [r for r in runs if r.config.get("label") == tuned_comparison.MEASURE and r.seed == 0]
+    if not found and (root / "report" / task).exists():
+        found = [r for r in discover_runs([root / "report" / task]) if r.method == "SGD"]
+    return found[:1]
 
 
 def noise(args: argparse.Namespace) -> int:

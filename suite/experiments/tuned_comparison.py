@@ -3,6 +3,7 @@
     python scripts/tuned_comparison.py --tasks reddit            # one task
     python scripts/tuned_comparison.py                           # all four (hours on a CPU)
     python scripts/tuned_comparison.py --quick                   # the pipeline on tiny budgets
+    python scripts/tuned_comparison.py --tasks voc --measure-only # step 1 only: where λ's grid sits
     python scripts/tuned_comparison.py --tasks cola -- task.data_root=/data/CoLA
     python scripts/tuned_comparison.py --tasks cola_mpnet -- task.model_name_or_path=<dir>
 
@@ -496,10 +497,15 @@ def tune(c: dict[str, Any], axes: dict[str, list], stage, extra: list[str], of) 
 
 
 def run_task(
-    name: str, args: argparse.Namespace, extra: list[str], slots: threading.Semaphore | None = None
+    name: str,
+    args: argparse.Namespace,
+    extra: list[str],
+    slots: threading.Semaphore | None = None,
+    measure_only: bool = False,
 ) -> dict[str, Any]:
     """Measure, tune and report comparison ``name``; its runs take ``slots`` shared with the
-    comparisons running beside it."""
+    comparisons running beside it. ``measure_only``: stop after the measurement run, with the
+    λ grids it places (``levels``)."""
     c = spec(name)
     task = c["task"]
     root, out = folders(name, task, args.root, args.out)
@@ -525,6 +531,10 @@ def run_task(
     runs = stage("measuring the unclipped gradient norm", jobs, where)
     measured = measured_run(name, runs, of, label, f"{root}/logs/{name}_*SGD*.log", c["measure_lr"])
     levels, placed = thresholds(c, measured, sweeps.norm_quantiles(measured, c["lambda_quantiles"]))
+    if measure_only:
+        grids = "; ".join(f"{n} {v}" for n, v in levels.items()) or "no fixed-threshold method"
+        print(f"[{name}] measured by {measured.dir}; λ grids: {grids}", flush=True)
+        return {"task": name, "measured": measured, "levels": levels, "placed": placed}
     axes = {n: method_axes(c, n, levels) for n in c["methods"]}
     if one_point:
         best = {n: {"setting": protocol.settings(a)[0], "count": 1, "tied": 1, "rule": "one setting",
@@ -658,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=list(registry.evidence_tasks()),
                         help="the README's task comparisons (default, conf/evidence.yaml) or any "
                              "comparison of conf/comparison/")  # fmt: skip
+    parser.add_argument("--measure-only", action="store_true",
+                        help="only the measurement runs (unclipped SGD, the λ grids' base): "
+                             "print each λ grid and stop")  # fmt: skip
     args = sweeps.parse_sweep_args(parser, argv)
     known = [n for n in registry.comparisons() if "maps" not in registry.comparison(n)]
     for name in args.tasks:
@@ -674,12 +687,15 @@ def main(argv: list[str] | None = None) -> int:
     slots = threading.BoundedSemaphore(args.jobs)
     with ThreadPoolExecutor(max_workers=len(args.tasks)) as pool:
         try:
-            results = list(
-                pool.map(lambda n: run_task(n, args, list(args.overrides), slots), args.tasks)
-            )
+            results = list(pool.map(
+                lambda n: run_task(n, args, list(args.overrides), slots, args.measure_only),
+                args.tasks,
+            ))  # fmt: skip
         except KeyboardInterrupt:  # the stage threads stop after their runs in flight
             local_runs.interrupt()
             raise
+    if args.measure_only:
+        return 0
     command = "python scripts/tuned_comparison.py " + " ".join(
         (["--quick"] if args.quick else []) + ["--tasks", *args.tasks]
     )

@@ -637,3 +637,42 @@ def test_methods_may_name_their_own_lr_grid_family_and_keep_a_fixed_level(tmp_pa
         tc.main(["--tasks", "no_such_experiment", "--figures-only"])
     with pytest.raises(SystemExit, match="regime map"):
         tc.spec("regime_map")
+
+
+def test_heavy_tail_figure_draws_the_unclipped_run_that_placed_the_lambda_grid(tmp_path):
+    # heavy_tail.png shows the measurement run (label measure_SGD, seed 0) of each task's
+    # comparison or of a variant of it; only --quick, which measures on SGD's first report run,
+    # falls back to that one
+    from torch_clip.suite.experiments import reproduce_readme as rr
+
+    measure = {"label": "measure_SGD"}
+    make_run(tmp_path / "report" / "voc", "SGD", 1, 0.1, None, 0.3)
+    assert [(r.method, r.seed) for r in rr.measuring_run(tmp_path, "voc")] == [("SGD", 1)]
+    make_run(tmp_path / "tune" / "voc", "SGD", 6, 0.001, None, 0.2, extra=measure)
+    make_run(tmp_path / "tune" / "voc" / "m", "SGD", 0, 0.001, None, 0.2, extra=measure)
+    (run,) = rr.measuring_run(tmp_path, "voc")
+    assert run.dir == tmp_path / "tune" / "voc" / "m" / "SGD" / "seed0"
+    make_run(tmp_path / "reddit_protocol" / "tune" / "reddit", "SGD", 0, 0.003, None, 0.5,
+             extra=measure)  # fmt: skip
+    (run,) = rr.measuring_run(tmp_path, "reddit")
+    assert run.dir.is_relative_to(tmp_path / "reddit_protocol")
+    assert rr.measuring_run(tmp_path, "cola") == []
+
+
+def test_measure_only_runs_the_measurement_and_nothing_else(tmp_path, capsys):
+    from torch_clip.suite import registry
+    from torch_clip.suite.experiments import tuned_comparison as tc
+    from torch_clip.suite.run_reader import discover_runs
+
+    shrink = [*registry.smoke("reddit"), "trainer.max_steps=12", "trainer.eval_every=12"]
+    out = tmp_path / "figures"
+    argv = ["--measure-only", "--tasks", "reddit", "--root", str(tmp_path), "--out", str(out)]
+    assert tc.main([*argv, "--", *shrink]) == 0
+    (run,) = discover_runs([tmp_path])
+    assert run.config["label"] == "measure_SGD" and run.seed == 0
+    assert run.dir.is_relative_to(tmp_path / "tune" / "reddit")
+    assert run.lr == registry.comparison("reddit")["measure_lr"]
+    assert not out.exists()  # no tables, no figures
+    norms = run.grad_norms()
+    want = [float(f"{q:.4g}") for q in np.quantile(norms, [0.1, 0.5, 0.9])]
+    assert f"norm {want}" in capsys.readouterr().out  # λ's grid: the measured quantiles
