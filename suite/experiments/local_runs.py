@@ -285,6 +285,10 @@ def _drain(pool, queue: list[RunSpec], width: int, slots, done) -> list[RunSpec]
             # thread collects them below (blocking here deadlocked stages that share slots)
             if slots is not None and not slots.acquire(blocking=not inflight):
                 break
+            if STOP.is_set():  # interrupted while this stage waited for the slot
+                if slots is not None:
+                    slots.release()
+                break
             spec = queue.pop(0)
             try:
                 inflight[pool.submit(execute, spec)] = spec

@@ -193,3 +193,37 @@ def test_stages_side_by_side_share_their_slots_and_both_finish(tmp_path):
              for t in times]  # fmt: skip
     for start, _ in spans:  # the runs under way at each start, that one included
         assert sum(a <= start < b for a, b in spans) <= 2
+
+
+def test_a_stage_waiting_for_a_slot_starts_no_run_after_an_interrupt(monkeypatch):
+    """A stage blocked on a shared slot when SIGINT arrives (a comparison beside one with runs
+    in flight) takes the slot those runs free, and must then stop, not start its next run."""
+    from concurrent.futures import Future
+
+    monkeypatch.setattr(local_runs, "STOP", threading.Event())
+    slots = threading.BoundedSemaphore(1)
+    slots.acquire()  # the other stage's run in flight holds the only slot
+    submitted, raised = [], []
+
+    class Pool:  # records what the stage submits; no process is started
+        def submit(self, fn, spec):
+            submitted.append(spec)
+            future = Future()
+            future.set_result({"spec": spec})
+            return future
+
+    def stage():
+        try:
+            local_runs._drain(Pool(), ["run a", "run b"], 1, slots, lambda result: None)
+        except KeyboardInterrupt:
+            raised.append(True)
+
+    thread = threading.Thread(target=stage, daemon=True)
+    thread.start()
+    thread.join(timeout=0.5)
+    assert thread.is_alive()  # waiting for the slot
+    local_runs.interrupt()
+    slots.release()  # the other stage's run has stopped
+    thread.join(timeout=10)
+    assert not thread.is_alive() and raised == [True] and submitted == []
+    assert slots.acquire(blocking=False)  # the slot it took was given back
