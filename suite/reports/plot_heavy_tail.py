@@ -430,6 +430,28 @@ def probe_markdown(sources: Sequence[Source]) -> str:
     return "\n".join([*lines, "", MADE_BY, ""])
 
 
+def runs_markdown(panels: Sequence[Panel]) -> str:
+    """The training runs' gradient norms as a Markdown table (the figure's companion), one row per
+    run: the panel's statistics, and the trend along the run that a histogram hides (the median
+    norm over the first and the last tenth of the steps, and where the largest norm is)."""
+    lines = ["| task | run | optimizer | steps | median ‖g‖ | p99/median | Hill α (k) "
+             "| median ‖g‖, first 10% of steps | median ‖g‖, last 10% | step of the largest ‖g‖ |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for panel in panels:
+        for src in (s for s in panel.sources if s.kind == "run"):
+            norms = src.values[np.isfinite(src.values)]
+            summary = tail_summary(norms, noise=False)
+            tenth = max(1, norms.size // 10)
+            lines.append(
+                f"| {src.task} | {src.name} | {src.meta.get('optimizer', '—')} | {norms.size} "
+                f"| {summary.median:.4g} | {summary.p99_over_median:.2f} "
+                f"| {summary.hill_alpha:.2f} ({summary.hill_k}) "
+                f"| {np.median(norms[:tenth]):.4g} | {np.median(norms[-tenth:]):.4g} "
+                f"| {int(np.argmax(norms))} |"
+            )
+    return "\n".join([*lines, "", MADE_BY, ""])
+
+
 # --------------------------------------------------------------------- over training
 
 #: the probe's estimates drawn by --over-training: JSON key (with ``<key>_ci90``) and axis label
@@ -747,9 +769,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or default_out(args.paths[0], "heavy_tail.png")
     plot_panels(panels, out, ncols=args.ncols, dpi=args.dpi)
     print(format_table(panels))
-    if all(src.kind == "probe" for src in sources):  # noise probes: their estimates as a table
+    kinds = {src.kind for src in sources}
+    if len(kinds) == 1:  # one kind of source: its numbers as a table beside the figure
         table = out.with_suffix(".md")
-        table.write_text(plotting.scrub_paths(probe_markdown(sources)), encoding="utf-8")
+        text = probe_markdown(sources) if kinds == {"probe"} else runs_markdown(panels)
+        table.write_text(plotting.scrub_paths(text), encoding="utf-8")
         print(f"wrote {table}")
     print(f"wrote {out}")
     return 0

@@ -690,8 +690,31 @@ def test_probes_alone_get_their_estimates_as_a_table_beside_the_figure(tmp_path:
     assert cells[:5] == ["voc", "embedded: voc proxy", "net", "initialisation", "200"]
     assert cells[5:] == ["1.23", "-0.16", "24.89 [11.96, 37.81]", "4.80 [4.70, 4.90]",
                          "**1.97 [1.95, 2.00]**", "1.67–2.00 (92)"]  # fmt: skip
-    # a figure of run norms (no probes) gets no probe table
-    assert not (tmp_path / "figs" / "heavy_tail.md").exists()
+
+
+def test_run_norms_alone_get_their_trend_as_a_table_beside_the_figure(tmp_path: Path) -> None:
+    """heavy_tail.png's table: per run the median norm over the first and the last tenth of its
+    steps and the step of its largest norm (what a histogram of the norms hides), and the Hill
+    index of the panel, checked against NumPy on norms that decay with a spike at step 3."""
+    rng = np.random.default_rng(3)
+    norms = np.exp(-np.linspace(0.0, 5.0, 400)) * rng.uniform(0.9, 1.1, 400)
+    norms[3] = 50.0
+    sweep = tmp_path / "sweep"
+    make_run(sweep, "voc", "SGD", 0, val=[0.2, 0.3], grad_norms=norms)
+    make_run(sweep, "cola", "SGD", 0, val=[0.1, 0.2], grad_norms=np.linspace(1.0, 2.0, 50))
+    out = tmp_path / "figs" / "heavy_tail.png"
+    assert ph.main([str(sweep), "--out", str(out), "--dpi", "60"]) == 0
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
+            for ln in out.with_suffix(".md").read_text().splitlines() if ln.startswith("| ")}  # fmt: skip
+    voc, kept = rows["voc"], norms.astype(np.float32).astype(np.float64)
+    assert voc[3] == "400" and voc[9] == "3"
+    assert float(voc[4]) == pytest.approx(np.median(kept), rel=1e-3)
+    assert float(voc[7]) == pytest.approx(np.median(kept[:40]), rel=1e-3)
+    assert float(voc[8]) == pytest.approx(np.median(kept[-40:]), rel=1e-3)
+    sources, _ = ph.discover_sources([sweep / "voc"])
+    (panel,) = ph.make_panels(sources, "run")
+    assert voc[6] == f"{panel.summary.hill_alpha:.2f} ({panel.summary.hill_k})"
+    assert rows["cola"][9] == "49"  # rising norms: the largest is the last
 
 
 def _probe_json(folder: Path, task: str, step: int, stable: float, hill: float, ci=True) -> None:
