@@ -44,8 +44,10 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -178,6 +180,49 @@ def execute(spec: RunSpec) -> dict[str, Any]:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             _reset(old_cwd)
     return outcome(spec, run_dir, error, time.perf_counter() - started)
+
+
+def run_main(module: str, argv: tuple[str, ...], cwd: str) -> int:
+    """``module.main(argv)`` in this worker, from ``cwd``; its exit status as its process's would
+    be. Matplotlib's settings are put back and its figures closed after, so that one figure
+    script leaves nothing for the next."""
+    import matplotlib
+
+    if not _WORKER:
+        warm()
+    old_cwd = os.getcwd()
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.chdir(cwd)
+        with matplotlib.rc_context():
+            return call_here(module, argv)
+    finally:
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _reset(old_cwd)
+
+
+def call_here(module: str, argv: Sequence[str]) -> int:
+    """``module.main(argv)`` in this thread; its exit status as ``python -m module`` would end
+    with (a ``SystemExit`` message printed, an exception's traceback, 130 on SIGINT)."""
+    try:
+        return exit_status(importlib.import_module(module).main(list(argv)))
+    except SystemExit as exc:
+        return exit_status(exc.code)
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        traceback.print_exc()
+        return 1
+
+
+def exit_status(code: object) -> int:
+    """The status of ``sys.exit(code)``: 0 for ``None``, the integer, 1 for a message (printed)."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr, flush=True)
+    return 1
 
 
 def _run(cfg: Any, run_dir: Path) -> None:
@@ -332,6 +377,22 @@ def interrupt() -> None:
     for process in list(processes.values()):
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGINT)
+
+
+def call_main(module: str, argv: Sequence[str]) -> int:
+    """``module.main(argv)`` in one of the driver's workers (its pool, or one worker when it has
+    none yet): a probe or a figure script without a process start. Its exit status; 130 once
+    :func:`interrupt` was called, 1 if it killed its worker."""
+    if STOP.is_set():
+        return 130
+    pool = shared_pool(1)
+    try:
+        return pool.submit(run_main, module, tuple(argv), os.getcwd()).result()
+    except BrokenProcessPool:
+        discard(pool)
+        print(f"{module}: its worker process died (a crash, os._exit or a signal)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 1
 
 
 def _alone(spec: RunSpec) -> dict[str, Any]:

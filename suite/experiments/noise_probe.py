@@ -74,8 +74,10 @@ def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
     import torch_clip.suite.naming  # noqa: F401  registers the run_dir resolver
+    from torch_clip.suite.experiments.local_runs import HYDRA_STATE
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    # Hydra's state is global: a driver's other threads (tail_over_training beside a sweep) wait
+    with HYDRA_STATE, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=False)
 
 

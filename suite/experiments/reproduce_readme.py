@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from torch_clip.suite import registry
-from torch_clip.suite.experiments import sweeps, tuned_comparison
+from torch_clip.suite.experiments import local_runs, sweeps, tuned_comparison
 from torch_clip.suite.paths import ROOT
 from torch_clip.suite.run_reader import Run, discover_runs
 
@@ -164,10 +164,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[reproduce] {part}: exit {code} after {time.time() - started:.0f} s", flush=True)
         return code
 
-    # The parts share nothing, so with --jobs > 1 they all run side by side, each with up to
-    # --jobs processes: the machine stays busy while one part waits on its slowest process.
+    # The parts share nothing, so with --jobs > 1 they all run side by side in this process, and
+    # their runs, probes and figures in its --jobs workers (sweeps.call): the machine stays busy
+    # while one part waits on its slowest run, and nothing imports torch twice.
+    local_runs.shared_pool(args.jobs)  # one pool of --jobs workers for every part
     with ThreadPoolExecutor(max_workers=len(args.parts) if args.jobs > 1 else 1) as pool:
-        codes = dict(zip(args.parts, pool.map(run_part, args.parts)))
+        try:
+            codes = dict(zip(args.parts, pool.map(run_part, args.parts)))
+        except KeyboardInterrupt:  # the parts stop after their runs in flight
+            local_runs.interrupt()
+            raise
     failed = [part for part, code in codes.items() if code]
     if failed:
         print(

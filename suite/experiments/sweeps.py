@@ -23,6 +23,7 @@ import contextlib
 import csv
 import functools
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -201,10 +202,32 @@ def parse_sweep_args(parser: argparse.ArgumentParser, argv: list[str] | None) ->
     return args
 
 
+#: the scripts whose ``main`` runs sweeps: :func:`call` runs them in the calling thread, so that
+#: their runs share this process's workers; the other entry points of ``scripts/`` (a probe, a
+#: figure) run in one of those workers
+DRIVERS = ("regime_map.py", "tuned_comparison.py", "tail_over_training.py")
+
+
 def call(script: list[str]) -> int:
-    """Run a script of this folder with this interpreter, from the repository root."""
+    """``python <script> <args>`` without a process start: a thin entry point of ``scripts/``
+    (``from <module> import main``) runs its module's ``main`` here (a driver) or in a worker
+    (``local_runs.call_main``); any other script runs in a process of this interpreter, from
+    the repository root. Its exit status."""
     print("$ python " + " ".join(script), flush=True)
-    return subprocess.call([sys.executable, *script], cwd=ROOT)
+    module = entry_module(ROOT / script[0])
+    if module is None:
+        return subprocess.call([sys.executable, *script], cwd=ROOT)
+    if Path(script[0]).name in DRIVERS:
+        return local_runs.call_here(module, script[1:])
+    return local_runs.call_main(module, script[1:])
+
+
+def entry_module(script: Path) -> str | None:
+    """The module a thin entry point runs (its ``from torch_clip.<module> import main``)."""
+    if not script.is_file():
+        return None
+    found = re.search(r"^from (torch_clip(?:\.\w+)+) import main$", script.read_text(), re.M)
+    return found.group(1) if found else None
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

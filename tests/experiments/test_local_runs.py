@@ -227,3 +227,63 @@ def test_a_stage_waiting_for_a_slot_starts_no_run_after_an_interrupt(monkeypatch
     thread.join(timeout=10)
     assert not thread.is_alive() and raised == [True] and submitted == []
     assert slots.acquire(blocking=False)  # the slot it took was given back
+
+
+PROBE = ("--overrides", "task=toy", "--at", "start", "--batches", "8", "--reference-batches", "4",
+         "--bootstrap", "20")  # fmt: skip
+
+
+def test_a_probe_in_a_worker_after_a_run_equals_the_probe_of_its_own_process(tmp_path):
+    """``sweeps.call`` runs a probe in the driver's worker, which trained a run before (its RNG,
+    threads and Hydra state touched): the probe's numbers are those of ``python
+    scripts/noise_probe.py`` in a fresh process, digit for digit."""
+    from torch_clip.suite.experiments import sweeps
+
+    (trained,) = local_runs.run_local([spec(tmp_path / "sweep", *TOY)], workers=1)
+    assert trained["status"] == "completed"
+    assert sweeps.call(["scripts/noise_probe.py", *PROBE, "--out", str(tmp_path / "worker")]) == 0
+    alone = subprocess.run([sys.executable, "scripts/noise_probe.py", *PROBE, "--out",
+                            str(tmp_path / "process")], cwd=ROOT, env=train_env(),
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    worker, process = (json.loads((tmp_path / d / "noise_probe.json").read_text())
+                       for d in ("worker", "process"))  # fmt: skip
+    worker.pop("seconds"), process.pop("seconds")
+    assert worker == process
+
+
+def test_scripts_run_without_a_process_start_and_keep_their_exit_status(tmp_path, monkeypatch):
+    """A figure script runs in a worker, a driver in the calling thread; neither starts a
+    process, and each ends with the status its process would have (a usage error 2, a refused
+    comparison's message 1)."""
+    from torch_clip.suite.experiments import sweeps
+
+    def no_process(*args, **kwargs):
+        raise AssertionError(f"a process was started: {args}")
+
+    monkeypatch.setattr(subprocess, "call", no_process)
+    (run,) = local_runs.run_local([spec(tmp_path / "sweep", *TOY)], workers=1)
+    out = tmp_path / "figs" / "heavy_tail.png"
+    assert sweeps.call(["scripts/plot_heavy_tail.py", str(run["run_dir"]), "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000 and "| toy |" in out.with_suffix(".md").read_text()
+    assert (
+        sweeps.call(["scripts/plot_heavy_tail.py", "--ncols", "x"]) == 2
+    )  # argparse's usage error
+    refused = ["scripts/tuned_comparison.py", "--tasks", "nonesuch", "--root", str(tmp_path)]
+    assert sweeps.call(refused) == 2  # parser.error in this thread, not an exit of the driver
+    assert (
+        sweeps.call(
+            [
+                "scripts/tuned_comparison.py",
+                "--quick",
+                "--figures-only",
+                "--tasks",
+                "reddit",
+                "--root",
+                str(tmp_path / "empty"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 1
+    )
