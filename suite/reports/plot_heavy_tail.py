@@ -165,7 +165,7 @@ def run_source(run: Run) -> Source | None:
         task=run.task,
         method=run.method,
         values=np.asarray(norms, dtype=np.float64),
-        meta=dict(run.summary),
+        meta=dict(run.summary) | {"lr": run.lr},
     )
 
 
@@ -434,16 +434,17 @@ def runs_markdown(panels: Sequence[Panel]) -> str:
     """The training runs' gradient norms as a Markdown table (the figure's companion), one row per
     run: the panel's statistics, and the trend along the run that a histogram hides (the median
     norm over the first and the last tenth of the steps, and where the largest norm is)."""
-    lines = ["| task | run | optimizer | steps | median ‖g‖ | p99/median | Hill α (k) "
+    lines = ["| task | run | optimizer | lr | steps | median ‖g‖ | p99/median | Hill α (k) "
              "| median ‖g‖, first 10% of steps | median ‖g‖, last 10% | step of the largest ‖g‖ |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for panel in panels:
         for src in (s for s in panel.sources if s.kind == "run"):
             norms = src.values[np.isfinite(src.values)]
             summary = tail_summary(norms, noise=False)
             tenth = max(1, norms.size // 10)
             lines.append(
-                f"| {src.task} | {src.name} | {src.meta.get('optimizer', '—')} | {norms.size} "
+                f"| {src.task} | {src.name} | {src.meta.get('optimizer', '—')} "
+                f"| {src.meta.get('lr') or '—'} | {norms.size} "
                 f"| {summary.median:.4g} | {summary.p99_over_median:.2f} "
                 f"| {summary.hill_alpha:.2f} ({summary.hill_k}) "
                 f"| {np.median(norms[:tenth]):.4g} | {np.median(norms[-tenth:]):.4g} "

@@ -707,14 +707,14 @@ def test_run_norms_alone_get_their_trend_as_a_table_beside_the_figure(tmp_path: 
     rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
             for ln in out.with_suffix(".md").read_text().splitlines() if ln.startswith("| ")}  # fmt: skip
     voc, kept = rows["voc"], norms.astype(np.float32).astype(np.float64)
-    assert voc[3] == "400" and voc[9] == "3"
-    assert float(voc[4]) == pytest.approx(np.median(kept), rel=1e-3)
-    assert float(voc[7]) == pytest.approx(np.median(kept[:40]), rel=1e-3)
-    assert float(voc[8]) == pytest.approx(np.median(kept[-40:]), rel=1e-3)
+    assert voc[3] == "0.01" and voc[4] == "400" and voc[10] == "3"  # the run config's lr
+    assert float(voc[5]) == pytest.approx(np.median(kept), rel=1e-3)
+    assert float(voc[8]) == pytest.approx(np.median(kept[:40]), rel=1e-3)
+    assert float(voc[9]) == pytest.approx(np.median(kept[-40:]), rel=1e-3)
     sources, _ = ph.discover_sources([sweep / "voc"])
     (panel,) = ph.make_panels(sources, "run")
-    assert voc[6] == f"{panel.summary.hill_alpha:.2f} ({panel.summary.hill_k})"
-    assert rows["cola"][9] == "49"  # rising norms: the largest is the last
+    assert voc[7] == f"{panel.summary.hill_alpha:.2f} ({panel.summary.hill_k})"
+    assert rows["cola"][10] == "49"  # rising norms: the largest is the last
 
 
 def _probe_json(folder: Path, task: str, step: int, stable: float, hill: float, ci=True) -> None:
