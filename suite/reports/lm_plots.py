@@ -13,10 +13,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from torch_clip.suite.experiments.provenance import stamp
 from torch_clip.suite.experiments.sweeps import interval90
 from torch_clip.suite.reports.plotting import method_colors, savefig, style_axes
 
 STEP_MARKERS = {0: "o", 1: "s", 2: "^"}
+#: one marker and line style per method of a panel: lines that coincide (SGD and SGD + auto,
+#: which clips little, at every lr but the largest) stay visible under each other
+LINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<")
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def _norm_histograms(axes, found: list[dict], series: list[str]) -> None:
@@ -70,7 +75,7 @@ def noise_figure(found: list[dict], path: Path) -> Path:
     fig.suptitle("Gradient noise of task=lm beside the ImageNet proxy (markers: seeds 0/1/2; "
                  "bars: 90% bootstrap intervals)", fontsize=10)  # fmt: skip
     fig.tight_layout()
-    return savefig(fig, path, made_by="python scripts/lm_noise_probe.py")
+    return savefig(fig, path, made_by=stamp("python scripts/lm_noise_probe.py"))
 
 
 def comparison_figure(
@@ -100,7 +105,7 @@ def comparison_figure(
                       "report seeds; band: 90% t-interval of the mean")  # fmt: skip
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return savefig(fig, path, made_by="python scripts/lm_comparison.py")
+    return savefig(fig, path, made_by=stamp("python scripts/lm_comparison.py"))
 
 
 def lr_stability_figure(tuning: list[dict], path: Path, ceiling: float) -> Path:
@@ -118,7 +123,9 @@ def lr_stability_figure(tuning: list[dict], path: Path, ceiling: float) -> Path:
         nudge = 1 + 0.03 * (k % 6)  # crosses of methods diverging at one lr side by side
         means = [np.mean(by[(name, lr)]) if np.all(np.isfinite(by[(name, lr)])) else np.nan
                  for lr in lrs]  # fmt: skip
-        ax.plot(lrs, np.minimum(means, ceiling), "-o", ms=3, color=colors[name], label=name)
+        ax.plot(lrs, np.minimum(means, ceiling), ls=LINE_STYLES[k % len(LINE_STYLES)],
+                marker=LINE_MARKERS[k % len(LINE_MARKERS)], ms=6 - (k % 3), mfc="none",
+                color=colors[name], label=name)  # fmt: skip
         for lr in lrs:
             bad = [v for v in by[(name, lr)] if not np.isfinite(v) or v >= ceiling]
             if bad:
@@ -137,4 +144,4 @@ def lr_stability_figure(tuning: list[dict], path: Path, ceiling: float) -> Path:
     fig.suptitle("Which learning rates train? Crosses: a diverged seed (non-finite, or at or above "
                  "the byte-unigram loss, dashed)", fontsize=10)  # fmt: skip
     fig.tight_layout()
-    return savefig(fig, path, made_by="python scripts/lm_comparison.py")
+    return savefig(fig, path, made_by=stamp("python scripts/lm_comparison.py"))
