@@ -66,7 +66,7 @@ from torch_clip.suite.bench.contenders import (
 from torch_clip.suite.bench.report import analyse, mb, print_table, write_csv, write_md
 from torch_clip.suite.bench.timing import probe_contenders, run_rounds
 from torch_clip.suite.bench.workload import MODELS, RULES, Workload, model_shapes
-from torch_clip.suite.experiments.provenance import commit
+from torch_clip.suite.experiments.provenance import command_line, commit
 from torch_clip.suite.paths import ROOT
 
 
@@ -190,8 +190,7 @@ def run_meta(args: argparse.Namespace, argv: list[str] | None, device: torch.dev
         "threads": torch.get_num_threads(),
         "cores (os.cpu_count)": os.cpu_count(),
         "load average at start": load_average(),
-        "command": "python scripts/bench_step.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("scripts/bench_step.py", sys.argv[1:] if argv is None else argv),
         "settings": (
             f"SGD lr={SGD_LR} momentum={SGD_MOMENTUM}; AdamW lr={ADAMW_LR} wd={ADAMW_WD}; "
             f"λ = 0.5·‖g‖ (global types, clip_grad_norm_), 0.5·median ‖g_i‖ (layer_wise), "

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from torch_clip.suite import protocol
-from torch_clip.suite.experiments import sweeps
+from torch_clip.suite.experiments import provenance, sweeps
 from torch_clip.suite.experiments.provenance import stamp
 from torch_clip.suite.reports import plotting
 from torch_clip.suite.run_reader import Run
@@ -112,7 +112,7 @@ def markdown(result: dict[str, Any], rows: list[dict[str, Any]], made_by: str) -
                      f"| {diff} | {_num(r['diff_median'])} "
                      f"| {_num(r['p_wilcoxon'], 3)} | {_num(r['p_t'], 3)} | {_num(r['p_t_bh'], 3)} "
                      f"| {r['holds'] or '—'} |")  # fmt: skip
-    return plotting.scrub_paths("\n".join([*lines, "", made_by, ""]))
+    return provenance.scrub_paths("\n".join([*lines, "", made_by, ""]))
 
 
 def write_protocol_table(result: dict[str, Any], command: str, clips) -> Path | None:

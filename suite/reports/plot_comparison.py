@@ -48,7 +48,7 @@ the profile with a printed note. A task's metric is, likewise, ``--metric TASK=N
 
 Every figure's footnote and every table's last line record the command and the commit that made
 it (``suite/experiments/provenance.py``); absolute paths of the machine are removed from every text written
-(``plotting.scrub_paths``).
+(``provenance.scrub_paths``).
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from torch_clip.suite import protocol
+from torch_clip.suite.experiments import provenance
 from torch_clip.suite.experiments.provenance import stamp
 from torch_clip.suite.reports import plotting
 from torch_clip.suite.reports.plotting import BAND_TEXT
@@ -412,7 +413,7 @@ def write_tables(result: TaskResult, md_path: Path, csv_path: Path, made_by: str
         ]
     lines += ["", made_by]
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(plotting.scrub_paths("\n".join(lines)) + "\n")
+    md_path.write_text(provenance.scrub_paths("\n".join(lines)) + "\n")
 
     target = "" if result.target is None else result.target
     with open(csv_path, "w", newline="") as f:
@@ -429,7 +430,7 @@ def write_tables(result: TaskResult, md_path: Path, csv_path: Path, made_by: str
                 *row.final_val[:2], *row.best_val[:2], *row.train_loss[:2], row.removed[0], target,
                 row.mean_steps, row.mean_wall, row.n_reached, made_by,
             ]  # fmt: skip
-            writer.writerow([plotting.scrub_paths(c) if isinstance(c, str) else c for c in cells])
+            writer.writerow([provenance.scrub_paths(c) if isinstance(c, str) else c for c in cells])
 
 
 # ----------------------------------------------------------------------- performance profile
@@ -568,7 +569,7 @@ def write_profile_csv(
         for measure, by_method in ratios.items():
             for method, task_ratios in by_method.items():
                 row = [measure, method, *[task_ratios[res.task] for res in results]]
-                writer.writerow([*row, plotting.scrub_paths(made_by)])
+                writer.writerow([*row, provenance.scrub_paths(made_by)])
 
 
 # ------------------------------------------------------------------------------ task figure
@@ -1154,7 +1155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not results:
         print("plot_comparison: no task has a completed run", file=sys.stderr)
         return 1
-    command = plotting.command_line("scripts/plot_comparison.py", argv)
+    command = provenance.command_line("scripts/plot_comparison.py", argv)
     out_dir, figures = output_paths(args.out, args.sweep, [res.task for res in results])
     others = [] if args.no_profile else tables_of_other_tasks(out_dir, results)
     every = sorted([*results, *others], key=lambda res: res.task)

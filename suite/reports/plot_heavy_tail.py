@@ -50,7 +50,7 @@ from clip_core.heavy_tail import (
     standardize_columns,
     tail_summary,
 )
-from torch_clip.suite.experiments.provenance import stamp
+from torch_clip.suite.experiments.provenance import scrub_paths, stamp
 from torch_clip.suite.records import read_json
 from torch_clip.suite.reports import plotting
 from torch_clip.suite.run_reader import Run, as_float, discover_runs, is_run_dir, load_run
@@ -676,7 +676,7 @@ def training_markdown(series: Sequence[TailSeries]) -> str:
         "The intervals are 90% bootstrap intervals of one probe: they cover the resampling of its "
         "mini-batches, not the run; compare the seeds of a series for that.",
         "",
-        plotting.scrub_paths(MADE_BY),
+        scrub_paths(MADE_BY),
         "",
     ]
     return "\n".join(rows)
@@ -774,7 +774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(kinds) == 1:  # one kind of source: its numbers as a table beside the figure
         table = out.with_suffix(".md")
         text = probe_markdown(sources) if kinds == {"probe"} else runs_markdown(panels)
-        table.write_text(plotting.scrub_paths(text), encoding="utf-8")
+        table.write_text(scrub_paths(text), encoding="utf-8")
         print(f"wrote {table}")
     print(f"wrote {out}")
     return 0

@@ -9,7 +9,6 @@ noise-probe directory (``scripts/noise_probe.py``) holds ``noise_probe.npz`` and
 from __future__ import annotations
 
 import math
-import re
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ matplotlib.use("Agg")  # file output only; never needs a display
 
 import numpy as np
 
-from torch_clip.suite.paths import ROOT
+from torch_clip.suite.experiments.provenance import scrub_paths
 from torch_clip.suite.run_reader import Run
 
 #: metric names for which smaller is better (everything else, e.g. accuracy, r2, mcc, miou: larger)
@@ -36,42 +35,6 @@ def matches(value: str, patterns: Sequence[str] | None) -> bool:
         return True
     wanted = {p.strip() for item in patterns for p in item.split(",") if p.strip()}
     return value in wanted
-
-
-# An absolute path: POSIX ``/a/b`` (first component starting with a letter, ``_`` or ``.``), home
-# ``~/a`` or Windows ``C:\\a``; never a ratio such as ``8551/516``, ``λ/‖g‖`` or ``(a+b)/2``.
-ABSOLUTE_PATH = re.compile(
-    r"(?<![\w./:~)\]}‖])(?:~/|[A-Za-z]:\\|/(?=[A-Za-z_.]))[^\s,;|()\[\]'\"`]*"
-)
-
-
-def scrub_paths(text: str) -> str:
-    """``text`` with every absolute path of this machine replaced by a machine-free name.
-
-    Committed figures and tables must not hold such paths: a path inside the repository becomes
-    repository-relative, any other keeps its last two components (``/home/x/data/cola`` →
-    ``data/cola``).
-    """
-
-    def replace(match: re.Match[str]) -> str:
-        raw = match.group(0)
-        path = Path(raw).expanduser()
-        if path.is_absolute():  # a Windows path never lies inside this POSIX checkout
-            try:
-                return path.resolve().relative_to(ROOT.resolve()).as_posix() or "."
-            except (ValueError, OSError):
-                pass
-        parts = [p for p in re.split(r"[\\/]+", raw) if p not in ("", "~") and not p.endswith(":")]
-        return "/".join(parts[-2:]) or "<path>"
-
-    return ABSOLUTE_PATH.sub(replace, str(text))
-
-
-def command_line(script: str, argv: Sequence[str]) -> str:
-    """``python <script> <args>`` as typed, with absolute paths scrubbed (see :func:`scrub_paths`)."""
-    import shlex
-
-    return " ".join(["python", script, *(shlex.quote(scrub_paths(a)) for a in argv)])
 
 
 def status_note(run: Run) -> str:

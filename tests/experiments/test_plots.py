@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.suite_helpers import ROOT
+from torch_clip.suite.experiments import provenance
 from torch_clip.suite.reports import plot_comparison as pc
 from torch_clip.suite.reports import plot_heavy_tail as ph
 from torch_clip.suite.reports import plotting
@@ -494,18 +495,18 @@ def test_scrub_paths_keeps_ratios_and_names_paths_by_their_tail() -> None:
     kept = ["8551 train / 516 dev", "λ/‖g‖", "(a+b)/2", "nyu-mll/glue (train/validation)",
             "~25 min", "https://gluebenchmark.com/tasks"]  # fmt: skip
     for text in kept:
-        assert plotting.scrub_paths(text) == text
-    assert plotting.scrub_paths("CoLA TSV at /home/a/shared/data/cola, 8551/516") == (
+        assert provenance.scrub_paths(text) == text
+    assert provenance.scrub_paths("CoLA TSV at /home/a/shared/data/cola, 8551/516") == (
         "CoLA TSV at data/cola, 8551/516"
     )
-    assert plotting.scrub_paths(f"--out={root}/results/readme/figures") == (
+    assert provenance.scrub_paths(f"--out={root}/results/readme/figures") == (
         "--out=results/readme/figures"
     )
     assert (
-        plotting.scrub_paths("~/data/cola/train.tsv; C:\\Users\\b\\cola")
+        provenance.scrub_paths("~/data/cola/train.tsv; C:\\Users\\b\\cola")
         == "cola/train.tsv; b/cola"
     )
-    cmd = plotting.command_line("scripts/plot_comparison.py", [f"{root}/results/readme", "-x"])
+    cmd = provenance.command_line("scripts/plot_comparison.py", [f"{root}/results/readme", "-x"])
     assert cmd == "python scripts/plot_comparison.py results/readme -x"
 
 
